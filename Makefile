@@ -1,0 +1,29 @@
+# The two commands of README.md: `make demo` and `make test`. Each creates .venv when absent.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_WORKERS ?= 2
+
+.PHONY: demo test test-slow test-all clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m kerazoo.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow" tests
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "slow" tests
+
+test-all: $(STAMP)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache

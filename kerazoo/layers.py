@@ -1,0 +1,349 @@
+"""Custom layers of kerazoo: argmax pooling and unpooling, upsampling, padding and preprocessing.
+
+Every layer uses `keras.ops` only, is registered for `.keras` serialization, and lowers to TFLite
+builtin ops and to a valid ONNX graph. Argmax pooling is written with strided slices, comparisons and
+selects (no `tf.nn.max_pool_with_argmax`, no float argmax, no one-hot products), because those are
+what the mobile runtimes and the int8 converter handle correctly.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+PACKAGE = "kerazoo"
+
+
+def _pair(value, name):
+    """Returns `value` as a (height, width) pair of positive ints, or raises naming `name`."""
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and v >= 1 for v in pair):
+        raise ValueError(f"{name} must be a positive int or a pair of positive ints; got {value!r}")
+    return pair
+
+
+def _ceil_div(size, factor):
+    """Ceil division that works for static ints, None and dynamic tensors."""
+    if size is None:
+        return None
+    return (size + factor - 1) // factor
+
+
+def _interleave(parts, block):
+    """Interleaves block_h x block_w tensors of shape (B, h, w, C) into one of shape (B, h*bh, w*bw, C).
+
+    `parts[r][c]` goes to row offset r and column offset c of every block. Uses stack + reshape
+    (at most 5-D) so that TFLite and ONNX get plain PACK/RESHAPE ops.
+    """
+    block_h, block_w = block
+    shape = ops.shape(parts[0][0])
+    height, width, channels = shape[1], shape[2], shape[3]
+    rows = []
+    for row_parts in parts:
+        row = ops.stack(row_parts, axis=3)  # (B, h, w, bw, C)
+        rows.append(ops.reshape(row, (-1, height, width * block_w, channels)))
+    stacked = ops.stack(rows, axis=2)  # (B, h, bh, w*bw, C)
+    return ops.reshape(stacked, (-1, height * block_h, width * block_w, channels))
+
+
+def _pad_to_multiple_by_edge(x, block):
+    """Repeats the last row/column so that height and width become multiples of `block`.
+
+    Edge repetition (not -inf or zero padding) keeps every window maximum a real input value and keeps
+    the int8 quantisation range of the tensor unchanged. The tie rule then always picks the original
+    pixel, because repeated ones come later in row-major window order.
+    """
+    for axis, factor in ((1, block[0]), (2, block[1])):
+        if factor == 1:
+            continue
+        size = ops.shape(x)[axis]
+        if isinstance(size, int) and size % factor == 0:
+            continue
+        target = _ceil_div(size, factor) * factor
+        last = x[:, -1:, :, :] if axis == 1 else x[:, :, -1:, :]
+        x = ops.concatenate([x] + [last] * (factor - 1), axis=axis)
+        x = x[:, :target, :, :] if axis == 1 else x[:, :, :target, :]
+    return x
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MaxPoolingWithArgmax2D(keras.layers.Layer):
+    """Max pooling that also returns where each maximum was.
+
+    Windows do not overlap (strides equal `pool_size`). Odd sizes are pooled like
+    `MaxPooling2D(padding="same")`: the output has ceil(H / ph) x ceil(W / pw) positions and the
+    partial windows at the bottom and right see only real pixels.
+
+    Returns `(pooled, indices)`. `indices` (int32, same shape as `pooled`) is the position of the
+    maximum inside its window in row-major order, `r * pw + c`; ties go to the first maximum in that
+    order. Pass both to `MaxUnpooling2D`. Gradients flow to the selected input positions.
+
+    Args:
+        pool_size: int or (height, width) of the pooling window.
+    """
+
+    def __init__(self, pool_size=2, **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size = _pair(pool_size, "pool_size")
+
+    def call(self, inputs):
+        x = _pad_to_multiple_by_edge(inputs, self.pool_size)
+        ph, pw = self.pool_size
+        candidates = [x[:, r::ph, c::pw, :] for r in range(ph) for c in range(pw)]
+        window_max = ops.stop_gradient(candidates[0])
+        for candidate in candidates[1:]:
+            window_max = ops.maximum(window_max, ops.stop_gradient(candidate))
+        # Walk the window backwards so that the first maximum in row-major order wins.
+        indices = ops.full_like(window_max, len(candidates) - 1, dtype="int32")
+        pooled = candidates[-1]
+        for position in range(len(candidates) - 2, -1, -1):
+            is_max = ops.equal(candidates[position], window_max)
+            indices = ops.where(is_max, position, indices)
+            pooled = ops.where(is_max, candidates[position], pooled)
+        return pooled, indices
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        shape = (batch, _ceil_div(height, self.pool_size[0]), _ceil_div(width, self.pool_size[1]), channels)
+        return shape, shape
+
+    def compute_output_spec(self, inputs):
+        shape = self.compute_output_shape(inputs.shape)[0]
+        return (
+            keras.KerasTensor(shape, dtype=inputs.dtype),
+            keras.KerasTensor(shape, dtype="int32"),
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MaxUnpooling2D(keras.layers.Layer):
+    """Puts each value back at the position its `MaxPoolingWithArgmax2D` recorded, zeros elsewhere.
+
+    Called on `[values, indices]` it returns the pooled size times `pool_size`. Called on
+    `[values, indices, reference]` it crops to the height and width of `reference` (the tensor that
+    was pooled), so that odd sizes come back exactly. Gradients flow to `values`.
+
+    Args:
+        pool_size: int or (height, width); must match the pooling layer's.
+    """
+
+    def __init__(self, pool_size=2, **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size = _pair(pool_size, "pool_size")
+
+    def _check_inputs(self, inputs):
+        if not isinstance(inputs, (list, tuple)) or len(inputs) not in (2, 3):
+            raise ValueError(
+                "MaxUnpooling2D expects [values, indices] or [values, indices, reference]; "
+                f"got {type(inputs).__name__} of length {len(inputs) if isinstance(inputs, (list, tuple)) else 1}"
+            )
+
+    def call(self, inputs):
+        self._check_inputs(inputs)
+        values, indices = inputs[0], ops.cast(inputs[1], "int32")
+        ph, pw = self.pool_size
+        zeros = ops.zeros_like(values)
+        parts = [[ops.where(ops.equal(indices, r * pw + c), values, zeros) for c in range(pw)] for r in range(ph)]
+        output = _interleave(parts, self.pool_size)
+        if len(inputs) == 3:
+            reference_shape = ops.shape(inputs[2])
+            output = output[:, : reference_shape[1], : reference_shape[2], :]
+        return output
+
+    def compute_output_shape(self, input_shape):
+        self._check_inputs(input_shape)
+        batch, height, width, channels = input_shape[0]
+        if len(input_shape) == 3:
+            return (batch, input_shape[2][1], input_shape[2][2], channels)
+        scale = lambda size, factor: None if size is None else size * factor  # noqa: E731
+        return (batch, scale(height, self.pool_size[0]), scale(width, self.pool_size[1]), channels)
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BedOfNailsUpSampling2D(keras.layers.Layer):
+    """Upsamples by placing each value at the top-left of its `size` block, zeros elsewhere.
+
+    Args:
+        size: int or (height, width) upsampling factor.
+    """
+
+    def __init__(self, size=2, **kwargs):
+        super().__init__(**kwargs)
+        self.size = _pair(size, "size")
+
+    def call(self, inputs):
+        zeros = ops.zeros_like(inputs)
+        sh, sw = self.size
+        parts = [[inputs if (r, c) == (0, 0) else zeros for c in range(sw)] for r in range(sh)]
+        return _interleave(parts, self.size)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        scale = lambda size, factor: None if size is None else size * factor  # noqa: E731
+        return (batch, scale(height, self.size[0]), scale(width, self.size[1]), channels)
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
+
+
+def bilinear_kernel(kernel_size, channels):
+    """The (k, k, channels, channels) bilinear interpolation kernel FCN initialises upsampling with.
+
+    Each channel is upsampled on its own (a diagonal kernel), as in Long et al.'s `upsample_filt`.
+    """
+    factor = (kernel_size + 1) // 2
+    center = factor - 1 if kernel_size % 2 == 1 else factor - 0.5
+    grid = np.arange(kernel_size)
+    profile = 1 - np.abs(grid - center) / factor
+    filt = np.outer(profile, profile).astype("float32")
+    kernel = np.zeros((kernel_size, kernel_size, channels, channels), dtype="float32")
+    for channel in range(channels):
+        kernel[:, :, channel, channel] = filt
+    return kernel
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BilinearInitializer(keras.initializers.Initializer):
+    """Initialises a square `Conv2DTranspose` kernel to per-channel bilinear interpolation."""
+
+    def __call__(self, shape, dtype=None):
+        kernel_h, kernel_w, out_channels, in_channels = shape
+        if kernel_h != kernel_w or out_channels != in_channels:
+            raise ValueError(
+                "BilinearInitializer needs a square kernel with as many output as input channels; "
+                f"got kernel shape {tuple(shape)}"
+            )
+        return ops.convert_to_tensor(bilinear_kernel(kernel_h, out_channels), dtype=dtype or "float32")
+
+    def get_config(self):
+        return {}
+
+
+def BilinearConv2DTranspose(filters, factor, trainable=True, name=None, use_bias=False):
+    """A transposed convolution that upsamples by `factor`, initialised to bilinear interpolation.
+
+    The kernel is 2 * factor - factor % 2 wide, as in FCN; with "same" padding the output is exactly
+    `factor` times the input. It is a plain `keras.layers.Conv2DTranspose`, so it saves and exports
+    like any Keras layer.
+    """
+    if not isinstance(factor, int) or factor < 1:
+        raise ValueError(f"factor must be a positive int; got {factor!r}")
+    return keras.layers.Conv2DTranspose(
+        filters,
+        kernel_size=2 * factor - factor % 2,
+        strides=factor,
+        padding="same",
+        use_bias=use_bias,
+        kernel_initializer=BilinearInitializer(),
+        trainable=trainable,
+        name=name,
+    )
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PadToMultiple(keras.layers.Layer):
+    """Zero-pads height and width at the bottom and right up to multiples of `multiple`.
+
+    Lets a network with output stride 32 take any input size; `CropToReference` removes the padding.
+
+    Args:
+        multiple: int, the network's output stride.
+    """
+
+    def __init__(self, multiple=32, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(multiple, int) or multiple < 1:
+            raise ValueError(f"multiple must be a positive int; got {multiple!r}")
+        self.multiple = multiple
+
+    def call(self, inputs):
+        shape = ops.shape(inputs)
+        pad_h = (-shape[1]) % self.multiple
+        pad_w = (-shape[2]) % self.multiple
+        if isinstance(pad_h, int) and isinstance(pad_w, int) and pad_h == 0 and pad_w == 0:
+            return inputs
+        return ops.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        up = lambda size: None if size is None else _ceil_div(size, self.multiple) * self.multiple  # noqa: E731
+        return (batch, up(height), up(width), channels)
+
+    def get_config(self):
+        return {**super().get_config(), "multiple": self.multiple}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class CropToReference(keras.layers.Layer):
+    """Crops `[x, reference]` to the height and width of `reference`.
+
+    Args:
+        mode: "top_left" keeps the first rows and columns (undoes `PadToMultiple`); "center" takes the
+            middle (U-Net's crop-and-concatenate).
+    """
+
+    MODES = ("top_left", "center")
+
+    def __init__(self, mode="top_left", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in self.MODES:
+            raise ValueError(f"mode must be one of {self.MODES}; got {mode!r}")
+        self.mode = mode
+
+    def call(self, inputs):
+        x, reference = inputs
+        x_shape, ref_shape = ops.shape(x), ops.shape(reference)
+        if self.mode == "top_left":
+            return x[:, : ref_shape[1], : ref_shape[2], :]
+        top = (x_shape[1] - ref_shape[1]) // 2
+        left = (x_shape[2] - ref_shape[2]) // 2
+        return x[:, top : top + ref_shape[1], left : left + ref_shape[2], :]
+
+    def compute_output_shape(self, input_shape):
+        x_shape, ref_shape = input_shape
+        return (x_shape[0], ref_shape[1], ref_shape[2], x_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class EncoderPreprocessing(keras.layers.Layer):
+    """Turns raw 0..255 pixels into what an ImageNet encoder expects, inside the model.
+
+    Modes, as in `keras.applications`:
+        "caffe": RGB to BGR, minus the ImageNet mean per channel (VGG, ResNet).
+        "tf": scale to [-1, 1] (MobileNetV2).
+        "none": pass through.
+    With a channel count other than 3, "caffe" subtracts the mean of the three channel means.
+    """
+
+    MODES = ("caffe", "tf", "none")
+    CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+
+    def __init__(self, mode="caffe", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in self.MODES:
+            raise ValueError(f"mode must be one of {self.MODES}; got {mode!r}")
+        self.mode = mode
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype)
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "caffe":
+            if x.shape[-1] == 3:
+                return ops.flip(x, axis=-1) - ops.convert_to_tensor(self.CAFFE_BGR_MEAN, dtype=x.dtype)
+            return x - float(np.mean(self.CAFFE_BGR_MEAN))
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}

@@ -1,0 +1,134 @@
+"""The model registry and `create_model`, the one entry point that resolves names."""
+
+import dataclasses
+import functools
+import inspect
+from typing import Callable
+
+from kerazoo.encoders import ENCODERS
+from kerazoo.models.fcn import build_fcn
+from kerazoo.models.heads import check_head
+from kerazoo.models.segnet import build_segnet, build_segnet_basic
+from kerazoo.models.unet import build_unet, build_unet_paper
+from kerazoo.registry import Registry
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    """A registered model family.
+
+    Attributes:
+        builder: function building the Keras model; takes `spec` first when `encoders` is not None.
+        encoders: encoder names the model is built on, or None for a fixed topology of its own.
+        default_encoder: encoder used when `create_model` gets none.
+        default_in_channels: channels used when neither in_channels nor input_shape is given.
+        reference: the paper the model follows.
+    """
+
+    builder: Callable
+    encoders: tuple | None
+    default_encoder: str | None
+    default_in_channels: int
+    reference: str
+
+
+MODELS = Registry("model")
+_ALL_ENCODERS = tuple(ENCODERS.names())
+_VGG_ENCODERS = tuple(name for name, spec in ENCODERS.items() if spec.conv_blocks)
+_FCN_PAPER = "Long, Shelhamer, Darrell. Fully Convolutional Networks for Semantic Segmentation. CVPR 2015"
+for _stride in (32, 16, 8):
+    MODELS.register(
+        f"fcn{_stride}s",
+        ModelEntry(functools.partial(build_fcn, output_stride=_stride), _ALL_ENCODERS, "vgg16", 3, _FCN_PAPER),
+    )
+MODELS.register(
+    "unet",
+    ModelEntry(build_unet, _ALL_ENCODERS, "resnet50", 3,
+               "Ronneberger, Fischer, Brox. U-Net. MICCAI 2015 (decoder on an ImageNet encoder)"),
+)
+MODELS.register(
+    "unet_paper",
+    ModelEntry(build_unet_paper, None, None, 1, "Ronneberger, Fischer, Brox. U-Net. MICCAI 2015 (as published)"),
+)
+MODELS.register(
+    "segnet",
+    ModelEntry(build_segnet, _VGG_ENCODERS, "vgg16", 3,
+               "Badrinarayanan, Kendall, Cipolla. SegNet. TPAMI 2017"),
+)
+MODELS.register(
+    "segnet_basic",
+    ModelEntry(build_segnet_basic, None, None, 3, "Badrinarayanan, Kendall, Cipolla. SegNet. TPAMI 2017 (SegNet-Basic)"),
+)
+
+
+def list_models():
+    """Names of the registered models."""
+    return MODELS.names()
+
+
+def model_encoders(name):
+    """Encoders the model `name` can be built on (empty for fixed topologies)."""
+    return MODELS.get(name).encoders or ()
+
+
+def _builder_options(builder):
+    return [
+        parameter for parameter in inspect.signature(builder).parameters
+        if parameter not in ("spec", "num_classes", "output_stride")
+    ]
+
+
+def create_model(
+    name,
+    encoder=None,
+    num_classes=2,
+    encoder_weights=None,
+    in_channels=None,
+    input_shape=None,
+    head="segmentation",
+    activation=None,
+    **options,
+):
+    """Builds a registered model.
+
+    Args:
+        name: a name from `list_models()`, e.g. "unet", "segnet", "fcn8s", "unet_paper".
+        encoder: a name from `list_encoders()` the model supports; None takes the model's default.
+            Models with a fixed topology of their own ("unet_paper", "segnet_basic") take none.
+        num_classes: classes of the segmentation head, or output channels of a regression head.
+        encoder_weights: None (random), "imagenet" (Keras Applications' download) or a weights file.
+        in_channels: input channels; with pretrained weights and a count other than 3 the first
+            convolution is adapted from the RGB kernel. Defaults to input_shape's, else 3 (1 for unet_paper).
+        input_shape: (height, width, channels); None sizes accept any size (the default).
+        head: "segmentation" or "regression".
+        activation: None gives logits (segmentation) or linear outputs (regression); also "softmax",
+            "sigmoid" (and "tanh", "relu" for regression).
+        **options: model-specific options, e.g. for "unet": decoder_filters, upsampling, batch_norm;
+            for encoder models: freeze_encoder. An unknown option raises a ValueError listing the valid ones.
+
+    Returns:
+        A `keras.Model` from raw 0..255 pixels (B, H, W, in_channels) to (B, H, W, num_classes)
+        float32 outputs (unet_paper: its smaller valid-convolution output).
+    """
+    entry = MODELS.get(name)
+    name = name.lower()
+    check_head(head, activation, num_classes)
+    if in_channels is None:
+        in_channels = input_shape[-1] if input_shape is not None else entry.default_in_channels
+    valid_options = _builder_options(entry.builder)
+    for option in options:
+        if option not in valid_options or option in ("encoder_weights", "in_channels", "input_shape", "activation"):
+            extra = [o for o in valid_options if o not in ("encoder_weights", "in_channels", "input_shape", "activation")]
+            raise ValueError(f"Unknown option {option!r} for model {name!r}. Valid options: {', '.join(extra) or 'none'}.")
+    arguments = dict(num_classes=num_classes, in_channels=in_channels, input_shape=input_shape,
+                     activation=activation, **options)
+    if entry.encoders is None:
+        if encoder is not None or encoder_weights is not None:
+            raise ValueError(f"Model {name!r} has a fixed topology of its own and takes no encoder or "
+                             f"encoder_weights; got encoder={encoder!r}, encoder_weights={encoder_weights!r}")
+        return entry.builder(**arguments)
+    encoder = encoder or entry.default_encoder
+    if not isinstance(encoder, str) or encoder.lower() not in entry.encoders:
+        raise ValueError(f"Model {name!r} cannot use encoder {encoder!r}. "
+                         + ENCODERS.unknown_message(encoder, valid=entry.encoders).split(". ", 1)[-1])
+    return entry.builder(ENCODERS.get(encoder), encoder_weights=encoder_weights, **arguments)

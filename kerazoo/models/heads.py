@@ -1,0 +1,43 @@
+"""Output heads: the only layers that see `num_classes`.
+
+A head is chosen by arguments, not by a separate model family: `head="segmentation"` gives class
+scores (logits by default, or softmax / sigmoid), `head="regression"` gives dense real-valued outputs
+(depth, a restored image) with `num_classes` output channels. The output activation always computes in
+float32, so mixed-precision models still return float32.
+"""
+
+import keras
+
+HEADS = ("segmentation", "regression")
+ACTIVATIONS = {
+    "segmentation": (None, "softmax", "sigmoid"),
+    "regression": (None, "linear", "sigmoid", "tanh", "relu"),
+}
+
+
+def check_head(head, activation, num_classes):
+    """Validates the head arguments, naming the bad value and the valid ones."""
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}; got {head!r}")
+    if activation not in ACTIVATIONS[head]:
+        raise ValueError(f"activation for head={head!r} must be one of {ACTIVATIONS[head]}; got {activation!r}")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int; got {num_classes!r}")
+    if head == "segmentation" and activation == "softmax" and num_classes == 1:
+        raise ValueError("softmax over num_classes=1 is constant; use activation='sigmoid' for a binary mask")
+
+
+def score_conv(num_classes, kernel_size=1, name="head_conv"):
+    """The convolution that maps features to `num_classes` scores (or output channels)."""
+    return keras.layers.Conv2D(num_classes, kernel_size, padding="same", name=name)
+
+
+def output_activation(activation, name="head_activation"):
+    """The model's last layer; float32 so that mixed precision never reaches the loss."""
+    return keras.layers.Activation(activation or "linear", dtype="float32", name=name)
+
+
+def apply_head(x, num_classes, activation=None, kernel_size=1):
+    """Score convolution then float32 activation."""
+    x = score_conv(num_classes, kernel_size)(x)
+    return output_activation(activation)(x)

@@ -1,0 +1,82 @@
+"""SegNet (Badrinarayanan, Kendall and Cipolla, 2017) and SegNet-Basic, with true argmax unpooling."""
+
+import keras
+
+from kerazoo import layers
+from kerazoo.encoders import ENCODERS, build_application
+from kerazoo.models.blocks import conv_bn_relu, model_input
+from kerazoo.models.heads import apply_head
+
+VGG_BLOCK_FILTERS = (64, 128, 256, 512, 512)
+
+
+def _copy_convolutions(application, model):
+    """Copies the VGG convolution weights (same layer names) from a Keras Applications model."""
+    for layer in application.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            model.get_layer(layer.name).set_weights(layer.get_weights())
+
+
+def build_segnet(spec, num_classes, encoder_weights=None, in_channels=3, input_shape=None, activation=None,
+                 freeze_encoder=False):
+    """SegNet on a VGG-style encoder: the encoder's convolutions with batch normalisation, 2x2 argmax
+    pooling, and a mirrored decoder that upsamples with `MaxUnpooling2D` using the matching indices.
+
+    Unpooling restores each stage's exact pre-pool size, so any height and width work without padding.
+    With `encoder_weights` the encoder convolutions come from the Keras Applications VGG.
+
+    Args:
+        spec: an `EncoderSpec` with `conv_blocks` (VGG16: 13 convolutions, VGG19: 16).
+        Other arguments: see `kerazoo.create_model`.
+    """
+    if spec.conv_blocks is None:
+        valid = [name for name, entry in ENCODERS.items() if entry.conv_blocks]
+        raise ValueError(f"segnet needs a VGG-style encoder; got {spec.name!r}. Valid encoders: {', '.join(valid)}")
+    inputs = model_input(input_shape, in_channels)
+    x = layers.EncoderPreprocessing(spec.preprocessing, name="preprocessing")(inputs)
+    encoder_layers, pools = [], []
+    for block, (convs, filters) in enumerate(zip(spec.conv_blocks, VGG_BLOCK_FILTERS), start=1):
+        for conv in range(1, convs + 1):
+            x = conv_bn_relu(x, filters, name=f"block{block}_conv{conv}")
+        pooled, indices = layers.MaxPoolingWithArgmax2D(2, name=f"block{block}_pool")(x)
+        pools.append((indices, x))
+        x = pooled
+    encoder_end = x
+    decoder_filters = (64,) + VGG_BLOCK_FILTERS[:-1]  # each decoder block ends at the previous block's width
+    for block in range(len(spec.conv_blocks), 0, -1):
+        indices, reference = pools[block - 1]
+        x = layers.MaxUnpooling2D(2, name=f"block{block}_unpool")([x, indices, reference])
+        convs, filters = spec.conv_blocks[block - 1], VGG_BLOCK_FILTERS[block - 1]
+        last = 1 if block == 1 else 0  # decoder block 1's last convolution is the classifier
+        for conv in range(convs, last, -1):
+            out = decoder_filters[block - 1] if conv == 1 else filters
+            x = conv_bn_relu(x, out, name=f"block{block}_conv{conv}_decoder")
+    outputs = apply_head(x, num_classes, activation, kernel_size=3)
+    model = keras.Model(inputs, outputs, name=f"segnet_{spec.name}")
+    if encoder_weights is not None:
+        _copy_convolutions(build_application(spec, in_channels, encoder_weights), model)
+    if freeze_encoder:
+        keras.Model(inputs, encoder_end).trainable = False
+    return model
+
+
+def build_segnet_basic(num_classes, in_channels=3, input_shape=None, activation=None, filters=64, kernel_size=7,
+                       depth=4):
+    """SegNet-Basic: `depth` stages of `filters` 7x7 convolutions with batch normalisation and argmax
+    pooling; the decoder unpools and convolves (batch norm, no ReLU, as in the paper's model), and a
+    1x1 classifier follows. Pixels are scaled to [-1, 1] inside the model.
+    """
+    inputs = model_input(input_shape, in_channels)
+    x = layers.EncoderPreprocessing("tf", name="preprocessing")(inputs)
+    pools = []
+    for stage in range(1, depth + 1):
+        x = conv_bn_relu(x, filters, kernel_size, name=f"encoder{stage}_conv")
+        pooled, indices = layers.MaxPoolingWithArgmax2D(2, name=f"encoder{stage}_pool")(x)
+        pools.append((indices, x))
+        x = pooled
+    for stage in range(depth, 0, -1):
+        indices, reference = pools[stage - 1]
+        x = layers.MaxUnpooling2D(2, name=f"decoder{stage}_unpool")([x, indices, reference])
+        x = conv_bn_relu(x, filters, kernel_size, relu=False, name=f"decoder{stage}_conv")
+    outputs = apply_head(x, num_classes, activation, kernel_size=1)
+    return keras.Model(inputs, outputs, name="segnet_basic")

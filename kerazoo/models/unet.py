@@ -1,0 +1,125 @@
+"""U-Net: Ronneberger et al. (2015) as published, and U-Net decoders on every registered encoder."""
+
+import keras
+
+from kerazoo import layers
+from kerazoo.encoders import build_encoder
+from kerazoo.models.blocks import UPSAMPLING, conv_bn_relu, model_input, upsample
+from kerazoo.models.heads import apply_head
+
+DEFAULT_DECODER_FILTERS = (256, 128, 64, 32, 16)
+
+
+def build_unet(
+    spec,
+    num_classes,
+    encoder_weights=None,
+    in_channels=3,
+    input_shape=None,
+    activation=None,
+    freeze_encoder=False,
+    decoder_filters=DEFAULT_DECODER_FILTERS,
+    upsampling="transpose",
+    batch_norm=True,
+):
+    """U-Net decoder on a Keras Applications encoder.
+
+    Five decoder stages go from stride 32 back to stride 1; each upsamples by 2, concatenates the
+    encoder's feature at that stride (strides 16, 8, 4, 2) and applies two 3x3 convolutions. The
+    input is padded to a multiple of 32 inside the model and the output cropped back, so any height
+    and width work.
+
+    Args:
+        spec: the encoder's `EncoderSpec`.
+        num_classes: output channels of the head.
+        decoder_filters: five ints, the filters of each decoder stage from deep to shallow.
+        upsampling: one of "transpose", "nearest", "bilinear", "bed_of_nails".
+        batch_norm: batch normalisation after each decoder convolution.
+        Other arguments: see `kerazoo.create_model`.
+    """
+    decoder_filters = tuple(decoder_filters)
+    if len(decoder_filters) != 5 or not all(isinstance(f, int) and f > 0 for f in decoder_filters):
+        raise ValueError(f"decoder_filters must be 5 positive ints (strides 32 -> 1); got {decoder_filters!r}")
+    if upsampling not in UPSAMPLING:
+        raise ValueError(f"upsampling must be one of {UPSAMPLING}; got {upsampling!r}")
+    inputs = model_input(input_shape, in_channels)
+    x = layers.EncoderPreprocessing(spec.preprocessing, name="preprocessing")(inputs)
+    x = layers.PadToMultiple(spec.output_stride, name="pad_to_stride")(x)
+    encoder = build_encoder(spec, in_channels, encoder_weights, trainable=not freeze_encoder)
+    *skips, x = encoder(x)
+    skips = skips[::-1] + [None]  # strides 16, 8, 4, 2, then 1 without a skip
+    for stage, (filters, skip) in enumerate(zip(decoder_filters, skips)):
+        x = upsample(x, filters, upsampling, name=f"decoder_stage{stage}_upsample")
+        if skip is not None:
+            x = keras.layers.Concatenate(name=f"decoder_stage{stage}_concat")([x, skip])
+        x = conv_bn_relu(x, filters, batch_norm=batch_norm, name=f"decoder_stage{stage}_conv1")
+        x = conv_bn_relu(x, filters, batch_norm=batch_norm, name=f"decoder_stage{stage}_conv2")
+    x = layers.CropToReference(name="crop_to_input")([x, inputs])
+    outputs = apply_head(x, num_classes, activation)
+    return keras.Model(inputs, outputs, name=f"unet_{spec.name}")
+
+
+PAPER_FILTERS = (64, 128, 256, 512, 1024)
+
+
+def unet_paper_output_size(size):
+    """Output size of the paper's U-Net for an input `size`, or None when the size does not fit.
+
+    A size fits when every 2x2 pooling sees an even size after the two valid 3x3 convolutions.
+    """
+    for _ in range(4):
+        size -= 4
+        if size <= 0 or size % 2:
+            return None
+        size //= 2
+    size -= 4
+    for _ in range(4):
+        if size <= 0:
+            return None
+        size = size * 2 - 4
+    return size if size > 0 else None
+
+
+def nearest_valid_unet_paper_sizes(size, count=2):
+    """The valid input sizes closest to `size` (below and above)."""
+    below = next((s for s in range(size, 0, -1) if unet_paper_output_size(s)), None)
+    above = next(s for s in range(size, size + 64) if unet_paper_output_size(s))
+    return tuple(s for s in (below, above) if s is not None)[:count]
+
+
+def build_unet_paper(num_classes, in_channels=1, input_shape=None, activation=None):
+    """U-Net exactly as Ronneberger et al.: valid 3x3 convolutions, 2x2 max pooling, 2x2 up-convolutions,
+    crop and concatenate. A 572x572 input gives a 388x388 output.
+
+    Input height and width must be static and valid (each pooling sees an even size); otherwise a
+    ValueError names the nearest valid sizes. Pixels are scaled to [-1, 1] inside the model.
+    """
+    if input_shape is None:
+        input_shape = (572, 572, in_channels)
+    for size in input_shape[:2]:
+        if size is None:
+            raise ValueError(
+                "unet_paper needs a static input size (valid convolutions); e.g. input_shape=(572, 572, 1)"
+            )
+        if unet_paper_output_size(size) is None:
+            raise ValueError(
+                f"unet_paper cannot take size {size}: with valid convolutions every pooling needs an even "
+                f"size. Nearest valid sizes: {nearest_valid_unet_paper_sizes(size)}"
+            )
+    inputs = model_input(input_shape, in_channels)
+    x = layers.EncoderPreprocessing("tf", name="preprocessing")(inputs)
+    skips = []
+    for level, filters in enumerate(PAPER_FILTERS):
+        if level > 0:
+            x = keras.layers.MaxPooling2D(2, name=f"down{level}_pool")(x)
+        x = conv_bn_relu(x, filters, batch_norm=False, padding="valid", name=f"down{level}_conv1")
+        x = conv_bn_relu(x, filters, batch_norm=False, padding="valid", name=f"down{level}_conv2")
+        skips.append(x)
+    for level, filters in zip(range(3, -1, -1), PAPER_FILTERS[-2::-1]):
+        x = keras.layers.Conv2DTranspose(filters, 2, strides=2, name=f"up{level}_upconv")(x)
+        skip = layers.CropToReference("center", name=f"up{level}_crop")([skips[level], x])
+        x = keras.layers.Concatenate(name=f"up{level}_concat")([skip, x])
+        x = conv_bn_relu(x, filters, batch_norm=False, padding="valid", name=f"up{level}_conv1")
+        x = conv_bn_relu(x, filters, batch_norm=False, padding="valid", name=f"up{level}_conv2")
+    outputs = apply_head(x, num_classes, activation)
+    return keras.Model(inputs, outputs, name="unet_paper")
