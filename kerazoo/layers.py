@@ -140,6 +140,15 @@ class MaxUnpooling2D(keras.layers.Layer):
                 f"got {type(inputs).__name__} of length {len(inputs) if isinstance(inputs, (list, tuple)) else 1}"
             )
 
+    def build(self, input_shape):
+        self._check_inputs(input_shape)
+        values_shape, indices_shape = input_shape[0], input_shape[1]
+        if values_shape[-1] is not None and indices_shape[-1] is not None and values_shape[-1] != indices_shape[-1]:
+            raise ValueError(
+                f"MaxUnpooling2D got values of shape {tuple(values_shape)} but indices of shape "
+                f"{tuple(indices_shape)}; pass the indices of the pooling that produced these values"
+            )
+
     def call(self, inputs):
         self._check_inputs(inputs)
         values, indices = inputs[0], ops.cast(inputs[1], "int32")
@@ -263,8 +272,9 @@ class PadToMultiple(keras.layers.Layer):
 
     def call(self, inputs):
         shape = ops.shape(inputs)
-        pad_h = (-shape[1]) % self.multiple
-        pad_w = (-shape[2]) % self.multiple
+        # (m - size % m) % m, not (-size) % m: tf2onnx lowers a negative FloorMod wrongly.
+        pad_h = (self.multiple - shape[1] % self.multiple) % self.multiple
+        pad_w = (self.multiple - shape[2] % self.multiple) % self.multiple
         if isinstance(pad_h, int) and isinstance(pad_w, int) and pad_h == 0 and pad_w == 0:
             return inputs
         return ops.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])

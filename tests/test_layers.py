@@ -1,0 +1,257 @@
+"""kerazoo.layers against NumPy references, hand-worked examples, save/load and TFLite/ONNX lowering."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerazoo import layers
+
+
+def reference_max_pool_with_argmax(x, pool):
+    """NumPy reference: 'same'-style pooling of non-overlapping windows, first maximum in row-major order."""
+    batch, height, width, channels = x.shape
+    ph, pw = pool
+    out_h, out_w = -(-height // ph), -(-width // pw)
+    pooled = np.zeros((batch, out_h, out_w, channels), x.dtype)
+    indices = np.zeros((batch, out_h, out_w, channels), np.int32)
+    for b in range(batch):
+        for i in range(out_h):
+            for j in range(out_w):
+                for c in range(channels):
+                    best, best_index = -np.inf, 0
+                    for r in range(ph):
+                        for s in range(pw):
+                            row, col = i * ph + r, j * pw + s
+                            if row < height and col < width and x[b, row, col, c] > best:
+                                best, best_index = x[b, row, col, c], r * pw + s
+                    pooled[b, i, j, c], indices[b, i, j, c] = best, best_index
+    return pooled, indices
+
+
+def reference_unpool(values, indices, pool, out_hw):
+    batch, height, width, channels = values.shape
+    ph, pw = pool
+    out = np.zeros((batch, height * ph, width * pw, channels), values.dtype)
+    for b, i, j, c in np.ndindex(values.shape):
+        r, s = divmod(int(indices[b, i, j, c]), pw)
+        out[b, i * ph + r, j * pw + s, c] = values[b, i, j, c]
+    return out[:, : out_hw[0], : out_hw[1]]
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 8, 3), (1, 5, 7, 2), (1, 1, 1, 1), (2, 9, 4, 1)])
+@pytest.mark.parametrize("pool", [(2, 2), (3, 2)])
+def test_max_pool_with_argmax_matches_numpy(shape, pool):
+    x = np.random.default_rng(0).normal(size=shape).astype("float32")
+    pooled, indices = layers.MaxPoolingWithArgmax2D(pool)(x)
+    ref_pooled, ref_indices = reference_max_pool_with_argmax(x, pool)
+    np.testing.assert_array_equal(np.asarray(pooled), ref_pooled)
+    np.testing.assert_array_equal(np.asarray(indices), ref_indices)
+    assert indices.dtype == "int32"
+
+
+def test_max_pool_ties_go_to_first_in_row_major_order():
+    # Window [[1, 5], [5, 5]]: the first 5 is at row 0, column 1, index 1.
+    x = np.array([[1, 5], [5, 5]], "float32").reshape(1, 2, 2, 1)
+    pooled, indices = layers.MaxPoolingWithArgmax2D(2)(x)
+    assert float(pooled[0, 0, 0, 0]) == 5.0 and int(indices[0, 0, 0, 0]) == 1
+    # All equal: index 0.
+    _, indices = layers.MaxPoolingWithArgmax2D(2)(np.zeros((1, 2, 2, 1), "float32"))
+    assert int(indices[0, 0, 0, 0]) == 0
+
+
+def test_max_pool_odd_edge_never_points_outside_the_input():
+    # A 3x3 input: the bottom-right window holds only one real pixel, which must win even when negative.
+    x = -np.arange(1, 10, dtype="float32").reshape(1, 3, 3, 1)
+    pooled, indices = layers.MaxPoolingWithArgmax2D(2)(x)
+    np.testing.assert_array_equal(np.asarray(pooled)[0, :, :, 0], [[-1, -3], [-7, -9]])
+    np.testing.assert_array_equal(np.asarray(indices)[0, :, :, 0], [[0, 0], [0, 0]])
+
+
+def test_max_unpooling_hand_worked_example():
+    x = np.array([[1, 2, 0, 0], [3, 4, 0, 9], [0, 8, 5, 5], [7, 0, 5, 6]], "float32").reshape(1, 4, 4, 1)
+    pooled, indices = layers.MaxPoolingWithArgmax2D(2)(x)
+    np.testing.assert_array_equal(np.asarray(pooled)[0, :, :, 0], [[4, 9], [8, 6]])
+    np.testing.assert_array_equal(np.asarray(indices)[0, :, :, 0], [[3, 3], [1, 3]])
+    restored = np.asarray(layers.MaxUnpooling2D(2)([pooled, indices]))[0, :, :, 0]
+    expected = [[0, 0, 0, 0], [0, 4, 0, 9], [0, 8, 0, 0], [0, 0, 0, 6]]
+    np.testing.assert_array_equal(restored, expected)
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 8, 3), (1, 5, 7, 2), (1, 9, 11, 1)])
+def test_max_unpooling_matches_numpy_and_restores_odd_sizes(shape):
+    x = np.random.default_rng(1).normal(size=shape).astype("float32")
+    pooled, indices = layers.MaxPoolingWithArgmax2D(2)(x)
+    restored = layers.MaxUnpooling2D(2)([pooled, indices, x])
+    assert tuple(restored.shape) == shape
+    expected = reference_unpool(np.asarray(pooled), np.asarray(indices), (2, 2), shape[1:3])
+    np.testing.assert_array_equal(np.asarray(restored), expected)
+    # Every pooled maximum sits back at its own position in the input.
+    mask = np.asarray(restored) != 0
+    np.testing.assert_array_equal(np.asarray(restored)[mask], x[mask])
+
+
+def test_unpooling_gradient_flows_to_pooled_values():
+    x = tf.constant(np.random.default_rng(2).normal(size=(1, 5, 5, 2)).astype("float32"))
+    pool, unpool = layers.MaxPoolingWithArgmax2D(2), layers.MaxUnpooling2D(2)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        pooled, indices = pool(x)
+        tape.watch(pooled)
+        out = unpool([pooled, indices, x])
+        loss = tf.reduce_sum(out * 3.0)
+    grad_pooled, grad_x = tape.gradient(loss, [pooled, x])
+    np.testing.assert_allclose(grad_pooled.numpy(), 3.0)
+    # Through the pooling, exactly one input position per window gets the gradient: the argmax.
+    assert int(np.count_nonzero(grad_x.numpy())) == int(np.prod(pooled.shape))
+
+
+def test_bed_of_nails_hand_worked_example():
+    x = np.array([[1, 2], [3, 4]], "float32").reshape(1, 2, 2, 1)
+    out = np.asarray(layers.BedOfNailsUpSampling2D(2)(x))[0, :, :, 0]
+    np.testing.assert_array_equal(out, [[1, 0, 2, 0], [0, 0, 0, 0], [3, 0, 4, 0], [0, 0, 0, 0]])
+    out = np.asarray(layers.BedOfNailsUpSampling2D((1, 3))(x))[0, :, :, 0]
+    np.testing.assert_array_equal(out, [[1, 0, 0, 2, 0, 0], [3, 0, 0, 4, 0, 0]])
+
+
+def test_nearest_upsampling_hand_worked_example():
+    x = np.array([[1, 2], [3, 4]], "float32").reshape(1, 2, 2, 1)
+    out = np.asarray(keras.layers.UpSampling2D(2, interpolation="nearest")(x))[0, :, :, 0]
+    np.testing.assert_array_equal(out, [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]])
+
+
+def test_bilinear_transposed_conv_interpolates_like_fcn():
+    kernel = layers.bilinear_kernel(4, 1)[:, :, 0, 0]
+    np.testing.assert_allclose(kernel[0], [0.0625, 0.1875, 0.1875, 0.0625])
+    np.testing.assert_allclose(kernel.sum(), 4.0)  # factor**2: each output gets unit total weight
+    up = layers.BilinearConv2DTranspose(2, factor=2)
+    x = np.random.default_rng(3).normal(size=(1, 5, 6, 2)).astype("float32")
+    y = np.asarray(up(x))
+    assert y.shape == (1, 10, 12, 2)
+    # A constant image stays constant away from the border; channels do not mix.
+    const = np.asarray(up(np.ones((1, 5, 6, 2), "float32")))
+    np.testing.assert_allclose(const[:, 2:-2, 2:-2], 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="square kernel with as many output as input channels"):
+        layers.BilinearInitializer()((4, 4, 3, 2))
+
+
+@pytest.mark.parametrize("width, kernel, padding, stride", [(7, 3, 0, 1), (7, 3, 1, 2), (227, 11, 0, 4), (32, 5, 2, 1)])
+def test_convolution_output_size_formula(width, kernel, padding, stride):
+    """W2 = (W1 - F + 2P) / S + 1, checked against a real convolution."""
+    conv = keras.Sequential([keras.layers.ZeroPadding2D(padding), keras.layers.Conv2D(1, kernel, strides=stride)])
+    out = conv(np.zeros((1, width, width, 1), "float32"))
+    assert out.shape[1] == (width - kernel + 2 * padding) // stride + 1
+
+
+def test_pad_to_multiple_and_crop_back():
+    x = np.random.default_rng(4).normal(size=(1, 33, 70, 2)).astype("float32")
+    padded = np.asarray(layers.PadToMultiple(32)(x))
+    assert padded.shape == (1, 64, 96, 2)
+    np.testing.assert_array_equal(padded[:, :33, :70], x)
+    assert not padded[:, 33:].any() and not padded[:, :, 70:].any()
+    np.testing.assert_array_equal(np.asarray(layers.CropToReference()([padded, x])), x)
+    centre = np.asarray(layers.CropToReference("center")([padded, np.zeros((1, 60, 90, 1))]))
+    np.testing.assert_array_equal(centre, padded[:, 2:62, 3:93])
+
+
+def test_preprocessing_modes_match_keras_applications():
+    x = np.random.default_rng(5).uniform(0, 255, size=(2, 4, 5, 3)).astype("float32")
+    caffe = np.asarray(layers.EncoderPreprocessing("caffe")(x))
+    np.testing.assert_allclose(caffe, keras.applications.vgg16.preprocess_input(x.copy()), atol=1e-4)
+    tf_mode = np.asarray(layers.EncoderPreprocessing("tf")(x))
+    np.testing.assert_allclose(tf_mode, keras.applications.mobilenet_v2.preprocess_input(x.copy()), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: layers.MaxPoolingWithArgmax2D(0), "pool_size"),
+        (lambda: layers.MaxUnpooling2D((2, 2, 2)), "pool_size"),
+        (lambda: layers.BedOfNailsUpSampling2D(-1), "size"),
+        (lambda: layers.PadToMultiple(0), "multiple"),
+        (lambda: layers.CropToReference("middle"), "mode"),
+        (lambda: layers.EncoderPreprocessing("torch"), "mode"),
+        (lambda: layers.BilinearConv2DTranspose(3, 0), "factor"),
+    ],
+)
+def test_bad_arguments_name_the_value(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_unpooling_rejects_indices_of_another_shape():
+    values, indices = keras.Input((None, None, 4)), keras.Input((None, None, 3), dtype="int32")
+    with pytest.raises(ValueError, match="indices"):
+        layers.MaxUnpooling2D(2)([values, indices])
+
+
+def all_layers_model(channels=3):
+    """A small model that uses every custom layer, with dynamic height and width."""
+    inputs = keras.Input((None, None, channels))
+    x = layers.EncoderPreprocessing("caffe")(inputs)
+    x = layers.PadToMultiple(4)(x)
+    pooled, indices = layers.MaxPoolingWithArgmax2D(2)(x)
+    y = keras.layers.Conv2D(4, 3, padding="same")(pooled)
+    pooled2, indices2 = layers.MaxPoolingWithArgmax2D(2)(y)
+    up = layers.MaxUnpooling2D(2)([pooled2, indices2, y])
+    skip = layers.MaxUnpooling2D(2)([keras.layers.Conv2D(3, 1)(pooled), indices, x])
+    up = keras.layers.Concatenate()([layers.BedOfNailsUpSampling2D(2)(up), skip])
+    up = layers.BilinearConv2DTranspose(7, 1)(up)
+    out = layers.CropToReference()([up, inputs])
+    return keras.Model(inputs, out)
+
+
+def test_every_layer_survives_keras_save_and_load(tmp_path):
+    model = all_layers_model()
+    x = np.random.default_rng(6).uniform(0, 255, size=(2, 13, 18, 3)).astype("float32")
+    path = os.path.join(tmp_path, "layers.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+    for layer in loaded.layers:
+        if type(layer).__module__ == "kerazoo.layers":
+            assert layer.get_config() == model.get_layer(layer.name).get_config()
+
+
+def _concrete_function(model, shape):
+    function = tf.function(lambda x: model(x, training=False))
+    return function.get_concrete_function(tf.TensorSpec(shape, tf.float32))
+
+
+def test_layers_convert_to_tflite_with_builtin_ops_only_and_match():
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = all_layers_model()
+    x = np.random.default_rng(7).uniform(0, 255, size=(1, 13, 18, 3)).astype("float32")
+    concrete = _concrete_function(model, (1, 13, 18, 3))
+    # No trackable object: with one, the converter keeps variables as uninitialised resource variables.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex ops allowed
+    flatbuffer = converter.convert()
+    interpreter = Interpreter(model_content=flatbuffer)
+    interpreter.allocate_tensors()
+    ops = {detail["op_name"] for detail in interpreter._get_ops_details()}
+    assert not any(op.startswith("Flex") or op == "CUSTOM" for op in ops), ops
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(out, np.asarray(model(x)), atol=1e-3)
+
+
+def test_layers_convert_to_a_valid_onnx_graph_that_runs():
+    import onnx
+    import onnxruntime
+    import tf2onnx
+
+    model = all_layers_model()
+    x = np.random.default_rng(8).uniform(0, 255, size=(2, 13, 18, 3)).astype("float32")
+    function = tf.function(lambda image: model(image, training=False))
+    proto, _ = tf2onnx.convert.from_function(
+        function, input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32, name="image")], opset=17
+    )
+    onnx.checker.check_model(proto, full_check=True)
+    session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    out = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(out, np.asarray(model(x)), atol=1e-3)
