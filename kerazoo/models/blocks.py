@@ -25,9 +25,14 @@ def model_input(input_shape, in_channels):
     return keras.Input(shape=input_shape, name="image")
 
 
-def conv_bn_relu(x, filters, kernel_size=3, batch_norm=True, relu=True, padding="same", name=None):
-    """Convolution, optional batch normalisation, optional ReLU (conv bias dropped when BN follows)."""
-    x = keras.layers.Conv2D(filters, kernel_size, padding=padding, use_bias=not batch_norm, name=name)(x)
+def conv_bn_relu(x, filters, kernel_size=3, batch_norm=True, relu=True, padding="same", use_bias=None, name=None):
+    """Convolution, optional batch normalisation, optional ReLU.
+
+    The convolution's bias defaults to off when batch normalisation follows (it would be cancelled);
+    SegNet keeps it so that VGG's pretrained biases load.
+    """
+    use_bias = not batch_norm if use_bias is None else use_bias
+    x = keras.layers.Conv2D(filters, kernel_size, padding=padding, use_bias=use_bias, name=name)(x)
     if batch_norm:
         x = keras.layers.BatchNormalization(name=None if name is None else f"{name}_bn")(x)
     if relu:

@@ -37,7 +37,7 @@ def build_segnet(spec, num_classes, encoder_weights=None, in_channels=3, input_s
     encoder_layers, pools = [], []
     for block, (convs, filters) in enumerate(zip(spec.conv_blocks, VGG_BLOCK_FILTERS), start=1):
         for conv in range(1, convs + 1):
-            x = conv_bn_relu(x, filters, name=f"block{block}_conv{conv}")
+            x = conv_bn_relu(x, filters, use_bias=True, name=f"block{block}_conv{conv}")
         pooled, indices = layers.MaxPoolingWithArgmax2D(2, name=f"block{block}_pool")(x)
         pools.append((indices, x))
         x = pooled
@@ -50,7 +50,7 @@ def build_segnet(spec, num_classes, encoder_weights=None, in_channels=3, input_s
         last = 1 if block == 1 else 0  # decoder block 1's last convolution is the classifier
         for conv in range(convs, last, -1):
             out = decoder_filters[block - 1] if conv == 1 else filters
-            x = conv_bn_relu(x, out, name=f"block{block}_conv{conv}_decoder")
+            x = conv_bn_relu(x, out, use_bias=True, name=f"block{block}_conv{conv}_decoder")
     outputs = apply_head(x, num_classes, activation, kernel_size=3)
     model = keras.Model(inputs, outputs, name=f"segnet_{spec.name}")
     if encoder_weights is not None:
@@ -70,13 +70,13 @@ def build_segnet_basic(num_classes, in_channels=3, input_shape=None, activation=
     x = layers.EncoderPreprocessing("tf", name="preprocessing")(inputs)
     pools = []
     for stage in range(1, depth + 1):
-        x = conv_bn_relu(x, filters, kernel_size, name=f"encoder{stage}_conv")
+        x = conv_bn_relu(x, filters, kernel_size, use_bias=True, name=f"encoder{stage}_conv")
         pooled, indices = layers.MaxPoolingWithArgmax2D(2, name=f"encoder{stage}_pool")(x)
         pools.append((indices, x))
         x = pooled
     for stage in range(depth, 0, -1):
         indices, reference = pools[stage - 1]
         x = layers.MaxUnpooling2D(2, name=f"decoder{stage}_unpool")([x, indices, reference])
-        x = conv_bn_relu(x, filters, kernel_size, relu=False, name=f"decoder{stage}_conv")
+        x = conv_bn_relu(x, filters, kernel_size, relu=False, use_bias=True, name=f"decoder{stage}_conv")
     outputs = apply_head(x, num_classes, activation, kernel_size=1)
     return keras.Model(inputs, outputs, name="segnet_basic")

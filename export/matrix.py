@@ -1,0 +1,201 @@
+"""The export matrix: every zoo model x every export format, checked and written to export/REPORT.md.
+
+Each model (on its default encoder, plus U-Net on MobileNetV2) is built with random weights
+(weights=None) at a small size and exported by `kerazoo.export.export` to SavedModel, TFLite
+(float32, float16, dynamic-range int8, full int8) and ONNX. Every file is reloaded and run in its
+own runtime and compared with the Keras model. Each model runs in its own subprocess, so that one
+crash or out-of-memory does not lose the rest, and its files are deleted once measured.
+
+Usage:
+    python export/matrix.py                     # every model, writes export/REPORT.md
+    python export/matrix.py --models segnet_basic unet_mobilenetv2 --report /tmp/REPORT.md
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+HEIGHT, WIDTH = 64, 96
+NUM_CLASSES = 5
+VARIANTS = [
+    ("saved_model", "float32"),
+    ("tflite", "float32"),
+    ("tflite", "float16"),
+    ("tflite", "dynamic"),
+    ("tflite", "int8"),
+    ("onnx", "float32"),
+]
+
+
+def entries():
+    """(label, create_model kwargs, input size) for every matrix row."""
+    import kerazoo
+    from kerazoo.models import MODELS
+
+    rows = []
+    for name in kerazoo.list_models():
+        entry = MODELS.get(name)
+        label = f"{name} ({entry.default_encoder})" if entry.default_encoder else name
+        kwargs = dict(name=name, num_classes=NUM_CLASSES)
+        size = (HEIGHT, WIDTH)
+        if name == "unet_paper":
+            size = (188, 188)  # the smallest valid size of the valid-convolution U-Net
+            kwargs["input_shape"] = (188, 188, 1)
+        rows.append((name, label, kwargs, size))
+        if name == "unet":
+            rows.append(("unet_mobilenetv2", "unet (mobilenetv2)",
+                         dict(name="unet", encoder="mobilenetv2", num_classes=NUM_CLASSES), size))
+    return rows
+
+
+def run_one(key, out_json):
+    """Exports one matrix row (in this process) and writes its results as JSON."""
+    import numpy as np
+
+    import kerazoo
+    from kerazoo.export import export
+
+    (_, label, kwargs, size), = [row for row in entries() if row[0] == key]
+    model = kerazoo.create_model(**kwargs)
+    channels = model.input_shape[-1]
+    rng = np.random.default_rng(0)
+    calibration = rng.uniform(0, 255, size=(16, *size, channels)).astype("float32")
+    with tempfile.TemporaryDirectory(prefix=f"kerazoo_matrix_{key}_") as out_dir:
+        report = export(
+            model, out_dir, quantize=("float32", "float16", "dynamic", "int8"),
+            representative_data=calibration, sample_inputs=calibration[:2], strict=False, latency_runs=5,
+            class_names=[f"class_{i}" for i in range(NUM_CLASSES)],
+        )
+    result = {"key": key, "label": label, "params": model.count_params(), "size": size,
+              "keras_latency_ms": report.keras_latency_ms, "notes": report.notes,
+              "files": [
+                  {k: getattr(f, k) for k in ("format", "variant", "size_bytes", "convert_s", "max_abs_diff",
+                                              "relative_diff", "argmax_agreement", "latency_ms", "passed",
+                                              "error", "notes")} | {"ops": list(f.ops), "ok": f.ok}
+                  for f in report.files
+              ]}
+    with open(out_json, "w") as handle:
+        json.dump(result, handle, indent=2)
+
+
+def _cell(result):
+    if result is None:
+        return "not run"
+    if result.get("error") and result.get("argmax_agreement") is None:
+        return "FAIL: " + result["error"].splitlines()[0][:120].replace("|", "\\|")
+    size = result["size_bytes"] / 2**20
+    if result["relative_diff"] is not None:
+        parity = f"rel {result['relative_diff']:.0e}, agree {result['argmax_agreement']:.3f}"
+    else:
+        parity = f"agree {result['argmax_agreement']:.3f}"
+    status = "ok" if result["passed"] else ("MISSED contract" if result["passed"] is False else "ok*")
+    fallback = " (static HxW)" if any("static" in note for note in result["notes"]) else ""
+    return f"{status}{fallback}: {parity}; {size:.1f} MiB; {result['latency_ms']:.1f} ms"
+
+
+def write_report(results, path, elapsed_s):
+    lines = [
+        "# kerazoo export matrix",
+        "",
+        f"Written by `python export/matrix.py` ({time.strftime('%Y-%m-%d')}, {elapsed_s / 60:.0f} min). Every zoo model "
+        f"(default encoder, plus U-Net on MobileNetV2), random weights, {NUM_CLASSES} classes, input "
+        f"{HEIGHT}x{WIDTH} (unet_paper: 188x188x1, its smallest valid size), exported by "
+        "`kerazoo.export.export` and re-run in each file's runtime on 2 sample images: TensorFlow "
+        "(SavedModel), ai_edge_litert's interpreter (TFLite), onnxruntime CPU (ONNX, opset 17).",
+        "",
+        "Cell: status: parity (max |diff| relative to the Keras output range, argmax agreement per "
+        "pixel); file size; median batch-1 latency over 5 runs. `ok` = met its contract (float32: "
+        "rel <= 1e-4 and agree >= 0.999; float16: agree >= 0.99); `ok*` = no contract (dynamic-range "
+        "and full int8 are measured, not enforced); `(static HxW)` = TFLite needed a static height and "
+        "width (batch still dynamic), see the notes; `MISSED contract` = the file converted and ran but "
+        "missed its parity contract. Random-weight models have near-tied logits, so "
+        "the int8 agreement here is a lower bound on what trained models get.",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores shared with "
+        "other jobs: latencies are indicative, not benchmarks.",
+        "",
+        "| model | params | Keras | " + " | ".join(f"{fmt} {variant}" for fmt, variant in VARIANTS) + " |",
+        "|---|---|---|" + "---|" * len(VARIANTS),
+    ]
+    notes = []
+    for key, label, _, _ in entries():
+        result = results.get(key)
+        if result is None or "files" not in result:
+            error = f"FAIL: {result['crash']}" if result else "not run"
+            lines.append(f"| {label} | - | - | " + " | ".join([error] * len(VARIANTS)) + " |")
+            continue
+        by_variant = {(f["format"], f["variant"]): f for f in result["files"]}
+        cells = [_cell(by_variant.get(variant)) for variant in VARIANTS]
+        keras_ms = result["keras_latency_ms"]
+        lines.append(f"| {label} | {result['params'] / 1e6:.1f}M | {keras_ms:.1f} ms | " + " | ".join(cells) + " |")
+        for note in result["notes"]:
+            notes.append(f"- {label}: {note}")
+        for f in result["files"]:
+            for note in f["notes"]:
+                if not note.startswith("opset"):
+                    notes.append(f"- {label}, {f['format']} {f['variant']}: {note}")
+    if notes:
+        lines += ["", "## Notes", ""] + notes
+    ops = {}
+    for result in results.values():
+        for f in result.get("files", []):
+            if f["format"] == "tflite":
+                ops.setdefault(f["variant"], set()).update(f["ops"])
+    if ops:
+        lines += ["", "## TFLite ops used across the matrix (all builtins; no Flex, no custom ops)", ""]
+        lines += [f"- {variant}: {', '.join(sorted(names))}" for variant, names in sorted(ops.items())]
+    with open(path, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="*", help="matrix keys (default: all)")
+    parser.add_argument("--report", default=os.path.join(HERE, "REPORT.md"))
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds per model")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--json", help=argparse.SUPPRESS)
+    parser.add_argument("--from-json", help="rewrite the report from a previous run's JSON directory")
+    args = parser.parse_args(argv)
+    if args.one:
+        run_one(args.one, args.json)
+        return 0
+    if args.from_json:
+        results = {}
+        for name in sorted(os.listdir(args.from_json)):
+            with open(os.path.join(args.from_json, name)) as handle:
+                result = json.load(handle)
+            results[result["key"]] = result
+        write_report(results, args.report, float(results.get("_elapsed", {}).get("s", 0)))
+        print(f"wrote {args.report}")
+        return 0
+    keys = args.models or [row[0] for row in entries()]
+    results, start = {}, time.time()
+    results_dir = tempfile.mkdtemp(prefix="kerazoo_matrix_")
+    print(f"per-model JSON in {results_dir}", flush=True)
+    for key in keys:
+        out_json = os.path.join(results_dir, f"{key}.json")
+        print(f"== {key}", flush=True)
+        try:
+            subprocess.run([sys.executable, __file__, "--one", key, "--json", out_json], cwd=REPO,
+                           timeout=args.timeout, check=True)
+            with open(out_json) as handle:
+                results[key] = json.load(handle)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as error:
+            results[key] = {"crash": type(error).__name__}
+        write_report(results, args.report, time.time() - start)  # after every model: partial runs still report
+    print(f"wrote {args.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, REPO)
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""tf.data input pipelines for segmentation: folders, TFDS and a synthetic default.
+
+Every loader yields `(image, mask)`: images float32 `(H, W, C)` with raw values 0..255 (the model
+normalises them itself), masks int32 `(H, W)` holding class labels, never one-hot.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+import tensorflow as tf
+
+from kerazoo.data.augment import AugmentConfig, augment_pair, resize_pair
+from kerazoo.data.catalog import DATASETS, DatasetInfo, list_datasets
+from kerazoo.data.class_weights import class_pixel_counts, median_frequency_weights
+from kerazoo.data.folders import DataValidationError, FolderSource, scan_folders
+from kerazoo.data.paths import DataNotFoundError, resolve_data_dir
+from kerazoo.data.pipeline import CACHE_LIMIT_BYTES, build_pipeline
+from kerazoo.data.shapes import generate_shapes
+
+__all__ = [
+    "AugmentConfig", "DATASETS", "DataNotFoundError", "DataValidationError", "DatasetInfo",
+    "FolderSource", "augment_pair", "class_pixel_counts", "generate_shapes", "list_datasets",
+    "load", "load_folders", "median_frequency_weights", "resize_pair", "resolve_data_dir",
+    "scan_folders",
+]
+
+MEMBRANE_VAL_SLICES = 4
+# Membrane labels are 0 (membrane) and 255 (cell); intermediate values are thresholded at 128.
+_MEMBRANE_VALUE_MAP = {value: int(value >= 128) for value in range(256)}
+_DEFAULT_AUGMENT = {
+    # EM slices have no up or down; road scenes do.
+    "membrane": AugmentConfig(vertical_flip=True, brightness=0.05, contrast=0.1),
+    "shapes": AugmentConfig(vertical_flip=True, hue=0.0, saturation=0.0),
+}
+
+
+def _augment_config(augment, split, dataset=None) -> AugmentConfig | None:
+    if augment is None:
+        augment = split == "train"
+    if augment is True:
+        return _DEFAULT_AUGMENT.get(dataset, AugmentConfig())
+    if augment is False:
+        return None
+    if isinstance(augment, AugmentConfig):
+        return augment
+    raise TypeError(f"augment must be None, a bool or an AugmentConfig, got {augment!r}")
+
+
+def _check_size(image_size):
+    if image_size is None:
+        return None
+    if len(image_size) != 2 or min(int(s) for s in image_size) < 1:
+        raise ValueError(f"image_size must be (height, width), got {image_size!r}")
+    return int(image_size[0]), int(image_size[1])
+
+
+def _from_source(source: FolderSource, *, image_size, batch_size, augment, shuffle, seed, cache,
+                 drop_remainder):
+    if image_size is None and batch_size not in (None, 1) and len(set(source.sizes)) > 1:
+        raise DataValidationError(
+            f"Images have {len(set(source.sizes))} different sizes (e.g. {sorted(set(source.sizes))[:3]}, "
+            "height x width); pass image_size=(height, width) or batch_size=1 to batch them")
+    if cache == "auto":
+        cache = source.nbytes <= CACHE_LIMIT_BYTES
+    return build_pipeline(source.raw_dataset(), channels=source.channels, image_size=image_size,
+                          batch_size=batch_size, augment=augment, shuffle=shuffle, seed=seed,
+                          cache=cache, drop_remainder=drop_remainder)
+
+
+def load_folders(
+    image_dir: str | os.PathLike,
+    mask_dir: str | os.PathLike,
+    *,
+    num_classes: int | None = None,
+    value_map: Mapping[int, int] | None = None,
+    ignore_class: int | None = None,
+    channels: int = 3,
+    mask_suffix: str = "",
+    batch_size: int | None = 8,
+    image_size: tuple[int, int] | None = None,
+    augment: bool | AugmentConfig = False,
+    shuffle: bool = False,
+    seed: int = 0,
+    cache: bool | str = "auto",
+    drop_remainder: bool = False,
+) -> tf.data.Dataset:
+    """Loads image/mask pairs matched by file stem from two folders.
+
+    All files are checked before the dataset is returned: missing or empty folders, unmatched
+    names, unreadable files, image/mask size mismatches and mask labels out of range raise errors
+    that name the files.
+
+    Args:
+        image_dir: Folder of images (PNG, JPEG, BMP, GIF; TIFF/WebP through PIL).
+        mask_dir: Folder of single-channel label images with the same stems.
+        num_classes: Valid labels are `0..num_classes - 1`; None skips the upper bound.
+        value_map: Raw mask value -> label, e.g. `{0: 0, 255: 1}`; unmapped values are errors.
+        ignore_class: Extra label allowed in masks (void), skipped by losses and metrics.
+        channels: 3 for RGB, 1 for grayscale images.
+        mask_suffix: Mask stem = image stem + suffix.
+        batch_size: Batch size; None for single examples.
+        image_size: Output `(height, width)`; None keeps the native size.
+        augment: True for the default `AugmentConfig`, or a config; False for none.
+        shuffle: Shuffle each epoch (reproducibly from `seed`).
+        seed: Seed for shuffling and augmentation.
+        cache: "auto" caches decoded pairs in memory when they fit under 2 GiB; True/False/file prefix.
+        drop_remainder: Drop the last partial batch.
+
+    Returns:
+        `tf.data.Dataset` of `(image float32 (B, H, W, C) 0..255, mask int32 (B, H, W))`.
+    """
+    source = scan_folders(image_dir, mask_dir, channels=channels, num_classes=num_classes,
+                          ignore_class=ignore_class, value_map=value_map, mask_suffix=mask_suffix)
+    return _from_source(source, image_size=_check_size(image_size), batch_size=batch_size,
+                        augment=_augment_config(augment, "train" if augment else "val"),
+                        shuffle=shuffle, seed=seed, cache=cache, drop_remainder=drop_remainder)
+
+
+def _camvid_source(root: Path, split: str) -> FolderSource:
+    info = DATASETS["camvid"]
+    folder = root / "camvid"
+    available = sorted(p.name for p in folder.iterdir() if p.is_dir() and (folder / f"{p.name}annot").is_dir())
+    if split not in available:
+        raise ValueError(f"camvid has splits {available} in {folder}, got split={split!r}")
+    return scan_folders(folder / split, folder / f"{split}annot", channels=info.channels,
+                        num_classes=info.num_classes, ignore_class=info.ignore_class)
+
+
+def _membrane_source(root: Path, split: str) -> FolderSource:
+    if split not in ("train", "val"):
+        raise ValueError(f"membrane has splits ['train', 'val'], got split={split!r}")
+
+    def select(paths):  # paths arrive in natural order (0, 1, ..., 23): the last slices are val
+        return paths[:-MEMBRANE_VAL_SLICES] if split == "train" else paths[-MEMBRANE_VAL_SLICES:]
+
+    folder = root / "membrane"
+    return scan_folders(folder / "image", folder / "label", channels=1, num_classes=2,
+                        value_map=_MEMBRANE_VALUE_MAP, select=select)
+
+
+def load(
+    name: str,
+    split: str = "train",
+    *,
+    data_dir: str | os.PathLike | None = None,
+    batch_size: int | None = 8,
+    image_size: tuple[int, int] | None = None,
+    augment: bool | AugmentConfig | None = None,
+    shuffle: bool | None = None,
+    seed: int = 0,
+    cache: bool | str = "auto",
+    num_examples: int | None = None,
+    drop_remainder: bool = False,
+    download: bool = True,
+) -> tf.data.Dataset:
+    """Loads a named data set as a `tf.data.Dataset` of `(image, mask)` batches.
+
+    Args:
+        name: One of `list_datasets()`: "camvid", "membrane", "shapes", "oxford_iiit_pet".
+        split: "train" or "val" ("test" for TFDS; camvid accepts any `<split>/<split>annot` pair).
+        data_dir: Root holding `camvid/`, `membrane/`; else `$KERAZOO_DATA`, else `../shared/data`.
+            For "oxford_iiit_pet" it is the TFDS data directory (None: TFDS' default).
+        batch_size: Batch size; None for single examples.
+        image_size: Output `(height, width)`; None uses `DATASETS[name].image_size`.
+        augment: None augments the train split only; True/False, or an `AugmentConfig`.
+        shuffle: None shuffles the train split only.
+        seed: Seed for generation, shuffling and augmentation: equal seeds give equal batches.
+        cache: "auto" caches decoded files in memory when they fit; True/False/file prefix.
+        num_examples: "shapes" only: number of images (default 256 train, 64 otherwise).
+        drop_remainder: Drop the last partial batch.
+        download: "oxford_iiit_pet" only: let TFDS download the data.
+
+    Returns:
+        `tf.data.Dataset` of `(image float32 (B, H, W, C) in 0..255, mask int32 (B, H, W))` with
+        C = 1 for membrane and 3 otherwise.
+
+    Raises:
+        ValueError: unknown name or split.
+        DataNotFoundError: the data folder is missing (the message says how to set KERAZOO_DATA).
+        DataValidationError: bad files (see `load_folders`).
+    """
+    if name not in DATASETS:
+        raise ValueError(f"Unknown data set {name!r}; available: {', '.join(list_datasets())}")
+    info = DATASETS[name]
+    image_size = _check_size(image_size if image_size is not None else info.image_size)
+    augment = _augment_config(augment, split, name)
+    shuffle = split == "train" if shuffle is None else shuffle
+    if num_examples is not None and name != "shapes":
+        raise ValueError("num_examples applies to the synthetic 'shapes' data set only")
+    common = dict(image_size=image_size, batch_size=batch_size, augment=augment, shuffle=shuffle,
+                  seed=seed, drop_remainder=drop_remainder)
+
+    if name == "shapes":
+        count = num_examples or (256 if split == "train" else 64)
+        images, masks = generate_shapes(count, image_size=image_size or (64, 64), seed=seed, split=split)
+        raw = tf.data.Dataset.from_tensor_slices((images, masks))
+        return build_pipeline(raw, channels=3, cache=False, **common)
+    if name == "oxford_iiit_pet":
+        from kerazoo.data.tfds_source import oxford_iiit_pet
+
+        raw = oxford_iiit_pet(split, data_dir=data_dir, download=download)
+        # TFDS reads its own record files quickly; caching full-size photos is opt-in.
+        return build_pipeline(raw, channels=3, cache=cache if cache != "auto" else False, **common)
+
+    root = resolve_data_dir(data_dir, dataset=name)
+    source = _camvid_source(root, split) if name == "camvid" else _membrane_source(root, split)
+    return _from_source(source, cache=cache, **common)

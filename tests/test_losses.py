@@ -1,0 +1,152 @@
+"""Segmentation losses against NumPy references."""
+
+import keras
+import numpy as np
+import pytest
+
+from kerazoo import losses
+
+K = 4
+IGNORE = 4
+
+
+def _batch(seed=0, shape=(2, 5, 6), k=K, ignore=IGNORE):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, shape)
+    if ignore is not None:
+        y[0, 0, :] = ignore
+        y[1, :, 1] = ignore
+    logits = rng.normal(0, 2, shape + (k,)).astype("float32")
+    return y, logits
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _np_xent(y, logits, ignore=None, weights=None):
+    probs = _softmax(logits.astype(np.float64))
+    valid = y != ignore if ignore is not None else np.ones(y.shape, bool)
+    labels = np.where(valid, y, 0)
+    nll = -np.log(np.take_along_axis(probs, labels[..., None], -1)[..., 0])
+    w = np.ones(y.shape) if weights is None else np.asarray(weights)[labels]
+    return (nll * w * valid).sum() / valid.sum()
+
+
+def test_cross_entropy_matches_numpy_with_ignore_and_weights():
+    y, logits = _batch()
+    assert np.isclose(losses.SegmentationLoss(ignore_class=IGNORE)(y, logits), _np_xent(y, logits, IGNORE), rtol=1e-5)
+    weights = [0.5, 2.0, 1.0, 3.0]
+    got = losses.SegmentationLoss(ignore_class=IGNORE, class_weights=weights)(y, logits)
+    assert np.isclose(got, _np_xent(y, logits, IGNORE, weights), rtol=1e-5)
+    # Probabilities give the same loss as their logits.
+    got = losses.SegmentationLoss(from_logits=False, ignore_class=IGNORE)(y, _softmax(logits))
+    assert np.isclose(got, _np_xent(y, logits, IGNORE), rtol=1e-4)
+
+
+def test_ignored_pixels_contribute_nothing_and_masks_may_have_channel_axis():
+    y, logits = _batch()
+    loss = losses.SegmentationLoss(ignore_class=IGNORE)
+    changed = logits.copy()
+    changed[y == IGNORE] = 100.0 * np.sign(changed[y == IGNORE])
+    assert np.isclose(loss(y, logits), loss(y, changed), rtol=1e-6)
+    assert np.isclose(loss(y, logits), loss(y[..., None], logits), rtol=1e-6)
+
+
+def test_binary_single_channel_cross_entropy():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, (2, 4, 4))
+    logit = rng.normal(size=(2, 4, 4, 1)).astype("float32")
+    p = 1 / (1 + np.exp(-logit[..., 0].astype(np.float64)))
+    expected = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+    assert np.isclose(losses.SegmentationLoss()(y, logit), expected, rtol=1e-4)
+
+
+def test_float16_predictions_reduce_in_float32():
+    y, logits = _batch()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        built = (losses.SegmentationLoss(ignore_class=IGNORE), losses.DiceLoss(ignore_class=IGNORE),
+                 losses.FocalLoss(ignore_class=IGNORE))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    for loss in built:
+        half = loss(y, logits.astype("float16"))
+        assert keras.backend.standardize_dtype(half.dtype) == "float32"
+        assert np.isclose(half, loss(y, logits.astype("float16").astype("float32")), rtol=1e-5)
+
+
+def test_focal_loss_matches_numpy_and_reduces_to_cross_entropy():
+    y, logits = _batch(2)
+    probs = _softmax(logits.astype(np.float64))
+    valid = y != IGNORE
+    pt = np.take_along_axis(probs, np.where(valid, y, 0)[..., None], -1)[..., 0]
+    expected = ((-(1 - pt) ** 2 * np.log(pt)) * valid).sum() / valid.sum()
+    assert np.isclose(losses.FocalLoss(gamma=2.0, ignore_class=IGNORE)(y, logits), expected, rtol=1e-4)
+    assert np.isclose(losses.FocalLoss(gamma=0.0, ignore_class=IGNORE)(y, logits),
+                      _np_xent(y, logits, IGNORE), rtol=1e-4)
+
+
+def _np_overlap(y, logits, ignore, smooth, jaccard=False):
+    probs = _softmax(logits.astype(np.float64))
+    valid = (y != ignore)[..., None]
+    onehot = np.eye(K)[np.where(valid[..., 0], y, 0)] * valid
+    probs = probs * valid
+    inter = (probs * onehot).sum((0, 1, 2))
+    card = probs.sum((0, 1, 2)) + onehot.sum((0, 1, 2))
+    score = (inter + smooth) / (card - inter + smooth) if jaccard else (2 * inter + smooth) / (card + smooth)
+    present = onehot.sum((0, 1, 2)) > 0
+    return 1 - score[present].mean()
+
+
+@pytest.mark.parametrize("cls,jaccard", [(losses.DiceLoss, False), (losses.JaccardLoss, True)])
+def test_dice_and_jaccard_match_numpy(cls, jaccard):
+    y, logits = _batch(3)
+    y[y == 2] = 1  # class 2 absent: left out of the mean
+    got = cls(ignore_class=IGNORE, smooth=1.0)(y, logits)
+    assert np.isclose(got, _np_overlap(y, logits, IGNORE, 1.0, jaccard), rtol=1e-5)
+    # A perfect prediction gives (almost) zero loss.
+    perfect = np.where(np.eye(K)[np.where(y == IGNORE, 0, y)] > 0, 30.0, -30.0).astype("float32")
+    assert cls(ignore_class=IGNORE)(y, perfect) < 1e-4
+
+
+def test_binary_dice_uses_foreground():
+    y = np.zeros((1, 4, 4), int)
+    y[0, :2] = 1
+    probs = np.zeros((1, 4, 4, 1), "float32")
+    probs[0, :2, :2, 0] = 1.0  # half the foreground found, no false positives
+    assert np.isclose(losses.DiceLoss(from_logits=False, smooth=0.0)(y, probs), 1 - 2 * 4 / (4 + 8), atol=1e-6)
+
+
+def test_combined_loss_is_weighted_sum_and_round_trips():
+    y, logits = _batch(4)
+    parts = [losses.SegmentationLoss(ignore_class=IGNORE), losses.DiceLoss(ignore_class=IGNORE)]
+    combined = losses.CombinedLoss(parts, [1.0, 0.5])
+    assert np.isclose(combined(y, logits), parts[0](y, logits) + 0.5 * parts[1](y, logits), rtol=1e-6)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(combined))
+    assert isinstance(restored.losses[1], losses.DiceLoss)
+    assert np.isclose(restored(y, logits), combined(y, logits), rtol=1e-6)
+
+
+@pytest.mark.parametrize("loss", [
+    losses.SegmentationLoss(from_logits=False, ignore_class=11, class_weights=[1.0, 2.0]),
+    losses.FocalLoss(gamma=1.5, ignore_class=3),
+    losses.DiceLoss(smooth=0.5, class_weights=[1, 2, 3]),
+    losses.JaccardLoss(ignore_class=0),
+])
+def test_config_round_trip(loss):
+    config = keras.saving.serialize_keras_object(loss)
+    restored = keras.saving.deserialize_keras_object(config)
+    assert type(restored) is type(loss)
+    assert restored.get_config() == loss.get_config()
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="class_weights"):
+        losses.SegmentationLoss(class_weights=[1.0, -1.0])
+    y, logits = _batch()
+    with pytest.raises(ValueError, match="3 class_weights"):
+        losses.SegmentationLoss(class_weights=[1.0, 1.0, 1.0], ignore_class=IGNORE)(y, logits)
+    with pytest.raises(ValueError, match="gamma"):
+        losses.FocalLoss(gamma=-1)

@@ -1,0 +1,151 @@
+"""Segmentation metrics against a NumPy confusion-matrix reference."""
+
+import keras
+import numpy as np
+import pytest
+
+from kerazoo import metrics
+
+K = 5
+IGNORE = 255
+
+
+def _batch(seed, k=K):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, (3, 6, 7))
+    y[rng.random(y.shape) < 0.2] = IGNORE
+    logits = rng.normal(size=(3, 6, 7, k)).astype("float32")
+    # Bias the prediction towards the truth so the scores are not all near chance.
+    logits += 1.5 * np.eye(k)[np.where(y == IGNORE, 0, y)]
+    return y, logits
+
+
+def _np_confusion(batches, k=K):
+    confusion = np.zeros((k, k), np.int64)
+    for y, logits in batches:
+        pred = logits.argmax(-1)
+        keep = y != IGNORE
+        np.add.at(confusion, (y[keep], pred[keep]), 1)
+    return confusion
+
+
+def _np_scores(confusion):
+    tp = np.diag(confusion).astype(float)
+    actual, predicted = confusion.sum(1), confusion.sum(0)
+    union = actual + predicted - tp
+    iou = np.array([tp[c] / union[c] if union[c] else np.nan for c in range(len(tp))])
+    recall = [tp[c] / actual[c] for c in range(len(tp)) if actual[c]]
+    return {"mean_iou": np.nanmean(iou), "per_class_iou": iou, "global_accuracy": tp.sum() / confusion.sum(),
+            "class_average_accuracy": np.mean(recall)}
+
+
+METRICS = {
+    "mean_iou": metrics.MeanIoU,
+    "per_class_iou": metrics.PerClassIoU,
+    "global_accuracy": metrics.PixelAccuracy,
+    "class_average_accuracy": metrics.ClassAverageAccuracy,
+}
+
+
+@pytest.mark.parametrize("key", sorted(METRICS))
+def test_metric_matches_numpy_over_several_batches(key):
+    batches = [_batch(0), _batch(1)]
+    # Class 4 is never the truth in the second half: class-average accuracy must skip it.
+    batches[1][0][batches[1][0] == 4] = 3
+    metric = METRICS[key](K, ignore_class=IGNORE)
+    for y, logits in batches:
+        metric.update_state(y[..., None] if key == "mean_iou" else y, logits)
+    expected = _np_scores(_np_confusion(batches))[key]
+    np.testing.assert_allclose(np.asarray(metric.result()), expected, rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(metric.total_cm), _np_confusion(batches))
+    metric.reset_state()
+    assert int(np.asarray(metric.total_cm).sum()) == 0
+
+
+def test_probabilities_and_logits_agree_and_absent_classes_are_nan():
+    y, logits = _batch(2, k=3)
+    y[y == 2] = 0
+    logits[..., 2] = -50.0  # class 2 neither true nor predicted
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    a, b = metrics.PerClassIoU(3, IGNORE), metrics.PerClassIoU(3, IGNORE, from_logits=False)
+    a.update_state(y, logits)
+    b.update_state(y, probs)
+    np.testing.assert_allclose(a.result(), b.result())
+    assert np.isnan(np.asarray(a.result())[2]) and not np.isnan(np.asarray(a.result())[:2]).any()
+    mean = metrics.MeanIoU(3, IGNORE)
+    mean.update_state(y, logits)
+    assert np.isclose(mean.result(), np.nanmean(np.asarray(a.result())))
+
+
+def test_binary_single_channel_and_dice():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, (2, 8, 8))
+    logit = rng.normal(size=(2, 8, 8, 1)).astype("float32")
+    pred = (logit[..., 0] > 0).astype(int)
+    tp = ((pred == 1) & (y == 1)).sum()
+    dice = metrics.DiceCoefficient()
+    dice.update_state(y, logit)
+    assert np.isclose(dice.result(), 2 * tp / (pred.sum() + y.sum()))
+    probs = 1 / (1 + np.exp(-logit))
+    high = metrics.DiceCoefficient(threshold=0.8, from_logits=False)
+    high.update_state(y, probs)
+    pred = (probs[..., 0] > 0.8).astype(int)
+    assert np.isclose(high.result(), 2 * ((pred == 1) & (y == 1)).sum() / (pred.sum() + y.sum()))
+    iou = metrics.MeanIoU(2)
+    iou.update_state(y, logit)
+    pred = (logit[..., 0] > 0).astype(int)
+    expected = np.mean([((pred == c) & (y == c)).sum() / ((pred == c) | (y == c)).sum() for c in (0, 1)])
+    assert np.isclose(iou.result(), expected)
+
+
+def test_confusion_matrix_scores_by_hand():
+    confusion = np.array([[8, 2, 0], [1, 3, 0], [0, 0, 0]])
+    scores = metrics.confusion_matrix_scores(confusion)
+    assert scores["global_accuracy"] == pytest.approx(11 / 14)
+    assert scores["class_average_accuracy"] == pytest.approx((8 / 10 + 3 / 4) / 2)
+    np.testing.assert_allclose(scores["per_class_iou"][:2], [8 / 11, 3 / 6])
+    assert np.isnan(scores["per_class_iou"][2])
+    assert scores["mean_iou"] == pytest.approx((8 / 11 + 3 / 6) / 2)
+    with pytest.raises(ValueError, match="square"):
+        metrics.confusion_matrix_scores(np.zeros((2, 3)))
+
+
+def test_confusion_matrix_scores_agree_with_metrics():
+    y, logits = _batch(5)
+    metric = metrics.PerClassIoU(K, IGNORE)
+    metric.update_state(y, logits)
+    scores = metrics.confusion_matrix_scores(np.asarray(metric.total_cm))
+    for key, cls in METRICS.items():
+        m = cls(K, IGNORE)
+        m.update_state(y, logits)
+        np.testing.assert_allclose(np.asarray(m.result()), scores[key], rtol=1e-6)
+
+
+@pytest.mark.parametrize("metric", [
+    metrics.MeanIoU(11, ignore_class=11), metrics.PerClassIoU(3, from_logits=False),
+    metrics.PixelAccuracy(4, ignore_class=0), metrics.ClassAverageAccuracy(2),
+    metrics.DiceCoefficient(threshold=0.3, ignore_class=2),
+])
+def test_config_round_trip(metric):
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(metric))
+    assert type(restored) is type(metric)
+    assert restored.get_config() == metric.get_config()
+
+
+def test_compile_fit_evaluate_with_losses_and_metrics():
+    from kerazoo import losses
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (4, 8, 8, 3)).astype("float32")
+    y = rng.integers(0, 4, (4, 8, 8))
+    y[:, 0] = 3  # ignored
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Rescaling(1 / 255),
+                              keras.layers.Conv2D(3, 3, padding="same")])
+    model.compile(optimizer="adam", loss=losses.SegmentationLoss(ignore_class=3),
+                  metrics=[metrics.MeanIoU(3, ignore_class=3), metrics.PixelAccuracy(3, ignore_class=3),
+                           metrics.PerClassIoU(3, ignore_class=3)])
+    history = model.fit(x, y, batch_size=2, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    results = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert 0.0 <= results["mean_iou"] <= 1.0 and 0.0 <= results["pixel_accuracy"] <= 1.0
+    assert np.shape(results["per_class_iou"]) == (3,)

@@ -1,0 +1,254 @@
+"""Every registered model x encoder: shapes on odd sizes, training, save/load, mixed precision; paper figures."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import kerazoo
+from kerazoo.models import model_encoders
+
+# Small odd size that every encoder model must give back (padding to stride 32 happens inside).
+ODD_SIZE = (45, 67)
+# unet_paper uses valid convolutions: 188 is its smallest valid size (output 4).
+UNET_PAPER_SIZE, UNET_PAPER_OUTPUT = (188, 204), (4, 20)
+
+ALL_COMBINATIONS = [(name, encoder) for name in kerazoo.list_models() for encoder in (model_encoders(name) or [None])]
+# The default run covers every model and every encoder at least once; the full matrix is marked slow.
+FAST_COMBINATIONS = {
+    ("fcn8s", "vgg16"), ("fcn16s", "mobilenetv2"), ("fcn32s", "resnet50"),
+    ("unet", "mobilenetv2"), ("unet", "resnet50"), ("unet", "vgg19"),
+    ("unet", "vgg16"), ("segnet", "vgg16"), ("segnet_basic", None), ("unet_paper", None),
+}
+# The deep ResNets take minutes to train even on tiny inputs; by default they are built and run forward.
+FAST_FORWARD_COMBINATIONS = FAST_COMBINATIONS | {("unet", "resnet101"), ("unet", "resnet152")}
+
+
+def matrix(fast=FAST_COMBINATIONS):
+    return [
+        pytest.param(name, encoder, id=f"{name}-{encoder}", marks=() if (name, encoder) in fast else pytest.mark.slow)
+        for name, encoder in ALL_COMBINATIONS
+    ]
+
+
+def build(name, encoder, num_classes=2, **kwargs):
+    if name == "unet_paper":
+        return kerazoo.create_model(name, num_classes=num_classes, input_shape=(*UNET_PAPER_SIZE, 1), **kwargs)
+    return kerazoo.create_model(name, encoder=encoder, num_classes=num_classes, **kwargs)
+
+
+def sample_batch(model, batch=2, seed=0):
+    """Images and a learnable mask (bright pixels are class 1) at the model's expected size."""
+    height, width = UNET_PAPER_SIZE if model.name == "unet_paper" else ODD_SIZE
+    channels = model.input.shape[-1]
+    images = np.random.default_rng(seed).uniform(0, 255, size=(batch, height, width, channels)).astype("float32")
+    out_h, out_w = UNET_PAPER_OUTPUT if model.name == "unet_paper" else (height, width)
+    top, left = (height - out_h) // 2, (width - out_w) // 2
+    masks = (images[:, top : top + out_h, left : left + out_w, 0] > 127).astype("int32")
+    return images, masks
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_state():
+    keras.utils.set_random_seed(0)
+    yield
+    keras.config.set_dtype_policy("float32")
+    keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("name, encoder", matrix())
+def test_shapes_training_and_save_load(name, encoder, tmp_path):
+    model = build(name, encoder)
+    images, masks = sample_batch(model)
+    outputs = model(images)
+    assert outputs.shape == (*masks.shape, 2)
+    assert outputs.dtype == "float32"
+
+    model.compile(optimizer=keras.optimizers.Adam(1e-4),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(images, masks, epochs=4, batch_size=len(images), verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < losses[0], losses
+
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    np.testing.assert_array_equal(np.asarray(loaded.predict(images, verbose=0)),
+                                  np.asarray(model.predict(images, verbose=0)))
+
+
+@pytest.mark.parametrize("name, encoder", matrix(FAST_FORWARD_COMBINATIONS))
+def test_mixed_precision_outputs_stay_float32(name, encoder):
+    keras.config.set_dtype_policy("mixed_float16")
+    model = build(name, encoder, num_classes=3, activation="softmax")
+    images, _ = sample_batch(model, batch=1)
+    outputs = model(images)
+    assert outputs.dtype == "float32"
+    assert model.get_layer("block1_conv1" if name == "segnet" else model.layers[-2].name).compute_dtype == "float16"
+    np.testing.assert_allclose(np.asarray(outputs).sum(-1), 1.0, atol=1e-3)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (31, 33), (64, 96), (97, 250)])
+def test_any_size_comes_back(size):
+    model = kerazoo.create_model("unet", encoder="mobilenetv2", num_classes=2, decoder_filters=(16, 16, 8, 8, 8))
+    assert model(np.zeros((1, *size, 3), "float32")).shape == (1, *size, 2)
+    segnet = kerazoo.create_model("segnet_basic", num_classes=2)
+    assert segnet(np.zeros((1, *size, 3), "float32")).shape == (1, *size, 2)
+
+
+# The papers' parameter counts, and ours (21 classes for FCN as in PASCAL VOC; SegNet 12 as on CamVid).
+PAPER_PARAMETERS = [
+    ("fcn8s", "vgg16", 21, 134_000_000, 0.01),  # Long et al.: "134M"
+    ("unet_paper", None, 2, 31_030_000, 0.001),  # Ronneberger et al.: 31.03M (as counted by later reimplementations)
+    ("segnet", "vgg16", 12, 29_500_000, 0.01),  # Badrinarayanan et al.: 29.5M
+    ("segnet_basic", None, 12, 1_425_000, 0.01),  # SegNet paper table: 1.425M
+]
+
+
+@pytest.mark.parametrize("name, encoder, classes, expected, tolerance", PAPER_PARAMETERS)
+def test_parameter_counts_match_the_papers(name, encoder, classes, expected, tolerance):
+    kwargs = {"input_shape": (572, 572, 1)} if name == "unet_paper" else {}
+    model = kerazoo.create_model(name, encoder=encoder, num_classes=classes, **kwargs)
+    assert abs(model.count_params() - expected) / expected <= tolerance, model.count_params()
+
+
+def test_unet_paper_gives_388_from_572():
+    model = kerazoo.create_model("unet_paper", num_classes=2)
+    assert model.input.shape[1:] == (572, 572, 1)
+    assert model.output.shape[1:] == (388, 388, 2)
+
+
+def test_unet_paper_rejects_invalid_sizes_naming_the_nearest_valid_ones():
+    with pytest.raises(ValueError, match=r"size 250.*\(236, 252\)"):
+        kerazoo.create_model("unet_paper", num_classes=2, input_shape=(250, 252, 1))
+    with pytest.raises(ValueError, match="static input size"):
+        kerazoo.create_model("unet_paper", num_classes=2, input_shape=(None, None, 1))
+
+
+@pytest.mark.parametrize("upsampling", ["transpose", "nearest", "bilinear", "bed_of_nails"])
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_unet_decoder_options(upsampling, batch_norm):
+    model = kerazoo.create_model("unet", encoder="mobilenetv2", num_classes=4, decoder_filters=(32, 16, 16, 8, 4),
+                                 upsampling=upsampling, batch_norm=batch_norm)
+    assert model(np.zeros((1, 37, 41, 3), "float32")).shape == (1, 37, 41, 4)
+    has_bn = any(isinstance(layer, keras.layers.BatchNormalization) and layer.name.startswith("decoder")
+                 for layer in model.layers)
+    assert has_bn == batch_norm
+    assert model.get_layer("decoder_stage4_conv2").filters == 4
+
+
+def test_fcn_structure_follows_the_paper():
+    model = kerazoo.create_model("fcn8s", encoder="vgg16", num_classes=21)
+    assert model.get_layer("fc6").kernel.shape == (7, 7, 512, 4096)
+    assert model.get_layer("fc7").kernel.shape == (1, 1, 4096, 4096)
+    assert model.get_layer("score_pool3").kernel.shape == (1, 1, 256, 21)  # pool3, not conv4_3
+    assert model.get_layer("score_pool4").kernel.shape == (1, 1, 512, 21)
+    upscore8 = model.get_layer("upscore8")
+    assert upscore8.kernel.shape == (16, 16, 21, 21) and upscore8.strides == (8, 8)
+    np.testing.assert_allclose(np.asarray(upscore8.kernel)[:, :, 3, 3], kerazoo.layers.bilinear_kernel(16, 1)[:, :, 0, 0])
+    assert not np.asarray(upscore8.kernel)[:, :, 3, 4].any()
+    fcn32 = kerazoo.create_model("fcn32s", encoder="resnet50", num_classes=5)
+    assert "fc6" not in [layer.name for layer in fcn32.layers]
+    assert fcn32.get_layer("upscore32").kernel.shape == (64, 64, 5, 5)
+
+
+def test_segnet_unpools_with_the_matching_encoder_indices():
+    model = kerazoo.create_model("segnet", encoder="vgg16", num_classes=12)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert len([c for c in convs if not c.name.endswith("_decoder") and c.name != "head_conv"]) == 13
+    assert len(convs) == 26  # 13 encoder + 12 decoder + classifier
+    for block in range(1, 6):
+        unpool = model.get_layer(f"block{block}_unpool")
+        values, indices, reference = unpool._inbound_nodes[0].input_tensors
+        assert indices._keras_history.operation.name == f"block{block}_pool"
+        assert reference.shape[-1] == model.get_layer(f"block{block}_conv1").filters
+
+
+def test_regression_head_and_activations():
+    model = kerazoo.create_model("unet", encoder="mobilenetv2", num_classes=1, head="regression",
+                                 activation="sigmoid", decoder_filters=(16, 16, 8, 8, 8))
+    out = np.asarray(model(np.random.default_rng(0).uniform(0, 255, (2, 33, 35, 3)).astype("float32")))
+    assert out.shape == (2, 33, 35, 1) and out.min() >= 0 and out.max() <= 1
+    binary = kerazoo.create_model("segnet_basic", num_classes=1, activation="sigmoid")
+    assert binary.output.shape[-1] == 1
+
+
+def test_in_channels_other_than_three():
+    model = kerazoo.create_model("unet", encoder="resnet50", num_classes=2, in_channels=1)
+    assert model(np.zeros((1, 40, 40, 1), "float32")).shape == (1, 40, 40, 2)
+    model = kerazoo.create_model("segnet", encoder="vgg16", num_classes=2, in_channels=4)
+    assert model(np.zeros((1, 40, 40, 4), "float32")).shape == (1, 40, 40, 2)
+
+
+def test_pretrained_weights_file_adapts_the_first_convolution(tmp_path):
+    reference = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(None, None, 3))
+    rng = np.random.default_rng(0)
+    reference.set_weights([rng.normal(size=w.shape).astype("float32") for w in reference.get_weights()])
+    path = os.path.join(tmp_path, "mobilenetv2.weights.h5")
+    reference.save_weights(path)
+
+    grey = kerazoo.create_model("unet", encoder="mobilenetv2", num_classes=2, in_channels=1, encoder_weights=path)
+    encoder = grey.get_layer("mobilenetv2_encoder")
+    rgb_kernel = np.asarray(reference.get_layer("Conv1").kernel)
+    np.testing.assert_allclose(np.asarray(encoder.get_layer("Conv1").kernel), rgb_kernel.sum(axis=2, keepdims=True),
+                               rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(encoder.get_layer("block_16_project").kernel),
+                                  np.asarray(reference.get_layer("block_16_project").kernel))
+    # Grey input through the adapted model equals the RGB model on the grey image replicated thrice.
+    rgb = kerazoo.create_model("unet", encoder="mobilenetv2", num_classes=2, encoder_weights=path)
+    np.testing.assert_array_equal(np.asarray(rgb.get_layer("mobilenetv2_encoder").get_layer("Conv1").kernel), rgb_kernel)
+    image = rng.uniform(0, 255, size=(1, 32, 32, 1)).astype("float32")
+    features_grey = grey.get_layer("mobilenetv2_encoder")(grey.get_layer("preprocessing")(image))[-1]
+    features_rgb = rgb.get_layer("mobilenetv2_encoder")(rgb.get_layer("preprocessing")(np.repeat(image, 3, -1)))[-1]
+    np.testing.assert_allclose(np.asarray(features_grey), np.asarray(features_rgb), rtol=1e-3, atol=1e-3)
+
+    four = kerazoo.create_model("fcn8s", encoder="mobilenetv2", num_classes=2, in_channels=4, encoder_weights=path)
+    kernel = np.asarray(four.get_layer("mobilenetv2_encoder").get_layer("Conv1").kernel)
+    np.testing.assert_allclose(kernel[:, :, 3], rgb_kernel[:, :, 0] * 0.75, rtol=1e-6)
+
+
+def test_segnet_takes_its_encoder_convolutions_from_the_vgg_weights(tmp_path):
+    vgg = keras.applications.VGG16(include_top=False, weights=None, input_shape=(None, None, 3))
+    path = os.path.join(tmp_path, "vgg16.weights.h5")
+    vgg.save_weights(path)
+    model = kerazoo.create_model("segnet", encoder="vgg16", num_classes=3, encoder_weights=path, freeze_encoder=True)
+    for name in ("block1_conv1", "block3_conv2", "block5_conv3"):
+        np.testing.assert_array_equal(np.asarray(model.get_layer(name).kernel), np.asarray(vgg.get_layer(name).kernel))
+        assert not model.get_layer(name).trainable
+    assert model.get_layer("block5_conv3_decoder").trainable
+
+
+def test_freeze_encoder():
+    model = kerazoo.create_model("unet", encoder="mobilenetv2", num_classes=2, freeze_encoder=True)
+    encoder = model.get_layer("mobilenetv2_encoder")
+    assert not encoder.trainable and not encoder.trainable_weights
+    assert model.get_layer("decoder_stage0_conv1").trainable and model.trainable_weights
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"name": "unte"}, r"Unknown model 'unte'\. Did you mean 'unet'"),
+        ({"name": "unet", "encoder": "resnet51"}, r"cannot use encoder 'resnet51'.*resnet50"),
+        ({"name": "segnet", "encoder": "resnet50"}, r"cannot use encoder 'resnet50'.*vgg16, vgg19"),
+        ({"name": "unet_paper", "encoder": "vgg16"}, "fixed topology"),
+        ({"name": "unet", "num_classes": 0}, "num_classes must be a positive int; got 0"),
+        ({"name": "unet", "activation": "relu"}, "activation for head='segmentation'"),
+        ({"name": "unet", "head": "depth"}, "head must be one of"),
+        ({"name": "unet", "decoder_filter": (1, 2, 3, 4, 5)}, r"Unknown option 'decoder_filter'.*decoder_filters"),
+        ({"name": "unet", "decoder_filters": (8, 8)}, "decoder_filters must be 5 positive ints"),
+        ({"name": "unet", "upsampling": "cubic"}, "upsampling must be one of"),
+        ({"name": "unet", "encoder_weights": "missing.h5"}, "encoder_weights must be None, 'imagenet' or the path"),
+        ({"name": "unet", "in_channels": 1, "input_shape": (32, 32, 3)}, "has 3 channels but in_channels=1"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(kwargs, message):
+    kwargs = {"encoder": "mobilenetv2", **kwargs} if kwargs["name"] == "unet" else kwargs
+    with pytest.raises(ValueError, match=message):
+        kerazoo.create_model(**kwargs)
+
+
+def test_registries_list_what_is_registered():
+    assert set(kerazoo.list_models()) == {"fcn8s", "fcn16s", "fcn32s", "unet", "unet_paper", "segnet", "segnet_basic"}
+    assert set(kerazoo.list_encoders()) == {"vgg16", "vgg19", "resnet50", "resnet101", "resnet152", "mobilenetv2"}
