@@ -35,6 +35,21 @@ VARIANTS = [
 ]
 
 
+MEMORY_FACTOR = {"saved_model": 12, "onnx": 50}
+
+
+def available_bytes():
+    """MemAvailable from /proc/meminfo (Linux), else a large number."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 60
+
+
 def entries():
     """(label, create_model kwargs, input size) for every matrix row."""
     import kerazoo
@@ -68,20 +83,35 @@ def run_one(key, out_json):
     channels = model.input_shape[-1]
     rng = np.random.default_rng(0)
     calibration = rng.uniform(0, 255, size=(16, *size, channels)).astype("float32")
-    with tempfile.TemporaryDirectory(prefix=f"kerazoo_matrix_{key}_") as out_dir:
-        report = export(
-            model, out_dir, quantize=("float32", "float16", "dynamic", "int8"),
-            representative_data=calibration, sample_inputs=calibration[:2], strict=False, latency_runs=5,
-            class_names=[f"class_{i}" for i in range(NUM_CLASSES)],
-        )
+    weight_bytes = sum(int(np.prod(w.shape)) * 4 for w in model.weights)
+    files, notes, keras_latency = [], [], None
+    for formats in (("saved_model", "tflite"), ("onnx",)):
+        # Peak memory measured here per byte of weights: TFLite conversion ~10x, tf2onnx ~45x (SegNet-VGG16:
+        # 5.5 GB for 118 MB of weights). The machine is shared: skip what would not fit, and say so.
+        need = (MEMORY_FACTOR[formats[0]] * weight_bytes + 1.5e9)
+        available = available_bytes()
+        if need > available:
+            for fmt, variant in VARIANTS:
+                if fmt in formats:
+                    files.append({"format": fmt, "variant": variant, "skipped":
+                                  f"skipped: needs ~{need / 1e9:.0f} GB to convert, {available / 1e9:.0f} GB free"})
+            continue
+        with tempfile.TemporaryDirectory(prefix=f"kerazoo_matrix_{key}_") as out_dir:
+            report = export(
+                model, out_dir, formats=formats, quantize=("float32", "float16", "dynamic", "int8"),
+                representative_data=calibration, sample_inputs=calibration[:2], strict=False, latency_runs=5,
+                class_names=[f"class_{i}" for i in range(NUM_CLASSES)],
+            )
+        keras_latency = keras_latency or report.keras_latency_ms
+        notes += [n for n in report.notes if n not in notes]
+        files += [
+            {k: getattr(f, k) for k in ("format", "variant", "size_bytes", "convert_s", "max_abs_diff",
+                                        "relative_diff", "argmax_agreement", "near_tie_fraction", "latency_ms",
+                                        "passed", "error", "notes")} | {"ops": list(f.ops), "ok": f.ok}
+            for f in report.files
+        ]
     result = {"key": key, "label": label, "params": model.count_params(), "size": size,
-              "keras_latency_ms": report.keras_latency_ms, "notes": report.notes,
-              "files": [
-                  {k: getattr(f, k) for k in ("format", "variant", "size_bytes", "convert_s", "max_abs_diff",
-                                              "relative_diff", "argmax_agreement", "latency_ms", "passed",
-                                              "error", "notes")} | {"ops": list(f.ops), "ok": f.ok}
-                  for f in report.files
-              ]}
+              "keras_latency_ms": keras_latency, "notes": notes, "files": files}
     with open(out_json, "w") as handle:
         json.dump(result, handle, indent=2)
 
@@ -89,6 +119,8 @@ def run_one(key, out_json):
 def _cell(result):
     if result is None:
         return "not run"
+    if result.get("skipped"):
+        return result["skipped"]
     if result.get("error") and result.get("argmax_agreement") is None:
         return "FAIL: " + result["error"].splitlines()[0][:120].replace("|", "\\|")
     size = result["size_bytes"] / 2**20
@@ -97,6 +129,8 @@ def _cell(result):
     else:
         parity = f"agree {result['argmax_agreement']:.3f}"
     status = "ok" if result["passed"] else ("MISSED contract" if result["passed"] is False else "ok*")
+    if result["passed"] is False and result.get("near_tie_fraction"):
+        parity += f", near-ties {result['near_tie_fraction']:.2f}"
     fallback = " (static HxW)" if any("static" in note for note in result["notes"]) else ""
     return f"{status}{fallback}: {parity}; {size:.1f} MiB; {result['latency_ms']:.1f} ms"
 
@@ -105,7 +139,8 @@ def write_report(results, path, elapsed_s):
     lines = [
         "# kerazoo export matrix",
         "",
-        f"Written by `python export/matrix.py` ({time.strftime('%Y-%m-%d')}, {elapsed_s / 60:.0f} min). Every zoo model "
+        f"Written by `python export/matrix.py` ({time.strftime('%Y-%m-%d')}"
+        + (f", {elapsed_s / 60:.0f} min" if elapsed_s else "") + "). Every zoo model "
         f"(default encoder, plus U-Net on MobileNetV2), random weights, {NUM_CLASSES} classes, input "
         f"{HEIGHT}x{WIDTH} (unet_paper: 188x188x1, its smallest valid size), exported by "
         "`kerazoo.export.export` and re-run in each file's runtime on 2 sample images: TensorFlow "
@@ -116,7 +151,9 @@ def write_report(results, path, elapsed_s):
         "rel <= 1e-4 and agree >= 0.999; float16: agree >= 0.99); `ok*` = no contract (dynamic-range "
         "and full int8 are measured, not enforced); `(static HxW)` = TFLite needed a static height and "
         "width (batch still dynamic), see the notes; `MISSED contract` = the file converted and ran but "
-        "missed its parity contract. Random-weight models have near-tied logits, so "
+        "missed its parity contract; near-ties = fraction of pixels whose Keras top-2 margin is below the "
+        "file's max |diff| (flips there are within its numeric error); `skipped` = not converted because "
+        "the conversion would not fit in this shared machine's free memory. Random-weight models have near-tied logits, so "
         "the int8 agreement here is a lower bound on what trained models get.",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores shared with "
@@ -135,11 +172,12 @@ def write_report(results, path, elapsed_s):
         by_variant = {(f["format"], f["variant"]): f for f in result["files"]}
         cells = [_cell(by_variant.get(variant)) for variant in VARIANTS]
         keras_ms = result["keras_latency_ms"]
-        lines.append(f"| {label} | {result['params'] / 1e6:.1f}M | {keras_ms:.1f} ms | " + " | ".join(cells) + " |")
+        keras_cell = "-" if keras_ms is None else f"{keras_ms:.1f} ms"
+        lines.append(f"| {label} | {result['params'] / 1e6:.1f}M | {keras_cell} | " + " | ".join(cells) + " |")
         for note in result["notes"]:
             notes.append(f"- {label}: {note}")
         for f in result["files"]:
-            for note in f["notes"]:
+            for note in f.get("notes", []):
                 if not note.startswith("opset"):
                     notes.append(f"- {label}, {f['format']} {f['variant']}: {note}")
     if notes:
@@ -147,7 +185,7 @@ def write_report(results, path, elapsed_s):
     ops = {}
     for result in results.values():
         for f in result.get("files", []):
-            if f["format"] == "tflite":
+            if f["format"] == "tflite" and f.get("ops"):
                 ops.setdefault(f["variant"], set()).update(f["ops"])
     if ops:
         lines += ["", "## TFLite ops used across the matrix (all builtins; no Flex, no custom ops)", ""]
