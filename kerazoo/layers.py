@@ -277,7 +277,10 @@ class PadToMultiple(keras.layers.Layer):
         pad_w = (self.multiple - shape[2] % self.multiple) % self.multiple
         if isinstance(pad_h, int) and isinstance(pad_w, int) and pad_h == 0 and pad_w == 0:
             return inputs
-        return ops.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+        padded = ops.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+        # A pad with dynamic amounts forgets even the static channel count, which TFLite's CONV_2D
+        # needs; a reshape to the same size gives it back.
+        return ops.reshape(padded, (-1, shape[1] + pad_h, shape[2] + pad_w, inputs.shape[-1]))
 
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = input_shape

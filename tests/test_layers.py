@@ -224,20 +224,21 @@ def test_layers_convert_to_tflite_with_builtin_ops_only_and_match():
     from ai_edge_litert.interpreter import Interpreter
 
     model = all_layers_model()
-    x = np.random.default_rng(7).uniform(0, 255, size=(1, 13, 18, 3)).astype("float32")
-    concrete = _concrete_function(model, (1, 13, 18, 3))
+    concrete = _concrete_function(model, (1, None, None, 3))  # height and width stay dynamic
     # No trackable object: with one, the converter keeps variables as uninitialised resource variables.
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex ops allowed
-    flatbuffer = converter.convert()
-    interpreter = Interpreter(model_content=flatbuffer)
-    interpreter.allocate_tensors()
-    ops = {detail["op_name"] for detail in interpreter._get_ops_details()}
-    assert not any(op.startswith("Flex") or op == "CUSTOM" for op in ops), ops
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
-    interpreter.invoke()
-    out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-    np.testing.assert_allclose(out, np.asarray(model(x)), atol=1e-3)
+    interpreter = Interpreter(model_content=converter.convert())
+    for size in ((13, 18), (8, 5)):
+        x = np.random.default_rng(7).uniform(0, 255, size=(1, *size, 3)).astype("float32")
+        interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], x.shape)
+        interpreter.allocate_tensors()
+        ops = {detail["op_name"] for detail in interpreter._get_ops_details()}
+        assert not any(op.startswith("Flex") or op == "CUSTOM" for op in ops), ops
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+        interpreter.invoke()
+        out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+        np.testing.assert_allclose(out, np.asarray(model(x)), atol=1e-3)
 
 
 def test_layers_convert_to_a_valid_onnx_graph_that_runs():
