@@ -1,6 +1,16 @@
-"""The `kerazoo` command line: the same vocabulary as the Python API."""
+"""The `kerazoo` command line: the same vocabulary as the Python API.
+
+    kerazoo list [--table]
+    kerazoo train --model unet --encoder mobilenetv2 --dataset membrane --image-size 256x256 ...
+    kerazoo evaluate runs/x/best.keras --dataset camvid --split val --json out.json
+    kerazoo predict runs/x/best.keras image1.png image2.png --out-dir predictions/
+
+Sub-commands register themselves in `COMMANDS` (name -> function adding the sub-parser), so that
+`export`, `fetch` and `benchmark` can be added next to these without touching the others.
+"""
 
 import argparse
+import ast
 import os
 import sys
 
@@ -8,6 +18,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _list(args):
+    if args.table:
+        from rich.console import Console
+
+        from kerazoo.demo import model_table
+
+        console = Console()
+        with console.status("building every registered model"):
+            table = model_table()
+        console.print(table)
+        return 0
     import kerazoo
     from kerazoo.models import MODELS
 
@@ -15,18 +35,190 @@ def _list(args):
         encoders = ", ".join(entry.encoders) if entry.encoders else "(own topology)"
         print(f"{name:14s} encoders: {encoders}\n{'':14s} {entry.reference}")
     print("encoders:", ", ".join(kerazoo.list_encoders()))
+    return 0
+
+
+def image_size(text):
+    """Parses "HxW" (or "H,W", or one number for a square) into `(height, width)`."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"image size must look like 176x240 (height x width), got {text!r}")
+    return values
+
+
+def _literal(text):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def model_option(text):
+    """Parses `key=value` for `create_model` options; "a,b,c" becomes a tuple, "3" an int."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"model option must look like key=value, got {text!r}")
+    key, value = text.split("=", 1)
+    if "," in value and not value.strip().startswith(("(", "[")):
+        parsed = tuple(_literal(v.strip()) for v in value.split(",") if v.strip())
+    else:
+        parsed = _literal(value.strip())
+    if isinstance(parsed, list):
+        parsed = tuple(parsed)
+    return key.strip(), parsed
+
+
+def _class_weights(text):
+    if text in ("none", "median_frequency"):
+        return None if text == "none" else text
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"class weights must be 'none', 'median_frequency' or comma-separated numbers, got {text!r}") from None
+
+
+def _verbosity(text):
+    if text == "auto":
+        return text
+    if text not in ("0", "1", "2"):
+        raise argparse.ArgumentTypeError(f"verbose must be 0, 1, 2 or auto, got {text!r}")
+    return int(text)
+
+
+def _train(args):
+    from kerazoo.training import train
+
+    result = train(
+        args.model, encoder=args.encoder, dataset=args.dataset, data_dir=args.data_dir, image_size=args.image_size,
+        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, learning_rate=args.learning_rate,
+        schedule=args.schedule, weight_decay=args.weight_decay,
+        mixed_precision=args.mixed_precision if args.mixed_precision != "off" else False,
+        output_dir=args.output_dir, class_weights=args.class_weights, encoder_weights=args.encoder_weights,
+        model_options=dict(args.option), augment=not args.no_augment, num_examples=args.num_examples,
+        steps_per_epoch=args.steps_per_epoch, devices=args.devices, seed=args.seed,
+        tensorboard=not args.no_tensorboard and "auto", verbose=args.verbose,
+    )
+    return 0 if result.best else 1
+
+
+def _evaluate(args):
+    from kerazoo import evaluation
+
+    report = evaluation.evaluate_checkpoint(
+        args.checkpoint, dataset=args.dataset, split=args.split, data_dir=args.data_dir,
+        image_size=args.image_size, batch_size=args.batch_size)
+    evaluation.print_report(report)
+    if args.json:
+        evaluation.write_json(report, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _predict(args):
+    from kerazoo import evaluation
+
+    written = evaluation.predict_files(
+        args.checkpoint, args.images, args.out_dir, dataset=args.dataset, image_size=args.image_size,
+        alpha=args.alpha)
+    for path in written:
+        print(path)
+    return 0
+
+
+def _add_list(commands):
+    parser = commands.add_parser("list", help="list models and encoders")
+    parser.add_argument("--table", action="store_true",
+                        help="build every model x encoder and print parameters and output shapes (slow)")
+    parser.set_defaults(run=_list)
+
+
+def _add_train(commands):
+    from kerazoo.training import OPTIMIZERS, SCHEDULES
+
+    parser = commands.add_parser("train", help="train a model on a data set; keeps best.keras by val mIoU",
+                                 description="Train a model. Re-run the same command after a crash to resume.")
+    parser.add_argument("--model", default="unet", help="model name (kerazoo list), default unet")
+    parser.add_argument("--encoder", default=None, help="encoder name; default: the model's")
+    parser.add_argument("--encoder-weights", default=None, help="None (random), imagenet, or a weights file")
+    parser.add_argument("--option", action="append", type=model_option, default=[], metavar="KEY=VALUE",
+                        help="create_model option, repeatable, e.g. decoder_filters=64,32,16,16,8")
+    parser.add_argument("--dataset", default="shapes", help="camvid, membrane, shapes or oxford_iiit_pet")
+    parser.add_argument("--data-dir", default=None, help="root of the data sets (else $KERAZOO_DATA, ../shared/data)")
+    parser.add_argument("--image-size", type=image_size, default=None, metavar="HxW")
+    parser.add_argument("--num-examples", type=int, default=None, help="shapes only: training images")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--steps-per-epoch", type=int, default=None)
+    parser.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--schedule", default="cosine", choices=SCHEDULES)
+    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--mixed-precision", nargs="?", const="mixed_float16", default="off",
+                        choices=("off", "mixed_float16", "mixed_bfloat16"))
+    parser.add_argument("--class-weights", type=_class_weights, default=None,
+                        help="none, median_frequency, or one number per class")
+    parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--devices", default=None,
+                        help="'mirrored' (all GPUs, else all CPUs) or a list like /cpu:0,/cpu:1")
+    parser.add_argument("--output-dir", default="runs/train")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-tensorboard", action="store_true")
+    parser.add_argument("--verbose", type=_verbosity, default="auto",
+                        help="0 silent, 1 progress bar, 2 one line per epoch; default: 1 on a terminal")
+    parser.set_defaults(run=_train)
+
+
+def _add_evaluate(commands):
+    parser = commands.add_parser("evaluate", help="per-class IoU, G, C and mIoU of a saved model")
+    parser.add_argument("checkpoint", help="a .keras file (its run.json, when beside it, supplies the defaults)")
+    parser.add_argument("--dataset", default=None, help="default: the dataset of the run")
+    parser.add_argument("--split", default=None, help="default: val (test for oxford_iiit_pet)")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--image-size", type=image_size, default=None, metavar="HxW",
+                        help="default: the size it was trained at")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--json", default=None, help="write the report here")
+    parser.set_defaults(run=_evaluate)
+
+
+def _add_predict(commands):
+    parser = commands.add_parser("predict", help="write colour masks and overlays (PNG) for images")
+    parser.add_argument("checkpoint", help="a .keras file")
+    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument("--out-dir", default="predictions")
+    parser.add_argument("--dataset", default=None, help="for class colours; default: the dataset of the run")
+    parser.add_argument("--image-size", type=image_size, default=None, metavar="HxW",
+                        help="resize inputs to this size for the model (default: the training size)")
+    parser.add_argument("--alpha", type=float, default=0.5, help="mask opacity in overlays")
+    parser.set_defaults(run=_predict)
+
+
+COMMANDS = {"list": _add_list, "train": _add_train, "evaluate": _add_evaluate, "predict": _add_predict}
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="kerazoo", description=__doc__)
+    """The argument parser with every registered sub-command."""
+    parser = argparse.ArgumentParser(prog="kerazoo", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="list models and encoders").set_defaults(run=_list)
+    for add in COMMANDS.values():
+        add(commands)
     return parser
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    return args.run(args)
+    """Runs the command line; bad values end with a one-line error and exit status 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError, KeyError) as error:
+        parser.exit(2, f"kerazoo {args.command}: error: {error}\n")
 
 
 if __name__ == "__main__":

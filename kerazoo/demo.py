@@ -1,6 +1,19 @@
-"""The main job (`make demo`): build every registered model and print its parameters and output shape."""
+"""The main job (`make demo`): train a small SegNet-Basic on the embedded synthetic "shapes" data,
+evaluate it, save it, and write an overlay picture and a Markdown report. No downloads, CPU only,
+a few minutes on two cores.
 
+    python -m kerazoo.demo                       # -> runs/demo/
+    python -m kerazoo.demo --output-dir out/ --epochs 4
+    python -m kerazoo.demo --export tflite,onnx  # also export the model (when kerazoo.export exists)
+    python -m kerazoo.demo --models              # the model table: every model x encoder, built at random
+"""
+
+import argparse
 import os
+import shutil
+import sys
+import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -9,9 +22,15 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 import kerazoo  # noqa: E402
+import kerazoo.data  # noqa: E402,F401  (not imported by kerazoo itself)
 from kerazoo.models import model_encoders  # noqa: E402
 
 DEMO_SIZE = (97, 130)  # deliberately not a multiple of 32: the models pad and crop back inside
+
+# The demo recipe: SegNet-Basic (argmax unpooling) narrowed to 32 filters; ~100k parameters.
+DEMO_MODEL = dict(name="segnet_basic", filters=32, kernel_size=5, depth=4)
+DEMO_RECIPE = dict(dataset="shapes", image_size=(64, 64), num_examples=768, val_examples=128, epochs=16,
+                   batch_size=16, optimizer="adam", learning_rate=3e-3, schedule="cosine")
 
 
 def model_table(num_classes=12):
@@ -30,12 +49,144 @@ def model_table(num_classes=12):
     return table
 
 
-def main():
+def _markdown_report(result, report, recipe, timings, picture, exported):
+    info = kerazoo.data.DATASETS[recipe["dataset"]]
+    options = {k: v for k, v in DEMO_MODEL.items() if k != "name"}
+    lines = [
+        "# kerazoo demo",
+        "",
+        f"SegNet-Basic (`kerazoo.create_model(\"{DEMO_MODEL['name']}\", num_classes={info.num_classes}, "
+        + ", ".join(f"{k}={v}" for k, v in options.items()) + ")`, "
+        f"{result.model.count_params():,} parameters) trained from scratch on the synthetic "
+        f"`shapes` data ({recipe['num_examples']} training and {recipe['val_examples']} validation images, "
+        f"{recipe['image_size'][0]}x{recipe['image_size'][1]}), {recipe['epochs']} epochs, batch "
+        f"{recipe['batch_size']}, {recipe['optimizer']} at {recipe['learning_rate']} with a "
+        f"{recipe['schedule']} schedule.",
+        "",
+        "| class | IoU % |",
+        "|---|---:|",
+    ]
+    for name, iou in report["per_class_iou"].items():
+        lines.append(f"| {name} | {'-' if iou is None else f'{100 * iou:.1f}'} |")
+    lines += [
+        f"| **G** (global accuracy) | {100 * report['global_accuracy']:.1f} |",
+        f"| **C** (class-average accuracy) | {100 * report['class_average_accuracy']:.1f} |",
+        f"| **mIoU** | {100 * report['mean_iou']:.1f} |",
+        "",
+        f"Best epoch {result.best.get('epoch', -1) + 1} of {recipe['epochs']} (by validation mIoU).",
+        "",
+        "| step | seconds |",
+        "|---|---:|",
+        *[f"| {step} | {seconds:.1f} |" for step, seconds in timings.items()],
+        "",
+        f"![image, true mask, predicted mask, overlay]({picture.name})",
+        "",
+        "Files: `model.keras` (the best checkpoint), `evaluation.json`, `train/` (log.csv, run.json, "
+        "TensorBoard logs)" + (", `export/`" if exported else "") + ".",
+        "",
+        "Re-run: `python -m kerazoo.demo`; evaluate again: `kerazoo evaluate " + "model.keras --dataset shapes`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run_demo(output_dir="runs/demo", epochs=None, num_examples=None, export_formats=(), console=None):
+    """Trains, evaluates and saves the demo model; writes `report.md` and `overlay.png`.
+
+    Args:
+        output_dir: Where everything goes (created; earlier demo files are replaced).
+        epochs: Override the recipe's epochs (e.g. 1 for a smoke test).
+        num_examples: Override the number of training images (validation gets a sixth, at least 16).
+        export_formats: Formats for `kerazoo.export.export`, if that module is available.
+        console: A rich console for the summary.
+
+    Returns:
+        The evaluation report (dict) with `output_dir` added.
+    """
+    from kerazoo import evaluation
+    from kerazoo.training import atomic_write_text, train
+
+    console = console or Console()
+    recipe = dict(DEMO_RECIPE)
+    if epochs is not None:
+        recipe["epochs"] = int(epochs)
+    if num_examples is not None:
+        recipe["num_examples"] = int(num_examples)
+        recipe["val_examples"] = max(16, int(num_examples) // 6)
+    output_dir = Path(output_dir)
+    train_dir = output_dir / "train"
+    if train_dir.exists():  # a demo always starts afresh; only an interrupted `kerazoo train` resumes
+        shutil.rmtree(train_dir)
+    timings = {}
+
+    start = time.perf_counter()
+    options = {k: v for k, v in DEMO_MODEL.items() if k != "name"}
+    result = train(DEMO_MODEL["name"], model_options=options, output_dir=train_dir, **recipe)
+    timings["train"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    model_path = output_dir / "model.keras"
+    tmp = output_dir / ".model.tmp.keras"
+    shutil.copyfile(result.best_path, tmp)
+    os.replace(tmp, model_path)
+    shutil.copyfile(train_dir / "run.json", output_dir / "run.json")  # so `kerazoo evaluate model.keras` knows the data
+    best = evaluation.load_model(model_path)
+    info = kerazoo.data.DATASETS["shapes"]
+    val = kerazoo.data.load("shapes", "val", batch_size=recipe["batch_size"], image_size=recipe["image_size"],
+                            num_examples=recipe["val_examples"])
+    report = evaluation.evaluate(best, val, num_classes=info.num_classes, ignore_class=info.ignore_class,
+                                 class_names=info.class_names)
+    report.update(checkpoint=str(model_path), dataset="shapes", split="val", image_size=list(recipe["image_size"]))
+    evaluation.write_json(report, output_dir / "evaluation.json")
+    timings["evaluate"] = time.perf_counter() - start
+
+    images, masks = next(iter(val.unbatch().batch(4)))
+    images, masks = images.numpy(), masks.numpy()
+    predicted = evaluation.predict_labels(best, images)
+    picture = evaluation.save_png(evaluation.comparison_image(images, masks, predicted, info.class_colors),
+                                  output_dir / "overlay.png")
+
+    exported = False
+    if export_formats:
+        start = time.perf_counter()
+        try:
+            from kerazoo.export import export
+        except ImportError as error:
+            console.print(f"[yellow]export skipped: {error}[/yellow]")
+        else:
+            export(best, output_dir / "export", formats=list(export_formats), class_names=info.class_names)
+            exported = True
+        timings["export"] = time.perf_counter() - start
+
+    atomic_write_text(output_dir / "report.md", _markdown_report(result, report, recipe, timings, picture, exported))
+    console.print(evaluation.report_table(report, title=f"demo model on shapes val ({model_path})"))
+    console.print(f"wrote {output_dir / 'report.md'}, {picture}, {model_path}")
+    return {**report, "output_dir": str(output_dir)}
+
+
+def main(argv=None):
+    """Command line of the demo; see the module docstring."""
+    parser = argparse.ArgumentParser(prog="python -m kerazoo.demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--output-dir", default="runs/demo")
+    parser.add_argument("--epochs", type=int, default=None, help=f"default {DEMO_RECIPE['epochs']}")
+    parser.add_argument("--num-examples", type=int, default=None,
+                        help=f"training images, default {DEMO_RECIPE['num_examples']}")
+    parser.add_argument("--export", default="", help="comma-separated formats, e.g. saved_model,tflite,onnx")
+    parser.add_argument("--models", action="store_true", help="print the table of every model x encoder instead")
+    args = parser.parse_args(argv)
     console = Console()
-    with console.status("building every registered model"):
-        table = model_table()
-    console.print(table)
+    if args.models:
+        with console.status("building every registered model"):
+            table = model_table()
+        console.print(table)
+        return 0
+    start = time.perf_counter()
+    formats = tuple(f.strip() for f in args.export.split(",") if f.strip())
+    run_demo(args.output_dir, epochs=args.epochs, num_examples=args.num_examples, export_formats=formats,
+             console=console)
+    console.print(f"demo done in {time.perf_counter() - start:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -346,8 +346,9 @@ def _flex_error(message, concrete_function, model):
         names = [c for part in op_path.split("/") for c in (part, re.sub(r"_\d+$", "", part))]
         return {n for n in names if n in layer_names} or {n for n in names if n in model_names}
 
-    # The converter's locations name the exact ops that failed: loc(fused["Conv2D:", callsite("a/b/c"...
-    failing = re.findall(r'loc\(fused\["(\w+):", (?:callsite\()?"([^"]+)"', message)
+    # The converter's locations name the exact ops that failed: fused["Conv2D:", callsite("a/b/c@fn"...
+    failing = [(op_type, path.split("@")[0])
+               for op_type, path in re.findall(r'fused\["(\w+):", (?:callsite\()?"([^"]+)"', message)]
     found = []
     for op_name in sorted(ops):
         layers = set()
@@ -423,7 +424,7 @@ def read_tflite_metadata(path):
     return None
 
 
-def _convert_tflite(module, concrete_function, model, variant, representative, io_dtype, float_input):
+def _convert_tflite(module, concrete_function, model, variant, representative, io_dtype, float_input, float_output):
     # With the module as trackable object the converter takes its SavedModel path, which needs about
     # a third of the memory of the deprecated graph-freezing path (2.6 GB vs 1.0 GB for SegNet-VGG16).
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function], module)
@@ -439,9 +440,10 @@ def _convert_tflite(module, concrete_function, model, variant, representative, i
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.representative_dataset = representative
         if io_dtype != "float32":
-            if float_input:
+            if float_input:  # a uint8-pixel input is integer already
                 converter.inference_input_type = tf.as_dtype(io_dtype)
-            converter.inference_output_type = tf.as_dtype(io_dtype)
+            if float_output:  # in-graph argmax gives int32 classes, nothing to quantize
+                converter.inference_output_type = tf.as_dtype(io_dtype)
     with _captured_stderr() as captured:
         try:
             return converter.convert()
@@ -648,10 +650,10 @@ def export(
             `<name>_<quantize>.tflite`, `<name>.onnx`, each with a `.json` metadata sidecar
             (SavedModel: `saved_model/assets.extra/kerazoo.json`), and `export_report.json`.
         formats: any of "saved_model", "tflite", "onnx".
-        quantize: TFLite numeric variants to write besides float32: None, "float16", "dynamic"
-            (dynamic-range int8 weights), "int8" (full-integer, needs `representative_data`), or a
-            sequence of them. "float32" in a sequence means the float32 file. With a single mode
-            (not a sequence), only that TFLite variant is written. SavedModel and ONNX stay float32.
+        quantize: the TFLite numeric variants to write: None (float32 only), "float16", "dynamic"
+            (dynamic-range int8 weights) or "int8" (full integer, needs `representative_data`) for that
+            one variant, or a sequence of variants (None or "float32" in it means the float32 file).
+            SavedModel and ONNX stay float32.
         representative_data: calibration images for int8: a NumPy array (N, H, W, C), a tf.data
             dataset of images or (image, mask) pairs (batched or not), or an iterable of those.
         sample_inputs: images (B, H, W, C) raw pixels for the parity check; by default the first two
@@ -661,6 +663,11 @@ def export(
         uint8_input: the files take uint8 pixels (cast to float32 inside), as a camera frame comes.
         io_dtype: interface of the int8 TFLite file: "float32" (quantize inside), "int8" or "uint8".
         input_size: (height, width) to fix in the signatures; None keeps the model's (dynamic) sizes.
+            When a TFLite conversion fails with dynamic sizes, it is retried with the sample inputs'
+            height and width (batch still dynamic), and for int8 with a static batch of 1; the
+            fallback and the reason are in the file's notes. Calibration images must then have
+            the sample size. A model that cannot even be traced with dynamic sizes (keras'
+            UpSampling2D "bilinear" in 3.15) is exported at the sample size, noted in the report.
         opset: ONNX opset.
         num_calibration: number of representative images used for int8 calibration.
         latency_runs: timed runs (median) per file; 0 skips latency.
@@ -707,13 +714,28 @@ def export(
         height, width = input_size
     input_dtype = tf.uint8 if uint8_input else tf.float32
     output_name = "classes" if argmax_output else "scores"
+    samples = _sample_inputs(exported_model, sample_inputs, representative_data, input_size)
     module = _ServingModule(
         exported_model, tf.TensorSpec((None, height, width, channels), input_dtype, name=INPUT_NAME),
         argmax_output, output_name,
     )
-    concrete_function = module.serve.get_concrete_function()
-
-    samples = _sample_inputs(exported_model, sample_inputs, representative_data, input_size)
+    try:
+        concrete_function = module.serve.get_concrete_function()
+    except Exception as error:
+        if height is not None and width is not None:
+            raise ExportError(f"Model {model.name!r} cannot be traced for export: {error}") from error
+        # Some layers cannot be traced with unknown height and width (keras UpSampling2D "bilinear"
+        # tests a symbolic size in Python); every file then takes the sample inputs' size.
+        height, width = samples.shape[1:3]
+        module = _ServingModule(
+            exported_model, tf.TensorSpec((None, height, width, channels), input_dtype, name=INPUT_NAME),
+            argmax_output, output_name,
+        )
+        concrete_function = module.serve.get_concrete_function()
+        reason = str(error).strip().splitlines()
+        layer = next((line.strip() for line in reason if "Exception encountered when calling" in line), reason[0])
+        report.notes.append(f"the model cannot be traced with dynamic height and width ({layer[:200]}); "
+                            f"every file takes static {height}x{width} (batch still dynamic)")
     if uint8_input:
         samples = np.clip(np.round(samples), 0, 255)
     feed = samples.astype("uint8") if uint8_input else samples
@@ -770,6 +792,8 @@ def export(
         outputs, exported.latency_ms, exported.ops = _run_saved_model(path, output_name, feed, latency_runs)
         _parity(exported, reference, outputs, argmax_output)
 
+    fallback = {}  # what the first TFLite variant learnt about which signature converts
+
     def tflite_signatures(variant):
         """Signatures to try for TFLite, most dynamic first, with the note a fallback earns."""
         yield concrete_function, None
@@ -802,16 +826,21 @@ def export(
 
             start = time.perf_counter()
             content, errors = None, []
-            for function, note in tflite_signatures(variant):
+            for index, (function, note) in enumerate(tflite_signatures(variant)):
+                if index < fallback.get("start", 0):  # an earlier variant showed this signature fails
+                    continue
                 try:
                     content = _convert_tflite(module, function, exported_model, variant, representative, io_dtype,
-                                              float_input=not uint8_input)
+                                              float_input=not uint8_input, float_output=not argmax_output)
                 except ExportError as error:
                     errors.append(error)
                     continue
                 if note:
-                    reason = str(errors[-1]).split(". kerazoo never")[0].splitlines()[0][:200]
-                    exported.notes.append(f"{note}; the more dynamic signature failed: {reason}")
+                    if errors:
+                        fallback["reason"] = str(errors[-1]).split(". kerazoo never")[0].splitlines()[0][:200]
+                    if index == 1:  # the height/width fallback holds for every variant; skip the retry
+                        fallback["start"] = 1
+                    exported.notes.append(f"{note}; the more dynamic signature failed: {fallback['reason']}")
                 break
             if content is None:
                 raise errors[0]  # the most dynamic attempt's error names the op and layer

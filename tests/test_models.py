@@ -59,13 +59,16 @@ def _fresh_keras_state():
 
 @pytest.mark.parametrize("name, encoder", matrix())
 def test_shapes_training_and_save_load(name, encoder, tmp_path):
-    model = build(name, encoder)
+    # FCN: no dropout so that the loss is a deterministic function of the weights, and a smaller step
+    # because Adam moves each of the score layer's 2048 (ResNet) input weights by the full rate at once.
+    fcn = name.startswith("fcn")
+    model = build(name, encoder, **({"dropout": 0.0} if fcn else {}))
     images, masks = sample_batch(model)
     outputs = model(images)
     assert outputs.shape == (*masks.shape, 2)
     assert outputs.dtype == "float32"
 
-    model.compile(optimizer=keras.optimizers.Adam(1e-4),
+    model.compile(optimizer=keras.optimizers.Adam(1e-5 if fcn else 1e-4),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     history = model.fit(images, masks, epochs=4, batch_size=len(images), verbose=0)
     losses = history.history["loss"]

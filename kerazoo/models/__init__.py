@@ -104,7 +104,7 @@ def create_model(
         activation: None gives logits (segmentation) or linear outputs (regression); also "softmax",
             "sigmoid" (and "tanh", "relu" for regression).
         **options: model-specific options, e.g. for "unet": decoder_filters, upsampling, batch_norm;
-            for encoder models: freeze_encoder. An unknown option raises a ValueError listing the valid ones.
+            for encoder models: freeze_encoder, encoder_bn_momentum. An unknown option raises a ValueError listing the valid ones.
 
     Returns:
         A `keras.Model` from raw 0..255 pixels (B, H, W, in_channels) to (B, H, W, num_classes)

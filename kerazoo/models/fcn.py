@@ -19,6 +19,7 @@ def build_fcn(
     input_shape=None,
     activation=None,
     freeze_encoder=False,
+    encoder_bn_momentum=None,
     dropout=0.5,
 ):
     """FCN with skip fusion down to `output_stride` (32, 16 or 8).
@@ -35,6 +36,8 @@ def build_fcn(
         spec: the encoder's `EncoderSpec`.
         num_classes: number of classes scored by the score layers.
         output_stride: 32 (FCN-32s), 16 (FCN-16s) or 8 (FCN-8s).
+        encoder_bn_momentum: momentum of the encoder's BatchNormalization layers (None keeps Keras
+            Applications' value).
         dropout: dropout rate after fc6 and fc7 (VGG only).
         Other arguments: see `kerazoo.create_model`.
     """
@@ -46,7 +49,7 @@ def build_fcn(
     x = layers.PadToMultiple(spec.output_stride, name="pad_to_stride")(x)
     encoder = build_encoder(
         spec, in_channels, encoder_weights, trainable=not freeze_encoder,
-        tap_layers=(skip8, skip16, spec.feature_layers[-1]),
+        tap_layers=(skip8, skip16, spec.feature_layers[-1]), bn_momentum=encoder_bn_momentum,
     )
     pool3, pool4, x = encoder(x)
     if spec.fully_connected_head:

@@ -18,6 +18,7 @@ def build_unet(
     input_shape=None,
     activation=None,
     freeze_encoder=False,
+    encoder_bn_momentum=None,
     decoder_filters=DEFAULT_DECODER_FILTERS,
     upsampling="transpose",
     batch_norm=True,
@@ -33,6 +34,8 @@ def build_unet(
         spec: the encoder's `EncoderSpec`.
         num_classes: output channels of the head.
         decoder_filters: five ints, the filters of each decoder stage from deep to shallow.
+        encoder_bn_momentum: momentum of the encoder's BatchNormalization layers (None keeps Keras
+            Applications' value; 0.9 lets MobileNetV2 train from scratch in a few hundred steps).
         upsampling: one of "transpose", "nearest", "bilinear", "bed_of_nails".
         batch_norm: batch normalisation after each decoder convolution.
         Other arguments: see `kerazoo.create_model`.
@@ -45,7 +48,8 @@ def build_unet(
     inputs = model_input(input_shape, in_channels)
     x = layers.EncoderPreprocessing(spec.preprocessing, name="preprocessing")(inputs)
     x = layers.PadToMultiple(spec.output_stride, name="pad_to_stride")(x)
-    encoder = build_encoder(spec, in_channels, encoder_weights, trainable=not freeze_encoder)
+    encoder = build_encoder(spec, in_channels, encoder_weights, trainable=not freeze_encoder,
+                            bn_momentum=encoder_bn_momentum)
     *skips, x = encoder(x)
     skips = skips[::-1] + [None]  # strides 16, 8, 4, 2, then 1 without a skip
     for stage, (filters, skip) in enumerate(zip(decoder_filters, skips)):

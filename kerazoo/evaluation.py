@@ -1,0 +1,313 @@
+"""Evaluation (per-class IoU, G, C, mIoU) and prediction pictures (colour masks, overlays).
+
+The figures follow the SegNet paper: G is global pixel accuracy, C the mean of per-class recall
+over the classes present in the masks, mIoU the mean IoU over the classes seen in masks or
+predictions; pixels of the data set's `ignore_class` count nowhere. They all come from one
+confusion matrix accumulated over the whole split (not averaged over batches).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import kerazoo  # noqa: E402,F401  (registers the custom layers for loading)
+from kerazoo import data as kz_data  # noqa: E402
+from kerazoo.metrics import PerClassIoU, confusion_matrix_scores  # noqa: E402
+
+__all__ = [
+    "colorize", "comparison_image", "confusion_matrix", "evaluate", "evaluate_checkpoint", "load_model",
+    "load_run", "overlay", "predict_files", "predict_labels", "print_report", "report_table", "write_json",
+]
+
+IGNORE_COLOR = (0, 0, 0)
+
+
+def load_run(checkpoint: str | os.PathLike) -> dict:
+    """Reads the `run.json` that `kerazoo.training.train` wrote beside a checkpoint ({} if none)."""
+    path = Path(checkpoint).with_name("run.json")
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def load_model(checkpoint: str | os.PathLike | keras.Model) -> keras.Model:
+    """Loads a `.keras` file for inference (no optimizer), or returns a model as it is."""
+    if isinstance(checkpoint, keras.Model):
+        return checkpoint
+    path = Path(checkpoint)
+    if not path.exists():
+        raise FileNotFoundError(f"No checkpoint at {path}")
+    if path.suffix != ".keras":
+        raise ValueError(f"Expected a '.keras' file, got {str(path)!r}")
+    return keras.saving.load_model(path, compile=False)
+
+
+def confusion_matrix(model: keras.Model, dataset: Iterable, num_classes: int,
+                     ignore_class: int | None = None) -> np.ndarray:
+    """Accumulates the confusion matrix (rows true, columns predicted) of `model` over `dataset`.
+
+    Args:
+        model: Segmentation model giving `(B, H, W, K)` logits or probabilities.
+        dataset: Batches of `(image, mask)`.
+        num_classes: K.
+        ignore_class: Label skipped in the masks.
+
+    Returns:
+        int64 array `(num_classes, num_classes)`.
+    """
+    metric = PerClassIoU(num_classes, ignore_class=ignore_class)
+
+    @tf.function(reduce_retracing=True)
+    def update(images, masks):
+        metric.update_state(masks, model(images, training=False))
+
+    for images, masks in dataset:
+        update(images, masks)
+    return np.asarray(keras.ops.convert_to_numpy(metric.total_cm), dtype=np.int64)
+
+
+def evaluate(model: keras.Model, dataset: Iterable, *, num_classes: int, ignore_class: int | None = None,
+             class_names: Sequence[str] | None = None) -> dict:
+    """Scores a model on a dataset of `(image, mask)` batches.
+
+    Returns:
+        A JSON-ready dict: `global_accuracy` (G), `class_average_accuracy` (C), `mean_iou`,
+        `per_class_iou` (class name -> IoU, None for classes never seen), `class_pixels`
+        (true pixels per class), `confusion` (list of lists) and `seconds`.
+    """
+    class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+    if len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+    start = time.perf_counter()
+    confusion = confusion_matrix(model, dataset, num_classes, ignore_class)
+    scores = confusion_matrix_scores(confusion)
+    per_class = [None if np.isnan(v) else float(v) for v in scores["per_class_iou"]]
+    return {
+        "global_accuracy": scores["global_accuracy"],
+        "class_average_accuracy": scores["class_average_accuracy"],
+        "mean_iou": scores["mean_iou"],
+        "per_class_iou": dict(zip(class_names, per_class)),
+        "class_pixels": dict(zip(class_names, confusion.sum(axis=1).tolist())),
+        "num_classes": num_classes,
+        "ignore_class": ignore_class,
+        "confusion": confusion.tolist(),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _default_split(dataset: str) -> str:
+    return "test" if dataset == "oxford_iiit_pet" else "val"
+
+
+def evaluate_checkpoint(checkpoint: str | os.PathLike | keras.Model, *, dataset: str | None = None,
+                        split: str | None = None, data_dir: str | os.PathLike | None = None,
+                        image_size: tuple[int, int] | None = None, batch_size: int = 4,
+                        num_examples: int | None = None) -> dict:
+    """Loads a checkpoint and evaluates it on a named data set.
+
+    Arguments left None come from the `run.json` beside the checkpoint (data set, training image
+    size), else from the data set's defaults.
+
+    Returns:
+        The `evaluate` report plus `checkpoint`, `dataset`, `split` and `image_size`.
+    """
+    run = load_run(checkpoint) if not isinstance(checkpoint, keras.Model) else {}
+    dataset = dataset or run.get("dataset")
+    if dataset is None:
+        raise ValueError(f"No run.json beside {checkpoint}: pass dataset= (one of "
+                         f"{', '.join(kz_data.list_datasets())})")
+    if dataset not in kz_data.DATASETS:
+        raise ValueError(f"Unknown data set {dataset!r}; available: {', '.join(kz_data.list_datasets())}")
+    info = kz_data.DATASETS[dataset]
+    split = split or _default_split(dataset)
+    if image_size is None and run.get("image_size"):
+        image_size = tuple(run["image_size"])
+    image_size = tuple(image_size) if image_size is not None else info.image_size
+    model = load_model(checkpoint)
+    data = kz_data.load(dataset, split, data_dir=data_dir, batch_size=batch_size, image_size=image_size,
+                        augment=False, shuffle=False, num_examples=num_examples)
+    report = evaluate(model, data, num_classes=info.num_classes, ignore_class=info.ignore_class,
+                      class_names=info.class_names)
+    where = str(checkpoint) if not isinstance(checkpoint, keras.Model) else model.name
+    return {"checkpoint": where, "dataset": dataset, "split": split, "image_size": list(image_size), **report}
+
+
+def report_table(report: dict, title: str | None = None):
+    """A rich table: one row per class (IoU, pixels), then G, C and mIoU in percent."""
+    from rich.table import Table
+
+    title = title or (f"{report.get('checkpoint', 'model')} on {report.get('dataset', '?')} "
+                      f"{report.get('split', '')}".strip())
+    table = Table(title=title)
+    table.add_column("class")
+    table.add_column("IoU %", justify="right")
+    table.add_column("pixels", justify="right")
+    for name, iou in report["per_class_iou"].items():
+        table.add_row(name, "-" if iou is None else f"{100 * iou:.1f}", f"{report['class_pixels'][name]:,}")
+    table.add_section()
+    for label, key in (("G (global accuracy)", "global_accuracy"), ("C (class-average accuracy)",
+                       "class_average_accuracy"), ("mIoU", "mean_iou")):
+        table.add_row(label, f"{100 * report[key]:.1f}", "")
+    return table
+
+
+def print_report(report: dict) -> None:
+    """Prints `report_table(report)` to the terminal."""
+    from rich.console import Console
+
+    Console().print(report_table(report))
+
+
+def write_json(report: dict, path: str | os.PathLike) -> Path:
+    """Writes a report as JSON through a temp file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def predict_labels(model: keras.Model, images: np.ndarray, batch_size: int = 4) -> np.ndarray:
+    """Class labels `(N, H, W)` (uint8/int32) for images `(N, H, W, C)` of raw 0..255 pixels."""
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim == 3:
+        images = images[None]
+    labels = []
+    for start in range(0, len(images), batch_size):
+        scores = keras.ops.convert_to_numpy(model(images[start:start + batch_size], training=False))
+        if scores.shape[-1] == 1:  # one sigmoid channel: foreground where the logit is positive
+            labels.append((scores[..., 0] > 0).astype(np.int32))
+        else:
+            labels.append(scores.argmax(axis=-1).astype(np.int32))
+    return np.concatenate(labels)
+
+
+def colorize(labels: np.ndarray, class_colors: Sequence[Sequence[int]],
+             ignore_color: Sequence[int] = IGNORE_COLOR) -> np.ndarray:
+    """RGB uint8 picture `(..., 3)` of a label map; labels outside the palette get `ignore_color`."""
+    labels = np.asarray(labels)
+    palette = np.array(list(class_colors) + [ignore_color], dtype=np.uint8)
+    index = np.where((labels >= 0) & (labels < len(class_colors)), labels, len(class_colors))
+    return palette[index]
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, class_colors: Sequence[Sequence[int]],
+            alpha: float = 0.5) -> np.ndarray:
+    """Blends the colour mask over the image (grayscale images are shown in gray): uint8 RGB."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    mixed = (1 - alpha) * image + alpha * colorize(labels, class_colors).astype(np.float32)
+    return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
+
+
+def comparison_image(images, true_masks, predicted, class_colors, alpha: float = 0.5,
+                     ignore_class: int | None = None) -> np.ndarray:
+    """A grid with one row per example: image | true mask | predicted mask | overlay (uint8 RGB)."""
+    rows = []
+    for image, truth, pred in zip(images, true_masks, predicted):
+        image = np.asarray(image, dtype=np.float32)
+        rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+        truth = np.asarray(truth)
+        if ignore_class is not None:
+            truth = np.where(truth == ignore_class, -1, truth)
+        tiles = [np.clip(rgb, 0, 255).astype(np.uint8), colorize(truth, class_colors),
+                 colorize(pred, class_colors), overlay(image, pred, class_colors, alpha)]
+        gap = np.full((rgb.shape[0], 4, 3), 255, np.uint8)
+        rows.append(np.concatenate([tiles[0], gap, tiles[1], gap, tiles[2], gap, tiles[3]], axis=1))
+        rows.append(np.full((4, rows[-1].shape[1], 3), 255, np.uint8))
+    return np.concatenate(rows[:-1], axis=0)
+
+
+def save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
+    """Saves a uint8 array as PNG through a temp file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
+
+
+def _read_image(path: Path, channels: int) -> np.ndarray:
+    try:
+        with Image.open(path) as picture:
+            picture = picture.convert("L" if channels == 1 else "RGB")
+            array = np.asarray(picture)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"Cannot read image {path}: {error}") from None
+    return array[..., None] if channels == 1 else array
+
+
+def predict_files(checkpoint: str | os.PathLike | keras.Model, images: Sequence[str | os.PathLike],
+                  out_dir: str | os.PathLike, *, dataset: str | None = None,
+                  class_colors: Sequence[Sequence[int]] | None = None,
+                  image_size: tuple[int, int] | None = None, alpha: float = 0.5) -> list[Path]:
+    """Writes `<stem>_mask.png` (colour mask) and `<stem>_overlay.png` for each input image.
+
+    The image is resized to `image_size` for the model (default: the training size from
+    `run.json`, else the native size) and the predicted labels are resized back (nearest), so the
+    pictures have the input's resolution.
+
+    Args:
+        checkpoint: A `.keras` file or a model.
+        images: Image files.
+        out_dir: Output folder (created).
+        dataset: Name whose `class_colors` to use (default: the run's data set).
+        class_colors: Explicit palette; wins over `dataset`.
+        image_size: `(height, width)` fed to the model.
+        alpha: Mask opacity in the overlay.
+
+    Returns:
+        The written paths.
+    """
+    paths = [Path(p) for p in images]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"No such image file(s): {', '.join(missing)}")
+    run = load_run(checkpoint) if not isinstance(checkpoint, keras.Model) else {}
+    model = load_model(checkpoint)
+    num_classes = int(model.output.shape[-1])
+    if class_colors is None:
+        dataset = dataset or run.get("dataset")
+        if dataset is not None:
+            if dataset not in kz_data.DATASETS:
+                raise ValueError(f"Unknown data set {dataset!r}; available: {', '.join(kz_data.list_datasets())}")
+            class_colors = kz_data.DATASETS[dataset].class_colors
+        else:  # a fixed, distinguishable palette
+            rng = np.random.default_rng(0)
+            class_colors = [tuple(int(c) for c in rng.integers(40, 256, 3)) for _ in range(max(num_classes, 2))]
+    if image_size is None and run.get("image_size"):
+        image_size = tuple(run["image_size"])
+    channels = int(model.input.shape[-1])
+    out_dir = Path(out_dir)
+    written = []
+    for path in paths:
+        image = _read_image(path, channels)
+        height, width = image.shape[:2]
+        model_input = image
+        if image_size is not None and tuple(image_size) != (height, width):
+            resized = Image.fromarray(image[..., 0] if channels == 1 else image).resize(
+                (image_size[1], image_size[0]), Image.BILINEAR)
+            model_input = np.asarray(resized)
+            model_input = model_input[..., None] if channels == 1 else model_input
+        labels = predict_labels(model, model_input[None])[0]
+        if labels.shape != (height, width):
+            labels = np.asarray(Image.fromarray(labels.astype(np.uint8)).resize((width, height), Image.NEAREST))
+        written.append(save_png(colorize(labels, class_colors), out_dir / f"{path.stem}_mask.png"))
+        written.append(save_png(overlay(image, labels, class_colors, alpha), out_dir / f"{path.stem}_overlay.png"))
+    return written

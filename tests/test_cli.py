@@ -1,0 +1,108 @@
+"""The `kerazoo` command line (list, train, evaluate, predict) and the demo."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import kerazoo
+import kerazoo.data
+from kerazoo import cli, demo
+
+
+def test_parsers_for_sizes_and_model_options():
+    assert cli.image_size("176x240") == (176, 240)
+    assert cli.image_size("64") == (64, 64)
+    with pytest.raises(argparse.ArgumentTypeError, match="176x240"):
+        cli.image_size("big")
+    assert cli.model_option("decoder_filters=64,32,16,16,8") == ("decoder_filters", (64, 32, 16, 16, 8))
+    assert cli.model_option("filters=32") == ("filters", 32)
+    assert cli.model_option("upsampling=bilinear") == ("upsampling", "bilinear")
+    assert cli.model_option("batch_norm=False") == ("batch_norm", False)
+    with pytest.raises(argparse.ArgumentTypeError, match="key=value"):
+        cli.model_option("filters")
+
+
+def test_list(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "segnet_basic" in out and "mobilenetv2" in out
+
+
+@pytest.mark.slow
+def test_list_table(capsys):
+    assert cli.main(["list", "--table"]) == 0
+    assert "fcn8s" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--model", "segnett"], "segnet"),
+    (["train", "--dataset", "cityscapes"], "camvid"),
+    (["train", "--model", "segnet_basic", "--option", "widht=3", "--dataset", "shapes", "--image-size", "16x16",
+      "--num-examples", "8"], "filters"),
+    (["evaluate", "missing/best.keras", "--dataset", "shapes"], "No checkpoint"),
+])
+def test_bad_values_exit_with_a_clear_error(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv + (["--output-dir", str(tmp_path)] if argv[0] == "train" else []))
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_flag_values_are_rejected_by_argparse(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--schedule", "linear"])
+    assert "cosine" in capsys.readouterr().err
+
+
+def test_train_evaluate_predict(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli.main(["train", "--model", "segnet_basic", "--option", "filters=4", "--option", "kernel_size=3",
+                     "--option", "depth=2", "--dataset", "shapes", "--image-size", "32x32", "--num-examples", "16",
+                     "--epochs", "2", "--batch-size", "8", "--schedule", "poly", "--optimizer", "sgd",
+                     "--learning-rate", "0.05", "--class-weights", "median_frequency", "--no-tensorboard",
+                     "--output-dir", str(run), "--verbose", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "segnet_basic" in out and "best val_mean_iou" in out
+    assert (run / "best.keras").exists() and (run / "log.csv").exists()
+
+    report_path = tmp_path / "eval" / "report.json"
+    assert cli.main(["evaluate", str(run / "best.keras"), "--json", str(report_path)]) == 0
+    out = capsys.readouterr().out
+    assert "mIoU" in out and "G (global accuracy)" in out and "triangle" in out
+    report = json.loads(report_path.read_text())
+    assert report["dataset"] == "shapes" and report["image_size"] == [32, 32]  # taken from run.json
+    assert set(report) >= {"global_accuracy", "class_average_accuracy", "mean_iou", "per_class_iou", "confusion"}
+
+    images, _ = kerazoo.data.generate_shapes(2, image_size=(40, 48), seed=5)
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(tmp_path / f"picture{i}.png")
+        Image.fromarray(image).save(paths[-1])
+    assert cli.main(["predict", str(run / "best.keras"), *map(str, paths), "--out-dir", str(tmp_path / "pred")]) == 0
+    for i in range(2):
+        for kind in ("mask", "overlay"):
+            with Image.open(tmp_path / "pred" / f"picture{i}_{kind}.png") as picture:
+                assert picture.size == (48, 40) and picture.mode == "RGB"  # back at the input's size
+    mask = np.asarray(Image.open(tmp_path / "pred" / "picture0_mask.png"))
+    palette = {tuple(c) for c in kerazoo.data.DATASETS["shapes"].class_colors}
+    assert {tuple(p) for p in mask.reshape(-1, 3)} <= palette
+
+
+def test_predict_rejects_missing_images(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["predict", str(tmp_path / "model.keras"), str(tmp_path / "nothing.png")])
+    assert "nothing.png" in capsys.readouterr().err
+
+
+def test_demo_writes_model_report_and_overlay(tmp_path):
+    report = demo.run_demo(tmp_path, epochs=1, num_examples=32)
+    for name in ("model.keras", "report.md", "overlay.png", "evaluation.json", "run.json"):
+        assert (tmp_path / name).exists(), name
+    text = (tmp_path / "report.md").read_text()
+    assert "mIoU" in text and "overlay.png" in text
+    assert 0.0 <= report["mean_iou"] <= 1.0
+    with Image.open(tmp_path / "overlay.png") as picture:
+        assert picture.size == (4 * 64 + 3 * 4, 4 * 64 + 3 * 4)  # 4 examples x (image, truth, prediction, overlay)

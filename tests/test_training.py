@@ -1,0 +1,236 @@
+"""Training: checkpoints, logs, resumption after SIGKILL, MirroredStrategy, mixed precision, evaluation."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import kerazoo
+import kerazoo.data
+from kerazoo import evaluation
+from kerazoo.training import BestCheckpoint, make_optimizer, make_strategy, train
+
+REPO = Path(__file__).resolve().parents[1]
+# The smallest SegNet-Basic that still exercises argmax pooling and unpooling.
+TINY = dict(model_options=dict(filters=4, kernel_size=3, depth=2), dataset="shapes", image_size=(32, 32),
+            num_examples=16, val_examples=16, batch_size=8, tensorboard=False, verbose=0)
+
+
+def _csv_epochs(path):
+    with open(path) as handle:
+        return [int(row["epoch"]) for row in csv.DictReader(handle)]
+
+
+def test_train_writes_best_checkpoint_logs_and_run_json(tmp_path):
+    result = train("segnet_basic", epochs=2, output_dir=tmp_path, **TINY)
+    assert result.best_path == tmp_path / "best.keras" and result.best_path.exists()
+    assert _csv_epochs(tmp_path / "log.csv") == [0, 1]
+    assert len(result.history["val_mean_iou"]) == 2
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert best["val_mean_iou"] == pytest.approx(max(result.history["val_mean_iou"]))
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["create_model"] == {"name": "segnet_basic", "encoder": None, "num_classes": 4,
+                                   "encoder_weights": None, "in_channels": 3, "filters": 4, "kernel_size": 3,
+                                   "depth": 2}
+    assert run["dataset"] == "shapes" and run["result"]["wall_seconds"] > 0
+    assert not (tmp_path / "backup").exists()  # deleted once training finished
+    assert not list(tmp_path.glob(".*tmp*"))  # nothing half-written left behind
+    restored = keras.saving.load_model(result.best_path, compile=False)
+    assert restored.output.shape[-1] == 4
+
+
+def test_median_frequency_class_weights_are_recorded(tmp_path):
+    train("segnet_basic", epochs=1, output_dir=tmp_path, class_weights="median_frequency", **TINY)
+    weights = json.loads((tmp_path / "run.json").read_text())["train"]["class_weights"]
+    masks = kerazoo.data.load("shapes", "train", batch_size=8, image_size=(32, 32), augment=False,
+                              shuffle=False, num_examples=16)
+    assert weights == pytest.approx(kerazoo.data.median_frequency_weights(masks, 4).tolist())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(model="segnet_basc"), "segnet_basic"),
+    (dict(dataset="camvd"), "camvid"),
+    (dict(optimizer="adamx"), "adam, adamw, sgd, rmsprop"),
+    (dict(schedule="linear"), "cosine, poly, constant"),
+    (dict(class_weights="inverse"), "median_frequency"),
+    (dict(class_weights=[1.0, 2.0]), "4 classes"),
+    (dict(mixed_precision="float16"), "mixed_float16"),
+    (dict(epochs=0), "epochs must be >= 1"),
+])
+def test_bad_arguments_name_the_valid_values(tmp_path, kwargs, message):
+    arguments = {**TINY, "epochs": 1, "output_dir": tmp_path, **kwargs}
+    model = arguments.pop("model", "segnet_basic")
+    with pytest.raises(ValueError, match=message):
+        train(model, **arguments)
+
+
+def test_make_optimizer_schedules():
+    cosine = make_optimizer("adam", 1e-3, "cosine", total_steps=10)
+    assert float(cosine.learning_rate) == pytest.approx(1e-3)
+    poly = make_optimizer("sgd", 0.1, "poly", total_steps=10)
+    assert isinstance(poly, keras.optimizers.SGD)
+    assert float(make_optimizer("rmsprop", 0.5, "constant", 10).learning_rate) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="adamw"):
+        make_optimizer("adam", 1e-3, "constant", 10, weight_decay=1e-4)
+
+
+def test_make_strategy_rejects_unknown_devices():
+    with pytest.raises(ValueError, match="available"):
+        make_strategy(["/gpu:7"])
+
+
+def test_best_checkpoint_keeps_a_better_earlier_value(tmp_path):
+    model = kerazoo.create_model("segnet_basic", num_classes=2, filters=2, kernel_size=3, depth=1)
+    path = tmp_path / "best.keras"
+    first = BestCheckpoint(path, verbose=False)
+    first.set_model(model)
+    first.on_train_begin()
+    first.on_epoch_end(0, {"val_mean_iou": 0.5})
+    # A resumed run: a new callback instance must not replace 0.5 with a worse 0.4.
+    second = BestCheckpoint(path, verbose=False)
+    second.set_model(model)
+    second.on_train_begin()
+    mtime = path.stat().st_mtime_ns
+    second.on_epoch_end(1, {"val_mean_iou": 0.4})
+    assert path.stat().st_mtime_ns == mtime and second.best == 0.5
+    second.on_epoch_end(2, {"val_mean_iou": 0.6})
+    assert json.loads((tmp_path / "best.json").read_text())["epoch"] == 2
+    with pytest.raises(KeyError, match="val_mean_iou"):
+        second.on_epoch_end(3, {"loss": 1.0})
+
+
+def test_mixed_precision_keeps_float32_outputs_and_restores_policy(tmp_path):
+    result = train("segnet_basic", epochs=1, output_dir=tmp_path, mixed_precision="mixed_bfloat16", **TINY)
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert result.model.output.dtype == "float32"
+    assert any(layer.dtype_policy.name == "mixed_bfloat16" for layer in result.model.layers)
+
+
+# The subprocess scripts below start their own TensorFlow, so they can configure devices first.
+_RESUME_SCRIPT = """
+import json, sys, time, keras
+from kerazoo.training import train
+
+class Slow(keras.callbacks.Callback):  # makes each epoch last long enough to be killed inside it
+    def on_train_batch_end(self, batch, logs=None):
+        time.sleep(0.25)
+
+tiny = dict(filters=4, kernel_size=3, depth=2)
+result = train("segnet_basic", model_options=tiny, dataset="shapes", image_size=(32, 32), num_examples=32,
+               val_examples=16, batch_size=8, epochs=6, output_dir=sys.argv[1], tensorboard=False,
+               callbacks=[Slow()], verbose=2)
+print("RESULT", json.dumps({"initial_epoch": result.initial_epoch, "epochs_run": len(result.history["loss"])}))
+"""
+
+
+def _script_env():
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
+
+
+def test_killed_run_resumes_at_the_epoch_it_stopped_in(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(_RESUME_SCRIPT)
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, str(script), str(out)], env=_script_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = out / "log.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if log.exists() and len(_csv_epochs(log)) >= 2:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed:\n" + process.stdout.read().decode()
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = _csv_epochs(log)
+    assert 2 <= len(done) < 6 and (out / "backup").exists()
+
+    rerun = subprocess.run([sys.executable, str(script), str(out)], env=_script_env(), capture_output=True,
+                           text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"resuming at epoch {len(done) + 1}" in rerun.stdout
+    result = json.loads(rerun.stdout.split("RESULT", 1)[1])
+    assert result == {"initial_epoch": len(done), "epochs_run": 6 - len(done)}
+    assert _csv_epochs(log) == [0, 1, 2, 3, 4, 5]  # no epoch repeated, none skipped
+    assert not (out / "backup").exists()
+
+
+_MIRRORED_SCRIPT = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from kerazoo.training import train
+
+result = train("segnet_basic", model_options=dict(filters=4, kernel_size=3, depth=2), dataset="shapes",
+               image_size=(32, 32), num_examples=16, val_examples=16, batch_size=8, epochs=2,
+               output_dir=sys.argv[1], devices=["/cpu:0", "/cpu:1"], tensorboard=False, verbose=2)
+strategy = tf.distribute.get_strategy()
+print("RESULT", json.dumps({"replicas": len(json.load(open(sys.argv[1] + "/run.json"))["train"]["devices"]),
+                            "loss": result.history["loss"], "best": result.best_path.exists()}))
+"""
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    script = tmp_path / "mirrored.py"
+    script.write_text(_MIRRORED_SCRIPT)
+    run = subprocess.run([sys.executable, str(script), str(tmp_path / "out")], env=_script_env(),
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 replicas" in run.stdout
+    result = json.loads(run.stdout.split("RESULT", 1)[1])
+    assert result["replicas"] == 2 and result["best"]
+    assert all(np.isfinite(result["loss"]))
+
+
+def test_evaluate_matches_a_numpy_confusion_matrix():
+    model = kerazoo.create_model("segnet_basic", num_classes=4, filters=4, kernel_size=3, depth=2)
+    images, masks = kerazoo.data.generate_shapes(6, image_size=(32, 32), seed=3)
+    masks = masks.astype(np.int32)
+    masks[:, :2] = 9  # an ignored band
+    dataset = [(images[i:i + 4].astype(np.float32), masks[i:i + 4]) for i in (0, 4)]
+    report = evaluation.evaluate(model, dataset, num_classes=4, ignore_class=9,
+                                 class_names=["bg", "circle", "square", "triangle"])
+    predicted = evaluation.predict_labels(model, images)
+    valid = masks != 9
+    expected = np.zeros((4, 4), np.int64)
+    np.add.at(expected, (masks[valid], predicted[valid]), 1)
+    assert np.array_equal(np.array(report["confusion"]), expected)
+    assert report["global_accuracy"] == pytest.approx(np.trace(expected) / expected.sum())
+    assert set(report["per_class_iou"]) == {"bg", "circle", "square", "triangle"}
+
+
+def test_colorize_and_overlay():
+    colors = [(0, 0, 0), (255, 0, 0)]
+    labels = np.array([[0, 1], [11, 1]])
+    rgb = evaluation.colorize(labels, colors, ignore_color=(9, 9, 9))
+    assert rgb.dtype == np.uint8 and rgb[0, 1].tolist() == [255, 0, 0] and rgb[1, 0].tolist() == [9, 9, 9]
+    blended = evaluation.overlay(np.full((2, 2, 1), 100.0), labels, colors, alpha=0.5)
+    assert blended.shape == (2, 2, 3) and blended[0, 1].tolist() == [178, 50, 50]
+    with pytest.raises(ValueError, match="alpha"):
+        evaluation.overlay(np.zeros((2, 2, 3)), labels, colors, alpha=2)
+
+
+@pytest.mark.data
+def test_camvid_trains_and_evaluates_with_void_ignored(tmp_path):
+    try:
+        kerazoo.data.resolve_data_dir(dataset="camvid")
+    except kerazoo.data.DataNotFoundError as error:
+        pytest.skip(str(error))
+    result = train("segnet_basic", model_options=dict(filters=4, kernel_size=3, depth=2), dataset="camvid",
+                   image_size=(64, 96), batch_size=4, epochs=1, steps_per_epoch=2,
+                   class_weights=None, output_dir=tmp_path, tensorboard=False, verbose=0)
+    report = evaluation.evaluate_checkpoint(result.best_path, batch_size=8)
+    assert report["dataset"] == "camvid" and report["split"] == "val" and report["image_size"] == [64, 96]
+    # void (11) is left out: the counted pixels are fewer than all val pixels
+    assert 0 < sum(report["class_pixels"].values()) < 101 * 64 * 96
+    assert len(report["per_class_iou"]) == 11
