@@ -4,9 +4,12 @@
     kerazoo train --model unet --encoder mobilenetv2 --dataset membrane --image-size 256x256 ...
     kerazoo evaluate runs/x/best.keras --dataset camvid --split val --json out.json
     kerazoo predict runs/x/best.keras image1.png image2.png --out-dir predictions/
+    kerazoo export runs/x/best.keras --out-dir exported/ --quantize float32 float16 int8
+    kerazoo fetch camvid_segnet_basic
 
-Sub-commands register themselves in `COMMANDS` (name -> function adding the sub-parser), so that
-`export`, `fetch` and `benchmark` can be added next to these without touching the others.
+A checkpoint argument is a .keras file or a preset (name, directory or URI). Sub-commands register
+themselves in `COMMANDS` (name -> function adding the sub-parser), so that new ones are added next to
+these without touching the others.
 """
 
 import argparse
@@ -131,6 +134,40 @@ def _predict(args):
     return 0
 
 
+def _export(args):
+    from kerazoo import data as kz_data
+    from kerazoo import evaluation
+    from kerazoo.export import export
+
+    model = evaluation.load_model(args.checkpoint)
+    run = evaluation.load_run(args.checkpoint)
+    dataset = args.dataset or run.get("dataset")
+    image_size = args.image_size or (tuple(run["image_size"]) if run.get("image_size") else None)
+    representative, class_names = None, None
+    if dataset:
+        class_names = list(kz_data.DATASETS[dataset].class_names) if dataset in kz_data.DATASETS else None
+        if "int8" in args.quantize:
+            # Calibration images from the training split, unaugmented, at the training size.
+            representative = kz_data.load(dataset, "train", data_dir=args.data_dir, batch_size=None,
+                                          image_size=image_size, augment=False, shuffle=False)
+    quantize = [None if q == "float32" else q for q in args.quantize]
+    report = export(model, args.out_dir, formats=args.formats, quantize=quantize,
+                    representative_data=representative, class_names=class_names,
+                    argmax_output=args.argmax_output, uint8_input=args.uint8_input, io_dtype=args.io_dtype,
+                    input_size=args.input_size, opset=args.opset, num_calibration=args.num_calibration,
+                    latency_runs=args.latency_runs, strict=False, verbose=True)
+    return 0 if report.ok else 1
+
+
+def _fetch(args):
+    from kerazoo import presets
+
+    directory = presets.fetch(args.preset, cache_dir=args.cache_dir, force=args.force, sha256=args.sha256,
+                              progress=True)
+    print(directory)
+    return 0
+
+
 def _add_list(commands):
     parser = commands.add_parser("list", help="list models and encoders")
     parser.add_argument("--table", action="store_true",
@@ -199,7 +236,46 @@ def _add_predict(commands):
     parser.set_defaults(run=_predict)
 
 
-COMMANDS = {"list": _add_list, "train": _add_train, "evaluate": _add_evaluate, "predict": _add_predict}
+def _add_export(commands):
+    from kerazoo.export import FORMATS, QUANTIZE_MODES
+
+    parser = commands.add_parser(
+        "export", help="export to SavedModel, TFLite and ONNX, each checked for parity with the Keras model",
+        description="Export a .keras checkpoint or a preset. Exits 1 when a file fails its parity contract.")
+    parser.add_argument("checkpoint", help="a .keras file (its run.json supplies data set and size) or a preset")
+    parser.add_argument("--out-dir", default="exported")
+    parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
+    parser.add_argument("--quantize", nargs="+", default=["float32"], choices=("float32",) + QUANTIZE_MODES,
+                        help="TFLite variants to write, e.g. --quantize float32 float16 int8")
+    parser.add_argument("--dataset", default=None, help="calibration data for int8; default: the run's")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--image-size", type=image_size, default=None, metavar="HxW",
+                        help="calibration image size; default: the training size")
+    parser.add_argument("--input-size", type=image_size, default=None, metavar="HxW",
+                        help="fix height and width in the exported signatures (default: dynamic)")
+    parser.add_argument("--argmax-output", action="store_true", help="output int32 classes (B, H, W)")
+    parser.add_argument("--uint8-input", action="store_true", help="take uint8 pixels, as a camera frame comes")
+    parser.add_argument("--io-dtype", default="float32", choices=("float32", "int8", "uint8"),
+                        help="interface of the int8 TFLite file")
+    parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--num-calibration", type=int, default=100)
+    parser.add_argument("--latency-runs", type=int, default=10)
+    parser.set_defaults(run=_export)
+
+
+def _add_fetch(commands):
+    parser = commands.add_parser("fetch", help="download a preset into the cache, for machines without internet",
+                                 description="Fill the cache ($KERAZOO_HOME, default ~/.keras/kerazoo); copy it to "
+                                             "an offline machine and load there with KERAZOO_OFFLINE=1.")
+    parser.add_argument("preset", help="a preset name, https:// or file:// archive, or hf:// repository")
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--sha256", default=None, help="expected sha256 of the archive (URIs only)")
+    parser.add_argument("--force", action="store_true", help="download again even when cached")
+    parser.set_defaults(run=_fetch)
+
+
+COMMANDS = {"list": _add_list, "train": _add_train, "evaluate": _add_evaluate, "predict": _add_predict,
+            "export": _add_export, "fetch": _add_fetch}
 
 
 def build_parser():
@@ -217,7 +293,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, KeyError) as error:
+    except (ValueError, OSError, KeyError, ImportError) as error:
         parser.exit(2, f"kerazoo {args.command}: error: {error}\n")
 
 

@@ -33,21 +33,34 @@ __all__ = [
 IGNORE_COLOR = (0, 0, 0)
 
 
+def _is_keras_file(checkpoint) -> bool:
+    return str(checkpoint).endswith(".keras")
+
+
 def load_run(checkpoint: str | os.PathLike) -> dict:
-    """Reads the `run.json` that `kerazoo.training.train` wrote beside a checkpoint ({} if none)."""
-    path = Path(checkpoint).with_name("run.json")
-    return json.loads(path.read_text()) if path.exists() else {}
+    """The `run.json` that `kerazoo.training.train` wrote beside a `.keras` checkpoint ({} if none), or
+    for a preset (name, directory or URI) its data set and input size."""
+    if _is_keras_file(checkpoint):
+        path = Path(checkpoint).with_name("run.json")
+        return json.loads(path.read_text()) if path.exists() else {}
+    from kerazoo.presets import preset_metadata
+
+    metadata = preset_metadata(str(checkpoint))
+    return {"dataset": metadata.get("dataset"), "image_size": metadata.get("input_size")}
 
 
 def load_model(checkpoint: str | os.PathLike | keras.Model) -> keras.Model:
-    """Loads a `.keras` file for inference (no optimizer), or returns a model as it is."""
+    """Loads a `.keras` file (without its optimizer) or a preset (name, directory or URI) for
+    inference, or returns a model as it is."""
     if isinstance(checkpoint, keras.Model):
         return checkpoint
+    if not _is_keras_file(checkpoint):
+        from kerazoo.presets import from_preset
+
+        return from_preset(str(checkpoint))
     path = Path(checkpoint)
     if not path.exists():
         raise FileNotFoundError(f"No checkpoint at {path}")
-    if path.suffix != ".keras":
-        raise ValueError(f"Expected a '.keras' file, got {str(path)!r}")
     return keras.saving.load_model(path, compile=False)
 
 

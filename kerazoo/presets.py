@@ -670,6 +670,9 @@ def save_to_preset(model, directory, metadata, *, weights_dtype="float32", overw
         if kept_float32:
             metadata["weights_kept_float32"] = kept_float32
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; a preset is as readable as any directory
         if directory.exists():
             old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".old"))
             os.replace(directory, old / "preset")

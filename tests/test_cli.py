@@ -1,4 +1,4 @@
-"""The `kerazoo` command line (list, train, evaluate, predict) and the demo."""
+"""The `kerazoo` command line (list, train, evaluate, predict, export, fetch) and the demo."""
 
 import argparse
 import json
@@ -89,6 +89,33 @@ def test_train_evaluate_predict(tmp_path, capsys):
     mask = np.asarray(Image.open(tmp_path / "pred" / "picture0_mask.png"))
     palette = {tuple(c) for c in kerazoo.data.DATASETS["shapes"].class_colors}
     assert {tuple(p) for p in mask.reshape(-1, 3)} <= palette
+
+
+    exported = tmp_path / "exported"
+    assert cli.main(["export", str(run / "best.keras"), "--out-dir", str(exported), "--formats", "tflite",
+                     "--quantize", "float32", "int8", "--num-calibration", "4", "--latency-runs", "0"]) == 0
+    report = json.loads((exported / "export_report.json").read_text())
+    variants = {file["variant"]: file for file in report["files"]}
+    assert set(variants) == {"float32", "int8"} and variants["float32"]["passed"]
+    assert variants["int8"]["argmax_agreement"] is not None  # calibrated on the run's data set (shapes)
+
+
+def test_fetch_fills_the_cache_from_an_archive(tmp_path, capsys):
+    model = kerazoo.create_model("segnet_basic", num_classes=2, filters=4, depth=2, kernel_size=3)
+    preset = kerazoo.save_to_preset(model, tmp_path / "tiny", {"model": {"name": "segnet_basic", "num_classes": 2,
+                                                                         "filters": 4, "depth": 2, "kernel_size": 3}})
+    archive = tmp_path / "tiny.tar.gz"
+    digest = kerazoo.presets.archive_preset(preset, archive)
+    cache = tmp_path / "cache"
+    assert cli.main(["fetch", archive.as_uri(), "--sha256", digest, "--cache-dir", str(cache)]) == 0
+    directory = capsys.readouterr().out.strip().splitlines()[-1]
+    assert directory.startswith(str(cache))
+    loaded = kerazoo.from_preset(directory, offline=True)
+    x = np.random.default_rng(0).uniform(0, 255, (1, 16, 16, 3)).astype("float32")
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["fetch", archive.as_uri(), "--sha256", "0" * 64, "--cache-dir", str(tmp_path / "other"), "--force"])
+    assert exit_info.value.code == 2 and "sha256" in capsys.readouterr().err
 
 
 def test_predict_rejects_missing_images(tmp_path, capsys):

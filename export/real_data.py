@@ -1,0 +1,144 @@
+"""The shipped presets exported and scored on their real validation data, file by file.
+
+For each preset: `kerazoo.export` writes SavedModel, TFLite (float32, float16, dynamic-range, int8
+calibrated on 100 unaugmented training images) and ONNX; then every TFLite and ONNX file runs over
+the whole validation split in its own runtime (ai_edge_litert, onnxruntime), one image at a time,
+and its G, C and mIoU are computed from one confusion matrix, as for the Keras model. Writes
+export/REAL_DATA.md and export/real_data.json.
+
+    python export/real_data.py [--data-dir ../shared/data] [--presets camvid_segnet_basic ...]
+"""
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import kerazoo
+from kerazoo import evaluation
+from kerazoo.export import export
+from kerazoo.metrics import confusion_matrix_scores
+from kerazoo.presets import preset_metadata
+
+HERE = Path(__file__).resolve().parent
+VARIANTS = (None, "float16", "dynamic", "int8")
+
+
+def tflite_runner(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+
+    def run(image):
+        detail = interpreter.get_input_details()[0]
+        if tuple(detail["shape"]) != image.shape:
+            interpreter.resize_tensor_input(detail["index"], image.shape, strict=False)
+            interpreter.allocate_tensors()
+            detail = interpreter.get_input_details()[0]
+        interpreter.set_tensor(detail["index"], image.astype(detail["dtype"]))
+        interpreter.invoke()
+        output = interpreter.get_output_details()[0]
+        return interpreter.get_tensor(output["index"])
+
+    return run
+
+
+def onnx_runner(path):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda image: session.run(None, {name: image})[0]
+
+
+def score(run, images, masks, num_classes, ignore_class, reference_labels):
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    agree, seconds = 0, []
+    for image, mask, reference in zip(images, masks, reference_labels):
+        start = time.perf_counter()
+        labels = np.argmax(run(image[None]), -1)[0]
+        seconds.append(time.perf_counter() - start)
+        agree += int((labels == reference).sum())
+        keep = mask != ignore_class if ignore_class is not None else np.ones(mask.shape, bool)
+        np.add.at(confusion, (mask[keep], labels[keep]), 1)
+    scores = confusion_matrix_scores(confusion)
+    return {"global_accuracy": scores["global_accuracy"], "class_average_accuracy": scores["class_average_accuracy"],
+            "mean_iou": scores["mean_iou"], "argmax_agreement": agree / reference_labels.size,
+            "median_ms": 1000 * float(np.median(seconds[1:]))}
+
+
+def measure(name, data_dir):
+    metadata = preset_metadata(name, offline=True)
+    dataset, size = metadata["dataset"], tuple(metadata["input_size"])
+    info = kerazoo.data.DATASETS[dataset]
+    model = kerazoo.from_preset(name, offline=True)
+    val = kerazoo.data.load(dataset, "val", data_dir=data_dir, image_size=size, batch_size=None, augment=False,
+                            shuffle=False)
+    images = np.stack([np.asarray(image) for image, _ in val])
+    masks = np.stack([np.asarray(mask) for _, mask in val])
+    calibration = kerazoo.data.load(dataset, "train", data_dir=data_dir, image_size=size, batch_size=None,
+                                    augment=False, shuffle=True, seed=0)
+    keras_labels = evaluation.predict_labels(model, images)
+    rows = {"keras": score(lambda image: np.asarray(model(image, training=False)), images, masks, info.num_classes,
+                           info.ignore_class, keras_labels)}
+    with tempfile.TemporaryDirectory() as out_dir:
+        report = export(model, out_dir, formats=("tflite", "onnx"), quantize=VARIANTS, representative_data=calibration,
+                        num_calibration=100, sample_inputs=images[:2], class_names=info.class_names, latency_runs=0,
+                        strict=False, verbose=False)
+        for exported in report.files:
+            label = f"{exported.format} {exported.variant}"
+            if exported.path is None:
+                rows[label] = {"error": exported.error}
+                continue
+            runner = tflite_runner if exported.format == "tflite" else onnx_runner
+            rows[label] = score(runner(exported.path), images, masks, info.num_classes, info.ignore_class,
+                                keras_labels)
+            rows[label]["bytes"] = exported.size_bytes
+    print(name, json.dumps(rows, indent=1))
+    return {"preset": name, "dataset": dataset, "input_size": list(size), "val_images": len(images), "rows": rows}
+
+
+def markdown(results):
+    lines = ["# Exports of the shipped presets on real validation data", "",
+             "Written by `python export/real_data.py --data-dir ../shared/data`. Each file runs over the whole "
+             "validation split in its own runtime (TFLite: ai_edge_litert's interpreter; ONNX: onnxruntime CPU), "
+             "batch 1; int8 is full-integer with float input and output, calibrated on 100 unaugmented training "
+             "images. `agree` = per-pixel argmax agreement with the Keras model; `ms` = median per image (2 shared "
+             "CPU cores: indicative); `x Keras` = that latency over the Keras model's (eager call, batch 1).", ""]
+    for result in results:
+        rows = result["rows"]
+        keras_row = rows["keras"]
+        lines += [f"## {result['preset']} ({result['dataset']} val, {result['val_images']} images at "
+                  f"{result['input_size'][0]}x{result['input_size'][1]})", "",
+                  "| file | size | G | C | mIoU | mIoU change | agree | ms | x Keras |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for label, row in rows.items():
+            if "error" in row:
+                lines.append(f"| {label} | failed: {row['error']} | | | | | | | |")
+                continue
+            size = f"{row['bytes'] / 2**20:.2f} MiB" if row.get("bytes") else "-"
+            change = 100 * (row["mean_iou"] - keras_row["mean_iou"])
+            lines.append(f"| {label} | {size} | {100 * row['global_accuracy']:.1f} | "
+                         f"{100 * row['class_average_accuracy']:.1f} | {100 * row['mean_iou']:.1f} | {change:+.2f} | "
+                         f"{row['argmax_agreement']:.4f} | {row['median_ms']:.1f} | "
+                         f"{row['median_ms'] / keras_row['median_ms']:.2f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--presets", nargs="+", default=None)
+    args = parser.parse_args()
+    names = args.presets or [preset.name for preset in kerazoo.list_presets()]
+    results = [measure(name, args.data_dir) for name in names]
+    (HERE / "real_data.json").write_text(json.dumps(results, indent=1) + "\n")
+    (HERE / "REAL_DATA.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Turns trained checkpoints into the presets shipped in kerazoo/zoo/, with measured metrics.
+
+For each recipe: evaluate the checkpoint on its validation split, write a float16 preset, evaluate
+that too, and ship float16 only when it changes no metric by more than 0.05 points (else float32).
+The metrics written into metadata.json are those of the shipped file, with the command that
+reproduces them.
+
+    python zoo/build_presets.py --runs /work/runs --data-dir ../shared/data [--only NAME]
+
+The training commands are in each recipe (and in the preset's metadata); see benchmarks/REAL_DATA.md.
+"""
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import kerazoo
+from kerazoo import evaluation
+
+ZOO = Path(kerazoo.__file__).resolve().parent / "zoo"
+TOLERANCE = 0.0005  # 0.05 points of G, C, mIoU or any class IoU
+
+RECIPES = {
+    "membrane_unet_mobilenetv2": {
+        "run": "membrane_unet_mobilenetv2",
+        "description": "U-Net (decoder 64-32-24-16-8) on a MobileNetV2 encoder trained from scratch on the ISBI 2012 "
+                       "membrane slices 0-19; grayscale input, classes membrane / cell.",
+        "train_command": "kerazoo train --model unet --encoder mobilenetv2 --option decoder_filters=64,32,24,16,8 "
+                         "--option encoder_bn_momentum=0.9 --dataset membrane --data-dir ../shared/data "
+                         "--image-size 256x256 --epochs 60 --batch-size 4 --optimizer adam --learning-rate 1e-3 "
+                         "--schedule cosine --output-dir runs/membrane_unet_mobilenetv2",
+        "license": "Weights: MIT, as kerazoo. Data: ISBI 2012 EM segmentation challenge (Cardona et al. 2010), "
+                   "for research use.",
+    },
+    "camvid_segnet_basic": {
+        "run": "camvid_segnet_basic",
+        "description": "SegNet-Basic with 32 filters (the paper's has 64), 7x7 kernels, trained from scratch on the "
+                       "367 CamVid train images at 176x240 with median-frequency class weights; 11 classes, "
+                       "void ignored.",
+        "train_command": "kerazoo train --model segnet_basic --option filters=32 --dataset camvid "
+                         "--data-dir ../shared/data --image-size 176x240 --epochs 12 --batch-size 4 --optimizer adam "
+                         "--learning-rate 1e-3 --schedule cosine --class-weights median_frequency "
+                         "--output-dir runs/camvid_segnet_basic",
+        "license": "Weights: MIT, as kerazoo. Data: CamVid (Brostow et al. 2008), for research use.",
+    },
+}
+
+
+def scores(report):
+    flat = {"global_accuracy": report["global_accuracy"], "class_average_accuracy": report["class_average_accuracy"],
+            "mean_iou": report["mean_iou"]}
+    flat.update({f"iou_{name}": value for name, value in report["per_class_iou"].items() if value is not None})
+    return {key: round(float(value), 4) for key, value in flat.items()}
+
+
+def build(name, recipe, runs, data_dir):
+    run_dir = Path(runs) / recipe["run"]
+    run = json.loads((run_dir / "run.json").read_text())
+    model = evaluation.load_model(run_dir / "best.keras")
+    evaluate = dict(dataset=run["dataset"], data_dir=data_dir, image_size=tuple(run["image_size"]))
+    float32 = scores(evaluation.evaluate_checkpoint(model, **evaluate))
+
+    arguments = {key: value for key, value in run["create_model"].items() if value is not None}
+    metadata = {
+        "model": arguments,
+        "dataset": run["dataset"],
+        "input_size": run["image_size"],
+        "description": recipe["description"],
+        "license": recipe["license"],
+        "training": {"command": recipe["train_command"], **run["train"],
+                     "best_epoch": run["result"]["best"]["epoch"] + 1,
+                     "wall_seconds": round(run["result"]["wall_seconds"]),
+                     "hardware": "2-core CPU shared with other jobs, tensorflow-cpu 2.21"},
+        "evaluation": {"command": f"kerazoo evaluate {name} --data-dir ../shared/data", "split": "val",
+                       "image_size": run["image_size"], "float32_checkpoint_metrics": float32},
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        candidate = kerazoo.save_to_preset(model, Path(scratch) / name, {**metadata, "metrics": float32},
+                                           weights_dtype="float16")
+        float16 = scores(evaluation.evaluate_checkpoint(kerazoo.from_preset(str(candidate)), **evaluate))
+        worst = max(abs(float16[key] - float32[key]) for key in float32)
+        dtype = "float16" if worst <= TOLERANCE else "float32"
+        print(f"{name}: float16 storage moves the metrics by up to {100 * worst:.2f} points -> ship {dtype}")
+        metadata["evaluation"]["float16_storage_max_metric_change"] = round(worst, 4)
+        metrics = float16 if dtype == "float16" else float32
+        directory = kerazoo.save_to_preset(model, ZOO / name, {**metadata, "metrics": metrics}, weights_dtype=dtype,
+                                           overwrite=True)
+    shipped = kerazoo.from_preset(name, offline=True)
+    images = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, model.input.shape[-1])).astype("float32")
+    agreement = (np.argmax(shipped(images), -1) == np.argmax(model(images), -1)).mean()
+    print(f"{name}: {directory} ({(directory / 'model.weights.h5').stat().st_size / 1e6:.2f} MB), mIoU "
+          f"{100 * metrics['mean_iou']:.1f}, argmax agreement with the checkpoint on noise {agreement:.4f}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", default="runs", help="directory holding the training runs")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--only", choices=sorted(RECIPES), default=None)
+    args = parser.parse_args()
+    for name, recipe in RECIPES.items():
+        if args.only in (None, name):
+            build(name, recipe, args.runs, args.data_dir)
+    shutil.rmtree(ZOO / "__pycache__", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
