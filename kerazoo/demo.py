@@ -1,10 +1,10 @@
 """The main job (`make demo`): train a small SegNet-Basic on the embedded synthetic "shapes" data,
-evaluate it, save it, and write an overlay picture and a Markdown report. No downloads, CPU only,
-a few minutes on two cores.
+evaluate it, save it, export it (SavedModel, TFLite float32 and int8, ONNX, each checked for parity),
+and write an overlay picture and a Markdown report. No downloads, CPU only, a few minutes on two cores.
 
     python -m kerazoo.demo                       # -> runs/demo/
     python -m kerazoo.demo --output-dir out/ --epochs 4
-    python -m kerazoo.demo --export tflite,onnx  # also export the model (when kerazoo.export exists)
+    python -m kerazoo.demo --export none         # skip the export (default: saved_model,tflite,onnx)
     python -m kerazoo.demo --models              # the model table: every model x encoder, built at random
 """
 
@@ -22,7 +22,6 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 import kerazoo  # noqa: E402
-import kerazoo.data  # noqa: E402,F401  (not imported by kerazoo itself)
 from kerazoo.models import model_encoders  # noqa: E402
 
 DEMO_SIZE = (97, 130)  # deliberately not a multiple of 32: the models pad and crop back inside
@@ -47,6 +46,9 @@ def model_table(num_classes=12):
             table.add_row(name, encoder or "-", f"{model.count_params():,}", "x".join(map(str, image.shape[1:])),
                           "x".join(map(str, output.shape[1:])))
     return table
+
+
+DEFAULT_EXPORT = ("saved_model", "tflite", "onnx")
 
 
 def _markdown_report(result, report, recipe, timings, picture, exported):
@@ -82,22 +84,24 @@ def _markdown_report(result, report, recipe, timings, picture, exported):
         f"![image, true mask, predicted mask, overlay]({picture.name})",
         "",
         "Files: `model.keras` (the best checkpoint), `evaluation.json`, `train/` (log.csv, run.json, "
-        "TensorBoard logs)" + (", `export/`" if exported else "") + ".",
+        "TensorBoard logs)" + (", `export/` (its `export_report.json`)" if exported else "") + ".",
         "",
+        *(["## Export (each file re-run in its runtime on the 4 images above)", "", exported.to_markdown(), ""]
+          if exported else []),
         "Re-run: `python -m kerazoo.demo`; evaluate again: `kerazoo evaluate " + "model.keras --dataset shapes`.",
         "",
     ]
     return "\n".join(lines)
 
 
-def run_demo(output_dir="runs/demo", epochs=None, num_examples=None, export_formats=(), console=None):
+def run_demo(output_dir="runs/demo", epochs=None, num_examples=None, export_formats=DEFAULT_EXPORT, console=None):
     """Trains, evaluates and saves the demo model; writes `report.md` and `overlay.png`.
 
     Args:
         output_dir: Where everything goes (created; earlier demo files are replaced).
         epochs: Override the recipe's epochs (e.g. 1 for a smoke test).
         num_examples: Override the number of training images (validation gets a sixth, at least 16).
-        export_formats: Formats for `kerazoo.export.export`, if that module is available.
+        export_formats: Formats for `kerazoo.export` (TFLite as float32 and int8); () skips the export.
         console: A rich console for the summary.
 
     Returns:
@@ -146,16 +150,15 @@ def run_demo(output_dir="runs/demo", epochs=None, num_examples=None, export_form
     picture = evaluation.save_png(evaluation.comparison_image(images, masks, predicted, info.class_colors),
                                   output_dir / "overlay.png")
 
-    exported = False
+    exported = None
     if export_formats:
         start = time.perf_counter()
-        try:
-            from kerazoo.export import export
-        except ImportError as error:
-            console.print(f"[yellow]export skipped: {error}[/yellow]")
-        else:
-            export(best, output_dir / "export", formats=list(export_formats), class_names=info.class_names)
-            exported = True
+        calibration = kerazoo.data.load("shapes", "train", batch_size=None, image_size=recipe["image_size"],
+                                        num_examples=64, augment=False, shuffle=False)
+        exported = kerazoo.export(best, output_dir / "export", formats=list(export_formats), quantize=(None, "int8"),
+                                  representative_data=calibration, sample_inputs=images, class_names=info.class_names,
+                                  num_calibration=64, strict=False, verbose=False)
+        exported.print(console)
         timings["export"] = time.perf_counter() - start
 
     atomic_write_text(output_dir / "report.md", _markdown_report(result, report, recipe, timings, picture, exported))
@@ -171,7 +174,8 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=None, help=f"default {DEMO_RECIPE['epochs']}")
     parser.add_argument("--num-examples", type=int, default=None,
                         help=f"training images, default {DEMO_RECIPE['num_examples']}")
-    parser.add_argument("--export", default="", help="comma-separated formats, e.g. saved_model,tflite,onnx")
+    parser.add_argument("--export", default=",".join(DEFAULT_EXPORT),
+                        help="comma-separated formats (saved_model,tflite,onnx), or none")
     parser.add_argument("--models", action="store_true", help="print the table of every model x encoder instead")
     args = parser.parse_args(argv)
     console = Console()
@@ -181,7 +185,7 @@ def main(argv=None):
         console.print(table)
         return 0
     start = time.perf_counter()
-    formats = tuple(f.strip() for f in args.export.split(",") if f.strip())
+    formats = tuple(f.strip() for f in args.export.split(",") if f.strip() and f.strip() != "none")
     run_demo(args.output_dir, epochs=args.epochs, num_examples=args.num_examples, export_formats=formats,
              console=console)
     console.print(f"demo done in {time.perf_counter() - start:.0f} s")

@@ -77,13 +77,22 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
     maximum inside its window in row-major order, `r * pw + c`; ties go to the first maximum in that
     order. Pass both to `MaxUnpooling2D`. Gradients flow to the selected input positions.
 
+    Values within `tie_tolerance` (relative) of the window's maximum count as ties. Flat image regions
+    give exactly equal values in a window; another runtime (TFLite, ONNX Runtime) computes them a few
+    ulps apart, and an exact comparison would then send the unpooled value to another pixel. The
+    selected value is at most `tie_tolerance * |max|` below the maximum.
+
     Args:
         pool_size: int or (height, width) of the pooling window.
+        tie_tolerance: relative tolerance for ties, >= 0; 0 compares exactly.
     """
 
-    def __init__(self, pool_size=2, **kwargs):
+    def __init__(self, pool_size=2, tie_tolerance=1e-5, **kwargs):
         super().__init__(**kwargs)
         self.pool_size = _pair(pool_size, "pool_size")
+        if not isinstance(tie_tolerance, (int, float)) or not 0 <= tie_tolerance < 1:
+            raise ValueError(f"tie_tolerance must be a float in [0, 1); got {tie_tolerance!r}")
+        self.tie_tolerance = float(tie_tolerance)
 
     def call(self, inputs):
         x = _pad_to_multiple_by_edge(inputs, self.pool_size)
@@ -92,11 +101,12 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
         window_max = ops.stop_gradient(candidates[0])
         for candidate in candidates[1:]:
             window_max = ops.maximum(window_max, ops.stop_gradient(candidate))
+        threshold = window_max - self.tie_tolerance * ops.abs(window_max) if self.tie_tolerance else window_max
         # Walk the window backwards so that the first maximum in row-major order wins.
         indices = ops.full_like(window_max, len(candidates) - 1, dtype="int32")
         pooled = candidates[-1]
         for position in range(len(candidates) - 2, -1, -1):
-            is_max = ops.equal(candidates[position], window_max)
+            is_max = ops.greater_equal(candidates[position], threshold)
             indices = ops.where(is_max, position, indices)
             pooled = ops.where(is_max, candidates[position], pooled)
         return pooled, indices
@@ -114,7 +124,7 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
         )
 
     def get_config(self):
-        return {**super().get_config(), "pool_size": self.pool_size}
+        return {**super().get_config(), "pool_size": self.pool_size, "tie_tolerance": self.tie_tolerance}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -10,24 +10,21 @@ import tensorflow as tf
 from kerazoo import layers
 
 
-def reference_max_pool_with_argmax(x, pool):
-    """NumPy reference: 'same'-style pooling of non-overlapping windows, first maximum in row-major order."""
+def reference_max_pool_with_argmax(x, pool, tie_tolerance=1e-5):
+    """NumPy reference: 'same'-style pooling of non-overlapping windows; the first value in row-major
+    order within `tie_tolerance` (relative) of the window's maximum is selected."""
     batch, height, width, channels = x.shape
     ph, pw = pool
     out_h, out_w = -(-height // ph), -(-width // pw)
     pooled = np.zeros((batch, out_h, out_w, channels), x.dtype)
     indices = np.zeros((batch, out_h, out_w, channels), np.int32)
-    for b in range(batch):
-        for i in range(out_h):
-            for j in range(out_w):
-                for c in range(channels):
-                    best, best_index = -np.inf, 0
-                    for r in range(ph):
-                        for s in range(pw):
-                            row, col = i * ph + r, j * pw + s
-                            if row < height and col < width and x[b, row, col, c] > best:
-                                best, best_index = x[b, row, col, c], r * pw + s
-                    pooled[b, i, j, c], indices[b, i, j, c] = best, best_index
+    for b, i, j, c in np.ndindex(batch, out_h, out_w, channels):
+        window = [(r * pw + s, x[b, i * ph + r, j * pw + s, c]) for r in range(ph) for s in range(pw)
+                  if i * ph + r < height and j * pw + s < width]
+        best = max(value for _, value in window)
+        threshold = best - tie_tolerance * abs(best)
+        index, value = next((index, value) for index, value in window if value >= threshold)
+        pooled[b, i, j, c], indices[b, i, j, c] = value, index
     return pooled, indices
 
 
@@ -60,6 +57,24 @@ def test_max_pool_ties_go_to_first_in_row_major_order():
     # All equal: index 0.
     _, indices = layers.MaxPoolingWithArgmax2D(2)(np.zeros((1, 2, 2, 1), "float32"))
     assert int(indices[0, 0, 0, 0]) == 0
+
+
+def test_near_ties_within_the_tolerance_go_to_the_first():
+    # 1.000001 and 1.0 differ by 1e-6 relative: a tie at the default 1e-5, not at 0 or 1e-7.
+    x = np.array([[1.0, 1.000001], [0, 0]], "float32").reshape(1, 2, 2, 1)
+    pooled, indices = layers.MaxPoolingWithArgmax2D(2)(x)
+    assert int(indices[0, 0, 0, 0]) == 0 and float(pooled[0, 0, 0, 0]) == 1.0
+    for exact in (0.0, 1e-7):
+        pooled, indices = layers.MaxPoolingWithArgmax2D(2, tie_tolerance=exact)(x)
+        assert int(indices[0, 0, 0, 0]) == 1 and float(pooled[0, 0, 0, 0]) == np.float32(1.000001)
+    # Negative maxima: the tolerance is relative to |max|, so -1.000001 ties with -1.0 too.
+    negative = np.array([[-1.000001, -1.0], [-5, -5]], "float32").reshape(1, 2, 2, 1)
+    assert int(layers.MaxPoolingWithArgmax2D(2)(negative)[1][0, 0, 0, 0]) == 0
+    assert int(layers.MaxPoolingWithArgmax2D(2, tie_tolerance=0)(negative)[1][0, 0, 0, 0]) == 1
+    layer = layers.MaxPoolingWithArgmax2D(2, tie_tolerance=1e-6)
+    assert layers.MaxPoolingWithArgmax2D.from_config(layer.get_config()).tie_tolerance == 1e-6
+    with pytest.raises(ValueError, match="tie_tolerance"):
+        layers.MaxPoolingWithArgmax2D(2, tie_tolerance=-1)
 
 
 def test_max_pool_odd_edge_never_points_outside_the_input():
