@@ -342,10 +342,11 @@ def available_memory():
 
 FAST = {"segnet_basic": {"filters": 8, "depth": 3}}
 SIZES = {"unet_paper": (188, 188)}
-# Each model on its smallest encoder: the decoder is what differs between models. FCN-8s on VGG16
-# (134M parameters) is added once; the export matrix (export/REPORT.md) covers every encoder.
+# Each model on its smallest encoder: the decoder is what differs between models. The export matrix
+# (export/matrix.py, one subprocess per model) covers the default encoders, FCN on VGG16 (134M
+# parameters, ~7 GB to convert) included; two of those at once would not fit a 24 GB test machine.
 SMALLEST_ENCODER = {"fcn8s": "mobilenetv2", "fcn16s": "mobilenetv2", "fcn32s": "mobilenetv2", "unet": "mobilenetv2"}
-EXPORT_CASES = [(name, SMALLEST_ENCODER.get(name)) for name in kerazoo.list_models()] + [("fcn8s", "vgg16")]
+EXPORT_CASES = [(name, SMALLEST_ENCODER.get(name)) for name in kerazoo.list_models()]
 
 
 @pytest.mark.parametrize("name, encoder", [
