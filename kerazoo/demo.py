@@ -158,7 +158,7 @@ def run_demo(output_dir="runs/demo", epochs=None, num_examples=None, export_form
         exported = kerazoo.export(best, output_dir / "export", formats=list(export_formats), quantize=(None, "int8"),
                                   representative_data=calibration, sample_inputs=images, class_names=info.class_names,
                                   num_calibration=64, strict=False, verbose=False)
-        exported.print(console)
+        exported.print()  # its own wide console: the table has nine columns
         timings["export"] = time.perf_counter() - start
 
     atomic_write_text(output_dir / "report.md", _markdown_report(result, report, recipe, timings, picture, exported))

@@ -71,6 +71,9 @@ def test_near_ties_within_the_tolerance_go_to_the_first():
     negative = np.array([[-1.000001, -1.0], [-5, -5]], "float32").reshape(1, 2, 2, 1)
     assert int(layers.MaxPoolingWithArgmax2D(2)(negative)[1][0, 0, 0, 0]) == 0
     assert int(layers.MaxPoolingWithArgmax2D(2, tie_tolerance=0)(negative)[1][0, 0, 0, 0]) == 1
+    # Training compares exactly.
+    _, indices = layers.MaxPoolingWithArgmax2D(2)(x, training=True)
+    assert int(indices[0, 0, 0, 0]) == 1
     layer = layers.MaxPoolingWithArgmax2D(2, tie_tolerance=1e-6)
     assert layers.MaxPoolingWithArgmax2D.from_config(layer.get_config()).tie_tolerance == 1e-6
     with pytest.raises(ValueError, match="tie_tolerance"):
