@@ -36,14 +36,10 @@ VARIANTS = [
 
 
 READING_THE_MISSES = [
-    "- **SegNet / SegNet-Basic float32**: argmax unpooling is discontinuous. Where two values of a 2x2 "
-    "pooling window differ by less than float32 rounding (~1e-6), TFLite's kernels may pick the other one, "
-    "and the unpooled value lands one pixel away; the decoder's 7x7 convolutions spread that over a "
-    "region. Verified on SegNet-Basic (seed 2, 64x96): every pooled value agrees with Keras to 3e-6, one "
-    "window of 24,576 at `encoder2_pool` picks a different position, and the output then differs by 2% of "
-    "its range on 3.6% of pixels. The same model on seeds 0, 1 and 3 is within 1.3e-6. Not an export "
-    "bug: the file computes the same function, and rounding decides exact near-ties differently.",
-    "- **float16 on deep random networks** (SegNet-VGG16, SegNet-Basic): float16 weights carry ~5e-4 "
+    "- **SegNet float32**: `MaxPoolingWithArgmax2D` counts values within 1e-5 (relative) of a window's "
+    "maximum as ties at inference, so that equal or nearly equal values, which runtimes round differently, "
+    "unpool to the same pixel everywhere; without it SegNet-Basic's float32 TFLite file missed the contract.",
+    "- **float16 on deep random networks** (SegNet-VGG16): float16 weights carry ~5e-4 "
     "relative error; summed over 3x3x512 or 7x7x64 inputs of random sign, it reaches a few % of the small "
     "output range of an untrained network, and most pixels are near-ties (see `near-ties`). The U-Net and "
     "FCN rows, random as well, keep >= 0.999.",
