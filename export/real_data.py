@@ -15,13 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 import kerazoo
-from kerazoo import evaluation
 from kerazoo.export import export
-from kerazoo.metrics import confusion_matrix_scores
+from kerazoo.metrics import PerClassIoU, confusion_matrix_scores
 from kerazoo.presets import preset_metadata
 
 HERE = Path(__file__).resolve().parent
@@ -67,18 +67,21 @@ def latency_ms(run, image, repeats=20):
     return 1000 * float(np.median(seconds))
 
 
-def score(run, images, masks, num_classes, ignore_class, reference_labels):
-    confusion = np.zeros((num_classes, num_classes), np.int64)
-    agree = 0
-    for image, mask, reference in zip(images, masks, reference_labels):
-        labels = np.argmax(run(image[None]), -1)[0]
-        agree += int((labels == reference).sum())
-        keep = mask != ignore_class if ignore_class is not None else np.ones(mask.shape, bool)
-        np.add.at(confusion, (mask[keep], labels[keep]), 1)
-    scores = confusion_matrix_scores(confusion)
-    return {"global_accuracy": scores["global_accuracy"], "class_average_accuracy": scores["class_average_accuracy"],
-            "mean_iou": scores["mean_iou"], "argmax_agreement": agree / reference_labels.size,
-            "median_ms": latency_ms(run, images[:1])}
+def score(run, images, masks, info, reference_labels=None):
+    """G, C, mIoU of `run` over the images one at a time, its argmax agreement with `reference_labels`
+    (1 when None) and its latency; returns (row, labels)."""
+    metric = PerClassIoU(info.num_classes, ignore_class=info.ignore_class)
+    labels = []
+    for image, mask in zip(images, masks):
+        scores = run(image[None])
+        metric.update_state(mask[None], scores)
+        labels.append(np.argmax(scores, -1)[0])
+    labels = np.stack(labels)
+    scores = confusion_matrix_scores(keras.ops.convert_to_numpy(metric.total_cm))
+    agreement = 1.0 if reference_labels is None else float((labels == reference_labels).mean())
+    row = {"global_accuracy": scores["global_accuracy"], "class_average_accuracy": scores["class_average_accuracy"],
+           "mean_iou": scores["mean_iou"], "argmax_agreement": agreement, "median_ms": latency_ms(run, images[:1])}
+    return row, labels
 
 
 def measure(name, data_dir):
@@ -92,10 +95,9 @@ def measure(name, data_dir):
     masks = np.stack([np.asarray(mask) for _, mask in val])
     calibration = kerazoo.data.load(dataset, "train", data_dir=data_dir, image_size=size, batch_size=None,
                                     augment=False, shuffle=True, seed=0)
-    keras_labels = evaluation.predict_labels(model, images)
     serve = tf.function(lambda image: model(image, training=False), reduce_retracing=True)
-    rows = {"keras": score(lambda image: serve(image).numpy(), images, masks, info.num_classes, info.ignore_class,
-                           keras_labels)}
+    rows = {}
+    rows["keras"], keras_labels = score(lambda image: serve(image).numpy(), images, masks, info)
     with tempfile.TemporaryDirectory() as out_dir:
         report = export(model, out_dir, formats=("tflite", "onnx"), quantize=VARIANTS, representative_data=calibration,
                         num_calibration=100, sample_inputs=images[:2], class_names=info.class_names, latency_runs=0,
@@ -106,8 +108,7 @@ def measure(name, data_dir):
                 rows[label] = {"error": exported.error}
                 continue
             runner = tflite_runner if exported.format == "tflite" else onnx_runner
-            rows[label] = score(runner(exported.path), images, masks, info.num_classes, info.ignore_class,
-                                keras_labels)
+            rows[label], _ = score(runner(exported.path), images, masks, info, keras_labels)
             rows[label]["bytes"] = exported.size_bytes
     print(name, json.dumps(rows, indent=1))
     return {"preset": name, "dataset": dataset, "input_size": list(size), "val_images": len(images), "rows": rows}

@@ -22,14 +22,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def _list(args):
     if args.table:
-        from rich.console import Console
+        from kerazoo.demo import print_model_table
 
-        from kerazoo.demo import model_table
-
-        console = Console()
-        with console.status("building every registered model"):
-            table = model_table()
-        console.print(table)
+        print_model_table()
         return 0
     import kerazoo
     from kerazoo.models import MODELS

@@ -28,6 +28,7 @@ DEMO_SIZE = (97, 130)  # deliberately not a multiple of 32: the models pad and c
 
 # The demo recipe: SegNet-Basic (argmax unpooling) narrowed to 32 filters; ~100k parameters.
 DEMO_MODEL = dict(name="segnet_basic", filters=32, kernel_size=5, depth=4)
+DEMO_OPTIONS = {k: v for k, v in DEMO_MODEL.items() if k != "name"}
 DEMO_RECIPE = dict(dataset="shapes", image_size=(64, 64), num_examples=768, val_examples=128, epochs=16,
                    batch_size=16, optimizer="adam", learning_rate=3e-3, schedule="cosine")
 
@@ -48,17 +49,24 @@ def model_table(num_classes=12):
     return table
 
 
+def print_model_table(console=None):
+    """Prints `model_table()` (for `python -m kerazoo.demo --models` and `kerazoo list --table`)."""
+    console = console or Console()
+    with console.status("building every registered model"):
+        table = model_table()
+    console.print(table)
+
+
 DEFAULT_EXPORT = ("saved_model", "tflite", "onnx")
 
 
 def _markdown_report(result, report, recipe, timings, picture, exported):
     info = kerazoo.data.DATASETS[recipe["dataset"]]
-    options = {k: v for k, v in DEMO_MODEL.items() if k != "name"}
     lines = [
         "# kerazoo demo",
         "",
         f"SegNet-Basic (`kerazoo.create_model(\"{DEMO_MODEL['name']}\", num_classes={info.num_classes}, "
-        + ", ".join(f"{k}={v}" for k, v in options.items()) + ")`, "
+        + ", ".join(f"{k}={v}" for k, v in DEMO_OPTIONS.items()) + ")`, "
         f"{result.model.count_params():,} parameters) trained from scratch on the synthetic "
         f"`shapes` data ({recipe['num_examples']} training and {recipe['val_examples']} validation images, "
         f"{recipe['image_size'][0]}x{recipe['image_size'][1]}), {recipe['epochs']} epochs, batch "
@@ -124,8 +132,7 @@ def run_demo(output_dir="runs/demo", epochs=None, num_examples=None, export_form
     timings = {}
 
     start = time.perf_counter()
-    options = {k: v for k, v in DEMO_MODEL.items() if k != "name"}
-    result = train(DEMO_MODEL["name"], model_options=options, output_dir=train_dir, **recipe)
+    result = train(DEMO_MODEL["name"], model_options=DEMO_OPTIONS, output_dir=train_dir, **recipe)
     timings["train"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -180,9 +187,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     console = Console()
     if args.models:
-        with console.status("building every registered model"):
-            table = model_table()
-        console.print(table)
+        print_model_table(console)
         return 0
     start = time.perf_counter()
     formats = tuple(f.strip() for f in args.export.split(",") if f.strip() and f.strip() != "none")

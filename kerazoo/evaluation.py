@@ -182,11 +182,11 @@ def print_report(report: dict) -> None:
 
 def write_json(report: dict, path: str | os.PathLike) -> Path:
     """Writes a report as JSON through a temp file and a rename."""
+    from kerazoo.training import atomic_write_text
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
     return path
 
 
