@@ -16,14 +16,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m kerazoo.demo
 
+# Notebooks run as tests (nbmake) in their quick configuration.
 test: $(STAMP)
-	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow" tests
+	KERAZOO_NOTEBOOK_QUICK=1 $(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow" tests --nbmake notebooks
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "slow" tests
 
 test-all: $(STAMP)
-	$(PY) -m pytest -n $(PYTEST_WORKERS) tests
+	KERAZOO_NOTEBOOK_QUICK=1 $(PY) -m pytest -n $(PYTEST_WORKERS) tests --nbmake notebooks
 
 clean:
 	rm -rf $(VENV) .pytest_cache

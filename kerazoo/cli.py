@@ -6,6 +6,7 @@
     kerazoo predict runs/x/best.keras image1.png image2.png --out-dir predictions/
     kerazoo export runs/x/best.keras --out-dir exported/ --quantize float32 float16 int8
     kerazoo fetch camvid_segnet_basic
+    kerazoo benchmark --model unet --encoder resnet50 --image-size 256x256 --option upsampling=nearest --peer
 
 A checkpoint argument is a .keras file or a preset (name, directory or URI). Sub-commands register
 themselves in `COMMANDS` (name -> function adding the sub-parser), so that new ones are added next to
@@ -163,6 +164,16 @@ def _fetch(args):
     return 0
 
 
+def _benchmark(args):
+    from kerazoo import benchmark
+
+    case_list = benchmark.cases(args.model, args.encoder, args.image_size, args.option)
+    benchmark.run(case_list, num_classes=args.num_classes, formats=args.formats, batch_sizes=args.batch_sizes,
+                  train_batch_size=args.train_batch_size, warmup=args.warmup, runs=args.runs,
+                  threads=args.threads, peer=args.peer, json_path=args.json, markdown_path=args.markdown)
+    return 0
+
+
 def _add_list(commands):
     parser = commands.add_parser("list", help="list models and encoders")
     parser.add_argument("--table", action="store_true",
@@ -269,8 +280,35 @@ def _add_fetch(commands):
     parser.set_defaults(run=_fetch)
 
 
+def _add_benchmark(commands):
+    from kerazoo.benchmark import FORMATS
+
+    parser = commands.add_parser(
+        "benchmark", help="training images/s, inference latency per format, peak memory, FLOPs; peer side by side",
+        description="Every model x encoder x image size given (random weights); each measurement in a fresh "
+                    "process; medians after warm-up. --peer adds segmentation-models-pytorch's U-Net.")
+    parser.add_argument("--model", nargs="+", default=["unet"], help="model names (kerazoo list)")
+    parser.add_argument("--encoder", nargs="+", default=["resnet50"],
+                        help="encoder names; each model takes those it supports")
+    parser.add_argument("--image-size", nargs="+", type=image_size, default=[(256, 256)], metavar="HxW")
+    parser.add_argument("--option", action="append", type=model_option, default=[], metavar="KEY=VALUE",
+                        help="create_model option for every case, e.g. upsampling=nearest (repeatable)")
+    parser.add_argument("--num-classes", type=int, default=12)
+    parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8], help="inference batch sizes")
+    parser.add_argument("--train-batch-size", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps or calls before timing")
+    parser.add_argument("--runs", type=int, default=10, help="timed steps or calls (the median is reported)")
+    parser.add_argument("--threads", type=int, default=None, help="LiteRT and torch threads; default: all cores")
+    parser.add_argument("--peer", action="store_true",
+                        help='also run segmentation-models-pytorch\'s U-Net (pip install "kerazoo[peer]")')
+    parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--markdown", default=None, help="write the tables here")
+    parser.set_defaults(run=_benchmark)
+
+
 COMMANDS = {"list": _add_list, "train": _add_train, "evaluate": _add_evaluate, "predict": _add_predict,
-            "export": _add_export, "fetch": _add_fetch}
+            "export": _add_export, "fetch": _add_fetch, "benchmark": _add_benchmark}
 
 
 def build_parser():

@@ -1,0 +1,465 @@
+"""Speed and memory harness: training images/s, inference latency per format and batch size, peak
+memory and FLOPs, per model x encoder x input size, with segmentation-models-pytorch side by side.
+
+    kerazoo benchmark --model unet --encoder resnet50 --image-size 256x256 --option upsampling=nearest --peer
+    kerazoo.benchmark.run([Case("unet", "resnet50", (256, 256), (("upsampling", "nearest"),))], peer=True)
+
+Every measurement (the machine's peak, training, each inference format, each peer side) runs in a
+fresh process, so that its peak resident memory is its own and no runtime's thread pools or caches
+help another. Times are medians over `runs` timed steps after `warmup` untimed ones. The machines
+here are shared and noisy: compare figures of one run (the ratios), not figures of different runs.
+
+FLOPs are counted per forward pass of one image by the framework's own counter (TensorFlow's
+profiler for kerazoo, `torch.utils.flop_counter` for the peer); a multiply-add counts 2. Training
+FLOPs are taken as 3x the forward pass (the backward pass costs about twice the forward). The
+fraction of peak divides achieved FLOP/s by the machine's measured peak: a float32 4096^3 matrix
+product in TensorFlow, median of 10.
+"""
+
+import concurrent.futures
+import dataclasses
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+
+FORMATS = ("keras", "tflite_float32", "tflite_int8", "onnx")
+# kerazoo.export's file for each format: (export format, TFLite quantize variant)
+_EXPORTED = {"tflite_float32": ("tflite", "float32"), "tflite_int8": ("tflite", "int8"), "onnx": ("onnx", None)}
+TRAINING_FLOPS_PER_FORWARD = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One benchmarked configuration: `create_model(model, encoder=..., **options)` at `image_size`.
+
+    Args:
+        model: a name from `kerazoo.list_models()`.
+        encoder: an encoder name, or None for a model with its own topology.
+        image_size: (height, width) of the input.
+        options: (key, value) pairs passed to `create_model`, e.g. (("upsampling", "nearest"),).
+    """
+
+    model: str
+    encoder: str | None
+    image_size: tuple
+    options: tuple = ()
+
+    @property
+    def label(self):
+        options = "".join(f", {key}={value}" for key, value in self.options)
+        encoder = f"/{self.encoder}" if self.encoder else ""
+        return f"{self.model}{encoder} {self.image_size[0]}x{self.image_size[1]}{options}"
+
+    def create_model(self, num_classes):
+        import kerazoo
+
+        kwargs = dict(self.options)
+        if self.encoder:
+            kwargs["encoder"] = self.encoder
+        return kerazoo.create_model(self.model, num_classes=num_classes, **kwargs)
+
+
+def cases(models, encoders, image_sizes, options=()):
+    """The valid cases of models x encoders x image sizes (an encoder a model does not take is skipped;
+    a model with its own topology appears once per size)."""
+    from kerazoo.models import MODELS
+
+    found = []
+    for model in models:
+        entry = MODELS.get(model)
+        model_encoders = [e for e in encoders if e in entry.encoders] if entry.encoders else [None]
+        for encoder in model_encoders:
+            for size in image_sizes:
+                found.append(Case(model, encoder, tuple(size), tuple(options)))
+    if not found:
+        raise ValueError(f"no valid case: models {list(models)} take none of the encoders {list(encoders)}")
+    return found
+
+
+# ----------------------------------------------------------------------------------------------------
+# Measurements, each run in a fresh process by `_in_fresh_process`
+
+
+def peak_rss_mib():
+    """Peak resident memory of this process so far, MiB (Linux reports KiB).
+
+    A measurement reports this peak and what it added to the peak its imports had already reached
+    (the framework runtime itself: TensorFlow, torch).
+    """
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed_runs(call, warmup, runs):
+    """Seconds of each of `runs` calls, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def measure_peak_flops(size=4096, runs=10):
+    """GFLOP/s of a float32 `size`^3 matrix product in TensorFlow (median of `runs`)."""
+    import tensorflow as tf
+
+    a = tf.random.uniform((size, size))
+    b = tf.random.uniform((size, size))
+    product = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))  # reduce: the result is read back
+    median = statistics.median(timed_runs(lambda: product().numpy(), warmup=2, runs=runs))
+    return {"peak_gflops": 2 * size**3 / median / 1e9, "matmul_size": size}
+
+
+def forward_flops(model, image_size, channels=3):
+    """FLOPs of one forward pass of one image, counted by TensorFlow's profiler on the traced graph."""
+    import tensorflow as tf
+
+    spec = tf.TensorSpec((1, *image_size, channels), tf.float32)
+    graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec).graph
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    return int(tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops)
+
+
+class StepTimes(keras.callbacks.Callback):
+    """Records each training step's wall time."""
+
+    def on_train_begin(self, logs=None):
+        self.seconds = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        float(logs["loss"])  # wait for the step's result
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def _random_batch(batch_size, image_size, num_classes, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 255, (batch_size, *image_size, 3)).astype("float32")
+    masks = rng.integers(0, num_classes, (batch_size, *image_size)).astype("int32")
+    return images, masks
+
+
+def keras_training(case, num_classes, batch_size, warmup, runs):
+    """Training step time of `model.fit` (Adam, cross-entropy) on one in-memory batch, repeated."""
+    import tensorflow as tf
+
+    baseline_mib = peak_rss_mib()
+    model = case.create_model(num_classes)
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    images, masks = _random_batch(batch_size, case.image_size, num_classes)
+    data = tf.data.Dataset.from_tensors((images, masks)).repeat()
+    timer = StepTimes()
+    model.fit(data, epochs=1, steps_per_epoch=warmup + runs, verbose=0, shuffle=False, callbacks=[timer])
+    steps = timer.seconds[warmup:]
+    return {
+        "first_step_seconds": timer.seconds[0],
+        "step_seconds": statistics.median(steps),
+        "step_seconds_all": steps,
+        "images_per_second": batch_size / statistics.median(steps),
+        "peak_rss_mib": peak_rss_mib(),
+        "added_rss_mib": peak_rss_mib() - baseline_mib,
+        "params": model.count_params(),
+        "forward_flops": forward_flops(model, case.image_size),
+    }
+
+
+def keras_export(case, num_classes, out_dir, formats):
+    """Builds the model (random weights), saves `model.keras` and exports the file formats asked for."""
+    import kerazoo
+
+    model = case.create_model(num_classes)
+    out_dir = Path(out_dir)
+    model.save(out_dir / "model.keras")
+    export_formats = sorted({_EXPORTED[f][0] for f in formats if f in _EXPORTED})
+    variants = sorted({_EXPORTED[f][1] for f in formats if f in _EXPORTED and _EXPORTED[f][1]})
+    files = {}
+    if export_formats:
+        images, _ = _random_batch(8, case.image_size, num_classes, seed=1)
+        report = kerazoo.export(model, out_dir, formats=export_formats, quantize=variants or None,
+                                representative_data=images, num_calibration=8, latency_runs=0,
+                                strict=False, verbose=False)
+        written = {(f.format, f.variant): f for f in report.files}
+        for fmt in formats:
+            if fmt not in _EXPORTED:
+                continue
+            export_format, variant = _EXPORTED[fmt]
+            exported = written.get((export_format, variant or "float32"))
+            if exported is None or exported.path is None:
+                files[fmt] = {"error": exported.error if exported else "not written"}
+            else:  # a file that missed its parity contract is still timed; the reason goes to its notes
+                notes = list(exported.notes) + ([f"parity: {exported.error}"] if exported.error else [])
+                files[fmt] = {"path": exported.path, "size_bytes": exported.size_bytes, "notes": notes}
+    files["keras"] = {"path": str(out_dir / "model.keras"),
+                      "size_bytes": (out_dir / "model.keras").stat().st_size, "notes": []}
+    return files
+
+
+def _keras_runner(path):
+    import tensorflow as tf
+
+    import kerazoo  # noqa: F401  (registers kerazoo's layers and losses for loading)
+
+    model = keras.models.load_model(path)
+    call = tf.function(lambda x: model(x, training=False))
+    return lambda batch: call(tf.constant(batch)).numpy()
+
+
+def _tflite_runner(path, threads):
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path, num_threads=threads)
+    detail = interpreter.get_input_details()[0]
+    state = {"shape": None}
+
+    def run(batch):
+        if state["shape"] != batch.shape:
+            if detail["shape_signature"][0] == 1 and batch.shape[0] != 1:
+                raise ValueError("the file has a static batch of 1")
+            interpreter.resize_tensor_input(detail["index"], batch.shape, strict=False)
+            interpreter.allocate_tensors()
+            state["shape"] = batch.shape
+        scale, zero_point = detail["quantization"]
+        if np.issubdtype(detail["dtype"], np.integer) and scale:
+            batch = np.round(batch / scale + zero_point)
+        interpreter.set_tensor(detail["index"], batch.astype(detail["dtype"]))
+        interpreter.invoke()
+        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+    return run
+
+
+def _onnx_runner(path):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {name: batch})[0]
+
+
+def inference_latency(fmt, path, image_size, batch_sizes, warmup, runs, threads):
+    """Median latency (ms) per batch size of one exported file in its own runtime."""
+    baseline_mib = peak_rss_mib()
+    runner = {"keras": lambda: _keras_runner(path), "onnx": lambda: _onnx_runner(path)}.get(
+        fmt, lambda: _tflite_runner(path, threads))()
+    latency, errors = {}, {}
+    for batch_size in batch_sizes:
+        images, _ = _random_batch(batch_size, image_size, 2, seed=2)
+        try:
+            latency[str(batch_size)] = 1000 * statistics.median(timed_runs(lambda: runner(images), warmup, runs))
+        except ValueError as error:
+            errors[str(batch_size)] = str(error)
+    return {"latency_ms": latency, "errors": errors, "peak_rss_mib": peak_rss_mib(),
+            "added_rss_mib": peak_rss_mib() - baseline_mib}
+
+
+def _in_fresh_process(function, *args):
+    """Runs `function(*args)` in a new spawned process and returns its result."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(function, *args).result()
+
+
+# ----------------------------------------------------------------------------------------------------
+# The harness
+
+
+def _fraction(flops_per_second, peak_gflops):
+    return flops_per_second / (peak_gflops * 1e9)
+
+
+def run_case(case, peak_gflops, num_classes=12, formats=FORMATS, batch_sizes=(1, 8), train_batch_size=4,
+             warmup=3, runs=10, threads=None, peer=False, log=print):
+    """Measures one case (and its peer when asked); returns a JSON-ready dict."""
+    from kerazoo import peer as peer_module
+
+    threads = threads or os.cpu_count()
+    result = {"case": case.label, "model": case.model, "encoder": case.encoder,
+              "image_size": list(case.image_size), "options": dict(case.options), "num_classes": num_classes}
+    log(f"[{case.label}] training, batch {train_batch_size}")
+    training = _in_fresh_process(keras_training, case, num_classes, train_batch_size, warmup, runs)
+    flops = training["forward_flops"]
+    training["fraction_of_peak"] = _fraction(
+        training["images_per_second"] * TRAINING_FLOPS_PER_FORWARD * flops, peak_gflops)
+    result.update(params=training["params"], forward_gflops=flops / 1e9, training=training)
+
+    inference = {}
+    with tempfile.TemporaryDirectory(prefix="kerazoo-benchmark-") as out_dir:
+        log(f"[{case.label}] exporting {', '.join(formats)}")
+        files = _in_fresh_process(keras_export, case, num_classes, out_dir, formats)
+        for fmt in formats:
+            file = files.get(fmt, {"error": "not exported"})
+            if "error" in file:
+                inference[fmt] = {"error": file["error"]}
+                continue
+            log(f"[{case.label}] inference {fmt}, batch sizes {list(batch_sizes)}")
+            measured = _in_fresh_process(inference_latency, fmt, file["path"], case.image_size, batch_sizes,
+                                         warmup, runs, threads)
+            measured.update(size_bytes=file["size_bytes"], notes=file["notes"])
+            measured["fraction_of_peak"] = {
+                batch: _fraction(int(batch) * flops / (ms / 1000), peak_gflops)
+                for batch, ms in measured["latency_ms"].items()}
+            inference[fmt] = measured
+    result["inference"] = inference
+
+    if peer:
+        reason = peer_module.unavailable_reason(case)
+        if reason:
+            result["peer"] = {"skipped": reason}
+            log(f"[{case.label}] peer skipped: {reason}")
+        else:
+            log(f"[{case.label}] peer: {peer_module.describe(case)}")
+            result["peer"] = peer_module.run_in_subprocess(case, num_classes, train_batch_size, batch_sizes,
+                                                           warmup, runs, threads, peak_gflops)
+            result["peer_ratio"] = peer_ratios(result)
+    return result
+
+
+def peer_ratios(result):
+    """kerazoo / peer time ratios (< 1: kerazoo is faster)."""
+    peer = result["peer"]
+    ratios = {"training_step": result["training"]["step_seconds"] / peer["training"]["step_seconds"]}
+    keras_latency = result["inference"].get("keras", {}).get("latency_ms", {})
+    for batch, ms in peer["inference"]["latency_ms"].items():
+        if batch in keras_latency:
+            ratios[f"inference_batch{batch}"] = keras_latency[batch] / ms
+    return ratios
+
+
+def run(case_list, num_classes=12, formats=FORMATS, batch_sizes=(1, 8), train_batch_size=4, warmup=3, runs=10,
+        threads=None, peer=False, json_path=None, markdown_path=None, log=print):
+    """Benchmarks every case; prints a Markdown table, writes JSON and Markdown when paths are given.
+
+    Returns:
+        The results dict: machine, settings, peak GFLOP/s and one entry per case.
+    """
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown benchmark format {fmt!r}; valid: {', '.join(FORMATS)}")
+    if warmup < 1 or runs < 1:
+        raise ValueError(f"warmup and runs must be >= 1; got warmup={warmup}, runs={runs}")
+    log("measuring the machine's peak (float32 matmul)")
+    peak = _in_fresh_process(measure_peak_flops)
+    results = {
+        "machine": {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                    "python": platform.python_version(), **_versions(peer)},
+        "settings": {"num_classes": num_classes, "formats": list(formats), "batch_sizes": list(batch_sizes),
+                     "train_batch_size": train_batch_size, "warmup": warmup, "runs": runs,
+                     "threads": threads or os.cpu_count()},
+        "peak_gflops": peak["peak_gflops"],
+        "cases": [],
+    }
+    for case in case_list:
+        results["cases"].append(run_case(case, peak["peak_gflops"], num_classes, formats, batch_sizes,
+                                         train_batch_size, warmup, runs, threads, peer, log))
+    table = markdown(results)
+    log(table)
+    if json_path:
+        _write_text(json_path, json.dumps(results, indent=2) + "\n")
+    if markdown_path:
+        _write_text(markdown_path, table)
+    return results
+
+
+def _versions(peer):
+    from importlib import metadata
+
+    names = ["keras", "tensorflow", "tensorflow-cpu", "ai-edge-litert", "onnxruntime", "tf2onnx"]
+    if peer:
+        names += ["torch", "segmentation-models-pytorch"]
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _write_text(path, text):
+    from kerazoo.training import atomic_write_text
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
+
+
+def _fmt(value, digits=1):
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _rss(measured):
+    return f"{measured['peak_rss_mib']:.0f} ({measured['added_rss_mib']:.0f})"
+
+
+def markdown(results):
+    """The results as Markdown: one training table, one inference table, one peer table."""
+    peak = results["peak_gflops"]
+    settings = results["settings"]
+    lines = [
+        f"Machine: {results['machine']['processor']}, {results['machine']['cpu_count']} cores; measured peak "
+        f"{peak:.0f} GFLOP/s (float32 matmul). Medians of {settings['runs']} runs after {settings['warmup']} "
+        f"warm-up; {settings['num_classes']} classes; random weights and inputs. % of peak: achieved FLOP/s "
+        "over that float32 peak (int8 too); training counts 3 forward passes. Peak RSS: the measuring "
+        "process's, with what the measurement added to its imports' peak in brackets.",
+        "",
+        f"| case | params | GFLOP/forward | train images/s (batch {settings['train_batch_size']}) "
+        "| % of peak | first step s | peak RSS MiB (added) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for case in results["cases"]:
+        training = case["training"]
+        lines.append(f"| {case['case']} | {case['params'] / 1e6:.2f}M | {case['forward_gflops']:.2f} "
+                     f"| {training['images_per_second']:.2f} | {100 * training['fraction_of_peak']:.0f} "
+                     f"| {training['first_step_seconds']:.1f} | {_rss(training)} |")
+    batches = [str(b) for b in settings["batch_sizes"]]
+    lines += ["", "| case | format | size MB | " + " | ".join(f"batch {b} ms (% peak)" for b in batches)
+              + " | peak RSS MiB (added) |", "|---|---|---:|" + "---:|" * len(batches) + "---:|"]
+    for case in results["cases"]:
+        for fmt, measured in case["inference"].items():
+            if "error" in measured:
+                lines.append(f"| {case['case']} | {fmt} | | " + " | ".join("" for _ in batches)
+                             + f" | failed: {measured['error'][:80]} |")
+                continue
+            cells = []
+            for b in batches:
+                ms = measured["latency_ms"].get(b)
+                cells.append("n/a" if ms is None else
+                             f"{ms:.1f} ({100 * measured['fraction_of_peak'][b]:.0f}%)")
+            lines.append(f"| {case['case']} | {fmt} | {measured['size_bytes'] / 1e6:.1f} | " + " | ".join(cells)
+                         + f" | {_rss(measured)} |")
+    peered = [c for c in results["cases"] if "peer" in c]
+    if peered:
+        lines += ["", "Peer: segmentation-models-pytorch, same architecture; ratio = kerazoo time / peer time "
+                  "(< 1: kerazoo is faster).", "",
+                  "| case | peer | peer GFLOP/forward | peer train images/s | train step ratio | "
+                  + " | ".join(f"batch {b} inference ratio" for b in batches) + " | peer train peak RSS MiB (added) |",
+                  "|---|---|---:|---:|---:|" + "---:|" * len(batches) + "---:|"]
+        for case in peered:
+            peer = case["peer"]
+            if "skipped" in peer:
+                lines.append(f"| {case['case']} | skipped: {peer['skipped']} |" + " |" * (len(batches) + 4))
+                continue
+            ratios = case["peer_ratio"]
+            lines.append(
+                f"| {case['case']} | {peer['description']} | {peer['forward_flops'] / 1e9:.2f} "
+                f"| {peer['training']['images_per_second']:.2f} | {ratios['training_step']:.2f} | "
+                + " | ".join(_fmt(ratios.get(f"inference_batch{b}"), 2) for b in batches)
+                + f" | {_rss(peer['training'])} |")
+    return "\n".join(lines) + "\n"
