@@ -72,8 +72,11 @@ class Case:
 def cases(models, encoders, image_sizes, options=()):
     """The valid cases of models x encoders x image sizes (an encoder a model does not take is skipped;
     a model with its own topology appears once per size)."""
+    from kerazoo.encoders import ENCODERS
     from kerazoo.models import MODELS
 
+    for encoder in encoders:
+        ENCODERS.get(encoder)  # an unknown name is an error, not a silently empty benchmark
     found = []
     for model in models:
         entry = MODELS.get(model)

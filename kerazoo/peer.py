@@ -24,8 +24,9 @@ import numpy as np
 
 TRAINING_FLOPS_PER_FORWARD = 3  # as kerazoo.benchmark
 
-SMP_ENCODERS = {"resnet50": "resnet50", "resnet101": "resnet101", "resnet152": "resnet152",
-                "mobilenetv2": "mobilenet_v2"}
+# Encoders whose U-Net is the same in both: kerazoo taps MobileNetV2's expansion layers (96, 144, 192 and
+# 576 channels), smp its block outputs (16, 24, 32, 96), so their decoders differ (12% of parameters).
+SMP_ENCODERS = {"resnet50": "resnet50", "resnet101": "resnet101", "resnet152": "resnet152"}
 _MATCHING_OPTIONS = {"upsampling", "decoder_filters"}
 
 
