@@ -158,8 +158,8 @@ def report_table(report: dict, title: str | None = None):
     """A rich table: one row per class (IoU, pixels), then G, C and mIoU in percent."""
     from rich.table import Table
 
-    title = title or (f"{report.get('checkpoint', 'model')} on {report.get('dataset', '?')} "
-                      f"{report.get('split', '')}".strip())
+    if title is None and "dataset" in report:
+        title = f"{report.get('checkpoint', 'model')} on {report['dataset']} {report.get('split', '')}".strip()
     table = Table(title=title)
     table.add_column("class")
     table.add_column("IoU %", justify="right")

@@ -30,6 +30,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerazoo.layers import MaxUnpooling2D
+
 FORMATS = ("saved_model", "tflite", "onnx")
 QUANTIZE_MODES = ("float16", "dynamic", "int8")
 IO_DTYPES = ("float32", "int8", "uint8")
@@ -570,8 +572,18 @@ def _run_onnx(path, samples, latency_runs):
 # Parity
 
 
-def _parity(exported, reference, outputs, argmax_output):
-    """Fills the parity fields of `exported` and checks its contract."""
+def _has_argmax_unpooling(model):
+    return any(isinstance(layer, MaxUnpooling2D) for layer in _all_layers(model))
+
+
+def _parity(exported, reference, outputs, argmax_output, argmax_unpooling=False):
+    """Fills the parity fields of `exported` and checks its contract.
+
+    With `argmax_unpooling` (SegNet), the max-|diff| half of the float32 contract is reported, not
+    enforced: a pooling window whose two largest values are within rounding of each other unpools to
+    a neighbouring pixel in another runtime (or in Keras itself, eager against tf.function), so a few
+    values move by a whole activation while every pixel's class agrees. Agreement stays enforced.
+    """
     outputs = np.asarray(outputs)
     if outputs.shape[:3] != reference.shape[:3]:
         raise ExportError(f"output shape {outputs.shape} differs from the Keras model's {reference.shape}")
@@ -591,8 +603,13 @@ def _parity(exported, reference, outputs, argmax_output):
     contract = CONTRACTS[exported.variant]
     checks = []
     if contract["max_relative_diff"] is not None and exported.relative_diff is not None:
-        checks.append((exported.relative_diff <= contract["max_relative_diff"],
-                       f"relative max |diff| {exported.relative_diff:.2e} > {contract['max_relative_diff']:.0e}"))
+        within = exported.relative_diff <= contract["max_relative_diff"]
+        message = f"relative max |diff| {exported.relative_diff:.2e} > {contract['max_relative_diff']:.0e}"
+        if within or not argmax_unpooling:
+            checks.append((within, message))
+        else:
+            exported.notes.append(f"{message}: reported, not enforced (argmax unpooling moves near-tied values "
+                                  "by a pixel between runtimes); argmax agreement is enforced")
     if contract["min_agreement"] is not None:
         checks.append((exported.argmax_agreement >= contract["min_agreement"],
                        f"argmax agreement {exported.argmax_agreement:.4f} < {contract['min_agreement']}"))
@@ -642,7 +659,8 @@ def export(
     the argmax agreement per pixel, the ops it uses, its size, conversion time and batch-1 latency.
     Parity contract: float32 files (SavedModel, ONNX, float32 TFLite) within 1e-4 of the output range
     and >= 0.999 argmax agreement; float16 TFLite >= 0.99 agreement; dynamic-range and int8 TFLite
-    measured and reported only.
+    measured and reported only. For models with argmax unpooling (SegNet) the float32 max |diff| is
+    reported in the file's notes, not enforced (see `_parity`); agreement is.
 
     Args:
         model: a `keras.Model` from images (B, H, W, C) to per-pixel outputs (B, H', W', K).
@@ -748,6 +766,7 @@ def export(
                             f"{agreement:.4f}")
     if argmax_output:
         reference = np.argmax(reference, axis=-1)
+    argmax_unpooling = _has_argmax_unpooling(model)
     keras_call = tf.function(lambda x: exported_model(x, training=False))
     single = tf.constant(samples[:1])
     report.keras_latency_ms = _median_ms(lambda: keras_call(single), latency_runs)
@@ -790,7 +809,7 @@ def export(
         exported.convert_s = time.perf_counter() - start
         exported.path, exported.size_bytes = path, _path_size(path)
         outputs, exported.latency_ms, exported.ops = _run_saved_model(path, output_name, feed, latency_runs)
-        _parity(exported, reference, outputs, argmax_output)
+        _parity(exported, reference, outputs, argmax_output, argmax_unpooling)
 
     fallback = {}  # what the first TFLite variant learnt about which signature converts
 
@@ -858,7 +877,7 @@ def export(
                                       f"output {'int32' if argmax_output else io_dtype}; "
                                       f"calibrated on {len(calibration)} images")
             outputs, exported.latency_ms = _run_tflite(content, feed, latency_runs)
-            _parity(exported, reference, outputs, argmax_output)
+            _parity(exported, reference, outputs, argmax_output, argmax_unpooling)
 
         return write
 
@@ -882,7 +901,7 @@ def export(
         exported.ops = tuple(sorted({node.op_type for node in onnx_model.graph.node}))
         exported.notes.append(f"opset {opset}")
         outputs, exported.latency_ms = _run_onnx(path, feed, latency_runs)
-        _parity(exported, reference, outputs, argmax_output)
+        _parity(exported, reference, outputs, argmax_output, argmax_unpooling)
 
     if "saved_model" in formats:
         attempt("saved_model", "float32", write_saved_model)

@@ -327,6 +327,22 @@ def test_parity_contract_detects_a_wrong_file():
     assert not report.ok and report.failures() == [bad]
 
 
+def test_argmax_unpooling_reports_max_diff_but_enforces_agreement():
+    reference = np.random.default_rng(0).normal(size=(1, 4, 4, 3))
+    moved = reference.copy()
+    moved[0, 0, 0, moved[0, 0, 0].argmax()] += 0.5  # one value moved by a whole activation, same classes
+    segnet_file = ExportedFile("tflite", "float32")
+    _parity(segnet_file, reference, moved, argmax_output=False, argmax_unpooling=True)
+    assert segnet_file.passed and segnet_file.ok
+    assert any("reported, not enforced" in note for note in segnet_file.notes)
+    other_file = ExportedFile("tflite", "float32")
+    _parity(other_file, reference, moved, argmax_output=False)
+    assert other_file.passed is False and "relative max |diff|" in other_file.error
+    flipped = ExportedFile("tflite", "float32")
+    _parity(flipped, reference, reference[..., ::-1], argmax_output=False, argmax_unpooling=True)
+    assert flipped.passed is False and "argmax agreement" in flipped.error
+
+
 # --------------------------------------------------------------------------------------------------
 # Every registered model x every format at small sizes. Fast: models with small parameter counts;
 # slow: the VGG/ResNet-sized ones (FCN on VGG16 has 134M parameters).
