@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 
 import keras
 import pytest
@@ -39,6 +40,21 @@ def test_cli_rejects_unknown_names(capsys):
         cli.main(["benchmark", "--model", "unett"])
     assert exit_info.value.code == 2
     assert "unet" in capsys.readouterr().err
+
+
+def test_a_measuring_process_that_dies_is_an_error_naming_it():
+    with pytest.raises(RuntimeError, match="_exit died"):
+        benchmark._in_fresh_process(os._exit, 3)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"formats": ("tflite",)}, "unknown benchmark format 'tflite'"),
+    ({"batch_sizes": (0, 8)}, "batch sizes must be >= 1"),
+    ({"runs": 0}, "warmup and runs"),
+])
+def test_run_rejects_bad_settings_before_measuring(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        benchmark.run([Case("segnet_basic", None, (32, 32))], log=lambda *a: None, **kwargs)
 
 
 def test_run_measures_every_format_in_fresh_processes(tmp_path):
