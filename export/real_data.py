@@ -20,39 +20,12 @@ import numpy as np
 import tensorflow as tf
 
 import kerazoo
-from kerazoo.export import export
+from kerazoo.export import TFLiteRunner, export, onnx_runner
 from kerazoo.metrics import PerClassIoU, confusion_matrix_scores
 from kerazoo.presets import preset_metadata
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = (None, "float16", "dynamic", "int8")
-
-
-def tflite_runner(path):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
-
-    def run(image):
-        detail = interpreter.get_input_details()[0]
-        if tuple(detail["shape"]) != image.shape:
-            interpreter.resize_tensor_input(detail["index"], image.shape, strict=False)
-            interpreter.allocate_tensors()
-            detail = interpreter.get_input_details()[0]
-        interpreter.set_tensor(detail["index"], image.astype(detail["dtype"]))
-        interpreter.invoke()
-        output = interpreter.get_output_details()[0]
-        return interpreter.get_tensor(output["index"])
-
-    return run
-
-
-def onnx_runner(path):
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda image: session.run(None, {name: image})[0]
 
 
 def latency_ms(run, image, repeats=20):
@@ -107,7 +80,7 @@ def measure(name, data_dir):
             if exported.path is None:
                 rows[label] = {"error": exported.error}
                 continue
-            runner = tflite_runner if exported.format == "tflite" else onnx_runner
+            runner = TFLiteRunner if exported.format == "tflite" else onnx_runner
             rows[label], _ = score(runner(exported.path), images, masks, info, keras_labels)
             rows[label]["bytes"] = exported.size_bytes
     print(name, json.dumps(rows, indent=1))

@@ -171,11 +171,12 @@ def keras_training(case, num_classes, batch_size, warmup, runs):
     timer = StepTimes()
     model.fit(data, epochs=1, steps_per_epoch=warmup + runs, verbose=0, shuffle=False, callbacks=[timer])
     steps = timer.seconds[warmup:]
+    step = statistics.median(steps)
     return {
         "first_step_seconds": timer.seconds[0],
-        "step_seconds": statistics.median(steps),
+        "step_seconds": step,
         "step_seconds_all": steps,
-        "images_per_second": batch_size / statistics.median(steps),
+        "images_per_second": batch_size / step,
         "peak_rss_mib": peak_rss_mib(),
         "added_rss_mib": peak_rss_mib() - baseline_mib,
         "params": model.count_params(),
@@ -218,51 +219,20 @@ def _keras_runner(path):
     return lambda batch: call(tf.constant(batch)).numpy()
 
 
-def _tflite_runner(path, threads):
-    import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=path, num_threads=threads)
-    detail = interpreter.get_input_details()[0]
-    state = {"shape": None}
-
-    def run(batch):
-        if state["shape"] != batch.shape:
-            if detail["shape_signature"][0] == 1 and batch.shape[0] != 1:
-                raise ValueError("the file has a static batch of 1")
-            interpreter.resize_tensor_input(detail["index"], batch.shape, strict=False)
-            interpreter.allocate_tensors()
-            state["shape"] = batch.shape
-        scale, zero_point = detail["quantization"]
-        if np.issubdtype(detail["dtype"], np.integer) and scale:
-            batch = np.round(batch / scale + zero_point)
-        interpreter.set_tensor(detail["index"], batch.astype(detail["dtype"]))
-        interpreter.invoke()
-        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-
-    return run
-
-
-def _onnx_runner(path):
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda batch: session.run(None, {name: batch})[0]
-
-
 def inference_latency(fmt, path, image_size, batch_sizes, warmup, runs, threads):
     """Median latency (ms) per batch size of one exported file in its own runtime."""
+    from kerazoo.export import TFLiteRunner, onnx_runner
+
     baseline_mib = peak_rss_mib()
-    runner = {"keras": lambda: _keras_runner(path), "onnx": lambda: _onnx_runner(path)}.get(
-        fmt, lambda: _tflite_runner(path, threads))()
+    runner = {"keras": lambda: _keras_runner(path), "onnx": lambda: onnx_runner(path)}.get(
+        fmt, lambda: TFLiteRunner(path, num_threads=threads))()
     latency, errors = {}, {}
     for batch_size in batch_sizes:
+        if batch_size != 1 and getattr(runner, "static_batch", False):
+            errors[str(batch_size)] = "the file has a static batch of 1"
+            continue
         images, _ = _random_batch(batch_size, image_size, 2, seed=2)
-        try:
-            latency[str(batch_size)] = 1000 * statistics.median(timed_runs(lambda: runner(images), warmup, runs))
-        except ValueError as error:
-            errors[str(batch_size)] = str(error)
+        latency[str(batch_size)] = 1000 * statistics.median(timed_runs(lambda: runner(images), warmup, runs))
     return {"latency_ms": latency, "errors": errors, "peak_rss_mib": peak_rss_mib(),
             "added_rss_mib": peak_rss_mib() - baseline_mib}
 
@@ -289,6 +259,10 @@ def _fraction(flops_per_second, peak_gflops):
     return flops_per_second / (peak_gflops * 1e9)
 
 
+def _training_fraction(training, forward_flops, peak_gflops):
+    return _fraction(training["images_per_second"] * TRAINING_FLOPS_PER_FORWARD * forward_flops, peak_gflops)
+
+
 def run_case(case, peak_gflops, num_classes=12, formats=FORMATS, batch_sizes=(1, 8), train_batch_size=4,
              warmup=3, runs=10, threads=None, peer=False, log=print):
     """Measures one case (and its peer when asked); returns a JSON-ready dict."""
@@ -300,8 +274,7 @@ def run_case(case, peak_gflops, num_classes=12, formats=FORMATS, batch_sizes=(1,
     log(f"[{case.label}] training, batch {train_batch_size}")
     training = _in_fresh_process(keras_training, case, num_classes, train_batch_size, warmup, runs)
     flops = training["forward_flops"]
-    training["fraction_of_peak"] = _fraction(
-        training["images_per_second"] * TRAINING_FLOPS_PER_FORWARD * flops, peak_gflops)
+    training["fraction_of_peak"] = _training_fraction(training, flops, peak_gflops)
     result.update(params=training["params"], forward_gflops=flops / 1e9, training=training)
 
     inference = {}
@@ -333,8 +306,11 @@ def run_case(case, peak_gflops, num_classes=12, formats=FORMATS, batch_sizes=(1,
             log(f"[{case.label}] peer skipped: {reason}")
         else:
             log(f"[{case.label}] peer: {peer_module.describe(case)}")
-            result["peer"] = peer_module.run_in_subprocess(case, num_classes, train_batch_size, batch_sizes,
-                                                           warmup, runs, threads, peak_gflops)
+            counterpart = peer_module.run_in_subprocess(case, num_classes, train_batch_size, batch_sizes,
+                                                        warmup, runs, threads)
+            counterpart["training"]["fraction_of_peak"] = _training_fraction(
+                counterpart["training"], counterpart["forward_flops"], peak_gflops)
+            result["peer"] = counterpart
             result["peer_ratio"] = peer_ratios(result)
     return result
 

@@ -521,50 +521,76 @@ def _run_saved_model(path, output_name, samples, latency_runs):
     return outputs, latency, tuple(sorted(ops))
 
 
-def _run_tflite(content, samples, latency_runs):
-    from ai_edge_litert.interpreter import Interpreter
+class TFLiteRunner:
+    """Runs batches of raw pixels (float32, B x H x W x C) through a .tflite file in LiteRT, as an app
+    would: the input is resized to each batch's shape, an integer input is quantised and an integer
+    output dequantised, so every variant takes and returns what the Keras model does."""
 
-    interpreter = Interpreter(model_content=content)
-    input_detail = interpreter.get_input_details()[0]
-    index_in = input_detail["index"]
+    def __init__(self, model_path=None, model_content=None, num_threads=None):
+        from ai_edge_litert.interpreter import Interpreter
 
-    def prepare(batch):
-        interpreter.resize_tensor_input(index_in, batch.shape, strict=False)
-        interpreter.allocate_tensors()
-        detail = interpreter.get_input_details()[0]
+        self.interpreter = Interpreter(model_path=None if model_path is None else str(model_path),
+                                       model_content=model_content, num_threads=num_threads)
+        self._shape = None
+
+    @property
+    def static_batch(self):
+        """True when the file takes one image at a time (its batch dimension is fixed to 1)."""
+        return self.interpreter.get_input_details()[0]["shape_signature"][0] == 1
+
+    def prepare(self, batch):
+        """`batch` as the file's input: the input resized to its shape, values cast (quantised) to its type."""
+        detail = self.interpreter.get_input_details()[0]
+        if self._shape != batch.shape:
+            self.interpreter.resize_tensor_input(detail["index"], batch.shape, strict=False)
+            self.interpreter.allocate_tensors()
+            self._shape = batch.shape
         scale, zero_point = detail["quantization"]
         if np.issubdtype(detail["dtype"], np.integer) and scale:
             info = np.iinfo(detail["dtype"])
             batch = np.clip(np.round(batch / scale + zero_point), info.min, info.max)
         return batch.astype(detail["dtype"])
 
-    def invoke(batch):
-        interpreter.set_tensor(index_in, batch)
-        interpreter.invoke()
-        detail = interpreter.get_output_details()[0]
-        output = interpreter.get_tensor(detail["index"])
+    def invoke(self, prepared):
+        """Runs a `prepare`d batch; returns the output, dequantised when it is an integer tensor."""
+        self.interpreter.set_tensor(self.interpreter.get_input_details()[0]["index"], prepared)
+        self.interpreter.invoke()
+        detail = self.interpreter.get_output_details()[0]
+        output = self.interpreter.get_tensor(detail["index"])
         scale, zero_point = detail["quantization"]
         if np.issubdtype(output.dtype, np.integer) and scale:
             output = (output.astype("float32") - zero_point) * scale
         return output
 
-    if input_detail["shape_signature"][0] == 1:  # a static-batch file runs one image at a time
-        outputs = np.concatenate([invoke(prepare(samples[i : i + 1])) for i in range(len(samples))])
+    def __call__(self, batch):
+        return self.invoke(self.prepare(batch))
+
+
+def onnx_runner(path):
+    """A function running batches of raw float32 pixels through an .onnx file in onnxruntime (CPU)."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {name: batch})[0]
+
+
+def _run_tflite(content, samples, latency_runs):
+    runner = TFLiteRunner(model_content=content)
+    if runner.static_batch:  # a static-batch file runs one image at a time
+        outputs = np.concatenate([runner(samples[i : i + 1]) for i in range(len(samples))])
     else:
-        outputs = invoke(prepare(samples))
-    single = prepare(samples[:1])
-    latency = _median_ms(lambda: invoke(single), latency_runs)
+        outputs = runner(samples)
+    single = runner.prepare(samples[:1])
+    latency = _median_ms(lambda: runner.invoke(single), latency_runs)
     return outputs, latency
 
 
 def _run_onnx(path, samples, latency_runs):
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    outputs = session.run(None, {name: samples})[0]
+    run = onnx_runner(path)
+    outputs = run(samples)
     single = samples[:1]
-    latency = _median_ms(lambda: session.run(None, {name: single}), latency_runs)
+    latency = _median_ms(lambda: run(single), latency_runs)
     return outputs, latency
 
 

@@ -22,8 +22,6 @@ import time
 
 import numpy as np
 
-TRAINING_FLOPS_PER_FORWARD = 3  # as kerazoo.benchmark
-
 # Encoders whose U-Net is the same in both: kerazoo taps MobileNetV2's expansion layers (96, 144, 192 and
 # 576 channels), smp its block outputs (16, 24, 32, 96), so their decoders differ (12% of parameters).
 SMP_ENCODERS = {"resnet50": "resnet50", "resnet101": "resnet101", "resnet152": "resnet152"}
@@ -58,12 +56,12 @@ def describe(case):
     return f"smp.Unet({SMP_ENCODERS[case.encoder]}, decoder_channels={tuple(decoder_channels(case))})"
 
 
-def run_in_subprocess(case, num_classes, train_batch_size, batch_sizes, warmup, runs, threads, peak_gflops):
+def run_in_subprocess(case, num_classes, train_batch_size, batch_sizes, warmup, runs, threads):
     """`measure` for `case` in a fresh interpreter (-P: this file's folder stays off sys.path)."""
     arguments = {"encoder": SMP_ENCODERS[case.encoder], "decoder_channels": decoder_channels(case),
                  "image_size": list(case.image_size), "num_classes": num_classes,
                  "train_batch_size": train_batch_size, "batch_sizes": list(batch_sizes), "warmup": warmup,
-                 "runs": runs, "threads": threads, "peak_gflops": peak_gflops}
+                 "runs": runs, "threads": threads}
     completed = subprocess.run([sys.executable, "-P", __file__, json.dumps(arguments)], capture_output=True,
                                text=True)
     if completed.returncode != 0:
@@ -93,7 +91,7 @@ def timed_runs(call, warmup, runs):
 
 
 def measure(encoder, decoder_channels, image_size, num_classes, train_batch_size, batch_sizes, warmup, runs,
-            threads, peak_gflops):
+            threads):
     """Training step time (Adam, cross-entropy) and eager inference latency, channels-last (smp's
     fastest layout on CPU), in the same form as kerazoo's measurements."""
     import segmentation_models_pytorch as smp
@@ -135,9 +133,7 @@ def measure(encoder, decoder_channels, image_size, num_classes, train_batch_size
     step = statistics.median(steps)
     training = {"first_step_seconds": first_step, "step_seconds": step, "step_seconds_all": steps,
                 "images_per_second": train_batch_size / step, "peak_rss_mib": peak_rss_mib(),
-                "added_rss_mib": peak_rss_mib() - baseline_mib,
-                "fraction_of_peak": train_batch_size / step * TRAINING_FLOPS_PER_FORWARD * forward_flops
-                / (peak_gflops * 1e9)}
+                "added_rss_mib": peak_rss_mib() - baseline_mib}
 
     model.eval()
     latency = {}
