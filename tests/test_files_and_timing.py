@@ -1,0 +1,59 @@
+"""The shared atomic-write and timing helpers."""
+
+import pytest
+
+from kerazoo import files, timing
+
+
+def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "sub" / "report.json"
+    files.atomic_write_text(path, "first")
+    files.atomic_write_text(path, "second")
+    assert path.read_text() == "second"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["report.json"]
+
+
+def test_atomic_path_failure_keeps_old_content(tmp_path):
+    path = tmp_path / "model.keras"
+    path.write_text("old")
+    with pytest.raises(RuntimeError):
+        with files.atomic_path(path) as tmp:
+            assert tmp.suffix == ".keras" and tmp.parent == tmp_path
+            tmp.write_text("half")
+            raise RuntimeError("writer died")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
+
+
+def test_atomic_directory_replaces_or_refuses(tmp_path):
+    target = tmp_path / "preset"
+    with files.atomic_directory(target) as staging:
+        (staging / "a.txt").write_text("1")
+    assert (target / "a.txt").read_text() == "1"
+    with pytest.raises(FileExistsError, match="overwrite"):
+        with files.atomic_directory(target):
+            pass
+    with pytest.raises(ValueError):
+        with files.atomic_directory(target, overwrite=True) as staging:
+            (staging / "b.txt").write_text("2")
+            raise ValueError("failed half-way")
+    assert sorted(p.name for p in target.iterdir()) == ["a.txt"]
+    with files.atomic_directory(target, overwrite=True) as staging:
+        (staging / "b.txt").write_text("2")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["preset"]
+
+
+def test_median_ms_warms_up_then_takes_the_median():
+    calls = []
+    durations = iter([0.0, 0.003, 0.001, 0.002])  # the first (warm-up) call is not timed
+
+    def run():
+        import time
+        calls.append(1)
+        time.sleep(next(durations))
+
+    ms = timing.median_ms(run, runs=3)
+    assert len(calls) == 4
+    assert 1.9 <= ms < 3.0
+    assert timing.median_ms(run, runs=0) is None
