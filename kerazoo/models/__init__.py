@@ -71,11 +71,16 @@ def model_encoders(name):
     return MODELS.get(name).encoders or ()
 
 
-def _builder_options(builder):
-    return [
-        parameter for parameter in inspect.signature(builder).parameters
-        if parameter not in ("spec", "num_classes", "output_stride")
-    ]
+def _option_defaults(builder):
+    """The builder's model options with their defaults (what an omitted option means)."""
+    return {
+        parameter.name: parameter.default
+        for parameter in inspect.signature(builder).parameters.values()
+        if parameter.name not in _NOT_OPTIONS and parameter.default is not inspect.Parameter.empty
+    }
+
+
+_NOT_OPTIONS = ("spec", "num_classes", "output_stride", "encoder_weights", "in_channels", "input_shape", "activation")
 
 
 def create_model(
@@ -87,6 +92,9 @@ def create_model(
     input_shape=None,
     head="segmentation",
     activation=None,
+    class_names=None,
+    class_colors=None,
+    input_size=None,
     **options,
 ):
     """Builds a registered model.
@@ -103,32 +111,51 @@ def create_model(
         head: "segmentation" or "regression".
         activation: None gives logits (segmentation) or linear outputs (regression); also "softmax",
             "sigmoid" (and "tanh", "relu" for regression).
+        class_names: one name per class (segmentation only; two for a one-channel binary head).
+        class_colors: one (r, g, b) triple of 0..255 ints per class, for pictures.
+        input_size: the (height, width) the model is trained at; `model.segment` resizes images to
+            it and its labels back. Defaults to input_shape's height and width when those are static.
         **options: model-specific options, e.g. for "unet": decoder_filters, upsampling, batch_norm;
             for encoder models: freeze_encoder, encoder_bn_momentum. An unknown option raises a ValueError listing the valid ones.
 
     Returns:
-        A `keras.Model` from raw 0..255 pixels (B, H, W, in_channels) to (B, H, W, num_classes)
-        float32 outputs (unet_paper: its smaller valid-convolution output).
+        A `kerazoo.model.ZooModel` from raw 0..255 pixels (B, H, W, in_channels) to (B, H, W, num_classes)
+        float32 outputs (unet_paper: its smaller valid-convolution output). Its `get_config()` holds
+        these arguments (with every option's value) and rebuilds it.
     """
+    from kerazoo.model import ZooModel, check_task_attributes
+
     entry = MODELS.get(name)
     name = name.lower()
     check_head(head, activation, num_classes)
     if in_channels is None:
         in_channels = input_shape[-1] if input_shape is not None else entry.default_in_channels
-    valid_options = _builder_options(entry.builder)
+    defaults = _option_defaults(entry.builder)
     for option in options:
-        if option not in valid_options or option in ("encoder_weights", "in_channels", "input_shape", "activation"):
-            extra = [o for o in valid_options if o not in ("encoder_weights", "in_channels", "input_shape", "activation")]
-            raise ValueError(f"Unknown option {option!r} for model {name!r}. Valid options: {', '.join(extra) or 'none'}.")
+        if option not in defaults:
+            raise ValueError(f"Unknown option {option!r} for model {name!r}. "
+                             f"Valid options: {', '.join(defaults) or 'none'}.")
+    task = check_task_attributes(head, num_classes, class_names, class_colors, input_size, input_shape)
+    options = {**defaults, **options}
     arguments = dict(num_classes=num_classes, in_channels=in_channels, input_shape=input_shape,
                      activation=activation, **options)
     if entry.encoders is None:
         if encoder is not None or encoder_weights is not None:
             raise ValueError(f"Model {name!r} has a fixed topology of its own and takes no encoder or "
                              f"encoder_weights; got encoder={encoder!r}, encoder_weights={encoder_weights!r}")
-        return entry.builder(**arguments)
-    encoder = encoder or entry.default_encoder
-    if not isinstance(encoder, str) or encoder.lower() not in entry.encoders:
-        raise ValueError(f"Model {name!r} cannot use encoder {encoder!r}. "
-                         + ENCODERS.unknown_message(encoder, valid=entry.encoders).split(". ", 1)[-1])
-    return entry.builder(ENCODERS.get(encoder), encoder_weights=encoder_weights, **arguments)
+        built = entry.builder(**arguments)
+    else:
+        encoder = encoder or entry.default_encoder
+        if not isinstance(encoder, str) or encoder.lower() not in entry.encoders:
+            raise ValueError(f"Model {name!r} cannot use encoder {encoder!r}. "
+                             + ENCODERS.unknown_message(encoder, valid=entry.encoders).split(". ", 1)[-1])
+        encoder = encoder.lower()
+        built = entry.builder(ENCODERS.get(encoder), encoder_weights=encoder_weights, **arguments)
+    record = dict(name=name, encoder=encoder, num_classes=num_classes, in_channels=in_channels,
+                  input_shape=tuple(input_shape) if input_shape is not None else None, head=head,
+                  activation=activation, **options)
+    record = {key: list(value) if isinstance(value, tuple) and key != "input_shape" else value
+              for key, value in record.items()}
+    class_names, class_colors, input_size = task
+    return ZooModel(built.input, built.output, arguments=record, class_names=class_names,
+                    class_colors=class_colors, input_size=input_size, name=built.name)

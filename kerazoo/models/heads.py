@@ -7,6 +7,7 @@ float32, so mixed-precision models still return float32.
 """
 
 import keras
+import numpy as np
 
 HEADS = ("segmentation", "regression")
 ACTIVATIONS = {
@@ -41,3 +42,16 @@ def apply_head(x, num_classes, activation=None, kernel_size=1):
     """Score convolution then float32 activation."""
     x = score_conv(num_classes, kernel_size)(x)
     return output_activation(activation)(x)
+
+
+def scores_to_labels(scores, activation=None):
+    """What a segmentation head's outputs mean as labels: int32 class indices over the last axis.
+
+    With one channel the head is binary: foreground where the logit is positive (probability above
+    0.5 after a sigmoid); otherwise the argmax over classes.
+    """
+    scores = np.asarray(scores)
+    if scores.shape[-1] == 1:
+        threshold = 0.5 if activation == "sigmoid" else 0.0
+        return (scores[..., 0] > threshold).astype(np.int32)
+    return scores.argmax(axis=-1).astype(np.int32)

@@ -1,0 +1,266 @@
+"""`ZooModel`: the zoo's model class, a functional Keras model that knows its task.
+
+Like keras-hub's `Task` (and smp's `SegmentationModel`), the model carries what a user otherwise has
+to recover from side files: the `create_model` arguments that rebuild it, its head, class names and
+colours, and the (height, width) it was trained at. `get_config()` is those arguments at the top
+level, so a `.keras` file or a preset's config.json reads as the `create_model` call, and
+`from_config` rebuilds through `create_model` (never downloading encoder weights).
+
+What depends on the task is kept to named parts: the head (`kerazoo.models.heads`) turns outputs into
+what a user wants (`segment` gives labels); `_outputs_at_image_size` is the shared "resize in, run,
+resize out" step that a restoration task would reuse.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+import numpy as np
+
+from kerazoo.models.heads import scores_to_labels
+
+__all__ = ["ZooModel", "check_task_attributes"]
+
+# Config keys that describe the trained model but are not `create_model` builder arguments.
+TASK_KEYS = ("class_names", "class_colors", "input_size")
+INFO_KEYS = ("preprocessing",)
+
+
+def _positive_pair(value, what):
+    pair = tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in pair):
+        raise ValueError(f"{what} must be (height, width), two positive ints; got {value!r}")
+    return tuple(int(v) for v in pair)
+
+
+def check_task_attributes(head, num_classes, class_names=None, class_colors=None, input_size=None,
+                          input_shape=None):
+    """Validates and normalises the task attributes `create_model` takes.
+
+    Returns:
+        (class_names, class_colors, input_size) as tuples (or None), JSON-friendly.
+
+    Raises:
+        ValueError: naming the bad value and what would be valid.
+    """
+    # A one-channel (sigmoid) segmentation head still has two classes: background and foreground.
+    expected = 2 if head == "segmentation" and num_classes == 1 else num_classes
+    if class_names is not None:
+        if head != "segmentation":
+            raise ValueError(f"class_names are for head='segmentation'; head={head!r} has output channels, not classes")
+        if isinstance(class_names, str) or not all(isinstance(n, str) and n for n in class_names):
+            raise ValueError(f"class_names must be a sequence of non-empty strings; got {class_names!r}")
+        class_names = tuple(class_names)
+        if len(class_names) != expected:
+            raise ValueError(f"{len(class_names)} class_names for num_classes={num_classes} "
+                             f"(expected {expected}): {list(class_names)}")
+    if class_colors is not None:
+        if head != "segmentation":
+            raise ValueError(f"class_colors are for head='segmentation'; got head={head!r}")
+        colors = []
+        for color in class_colors:
+            color = tuple(color) if not isinstance(color, str) else ()
+            if len(color) != 3 or not all(isinstance(c, (int, np.integer)) and 0 <= c <= 255 for c in color):
+                raise ValueError(f"class_colors must be (r, g, b) triples of ints in 0..255; got {color!r}")
+            colors.append(tuple(int(c) for c in color))
+        if len(colors) != expected:
+            raise ValueError(f"{len(colors)} class_colors for num_classes={num_classes} (expected {expected})")
+        class_colors = tuple(colors)
+    static = tuple(input_shape[:2]) if input_shape is not None and None not in tuple(input_shape[:2]) else None
+    if input_size is not None:
+        input_size = _positive_pair(input_size, "input_size")
+        if static is not None and input_size != static:
+            raise ValueError(f"input_size={input_size} disagrees with the static input_shape {tuple(input_shape)}")
+    elif static is not None:
+        input_size = _positive_pair(static, "input_shape[:2]")  # a static model can only run at that size
+    return class_names, class_colors, input_size
+
+
+def _as_image_list(images, in_channels):
+    """(list of HxWxC float32 arrays, how to return results): 'single', 'batch' or 'list'."""
+    if isinstance(images, (list, tuple)):
+        kind, items = "list", list(images)
+    else:
+        array = np.asarray(images)
+        if array.ndim == 4:
+            kind, items = "batch", list(array)
+        elif array.ndim in (2, 3):
+            kind, items = "single", [array]
+        else:
+            raise ValueError(f"images must be HxWxC, a batch NxHxWxC or a list of HxWxC arrays; got shape "
+                             f"{array.shape}")
+    arrays = []
+    for index, image in enumerate(items):
+        image = np.asarray(image, dtype=np.float32)
+        if image.ndim == 2 and in_channels == 1:
+            image = image[..., None]
+        if image.ndim != 3 or image.shape[-1] != in_channels or min(image.shape[:2]) < 1:
+            raise ValueError(f"image {index} has shape {image.shape}; the model takes HxWx{in_channels} raw pixels")
+        arrays.append(image)
+    return arrays, kind
+
+
+def _resize_image(image, size):
+    """As the data pipeline resizes training images: bilinear, antialiased, clipped to 0..255."""
+    if tuple(image.shape[:2]) == tuple(size):
+        return image
+    resized = keras.ops.image.resize(image, size, interpolation="bilinear", antialias=True)
+    return keras.ops.clip(resized, 0.0, 255.0)
+
+
+@keras.saving.register_keras_serializable(package="kerazoo")
+class ZooModel(keras.Model):
+    """A functional model built by `kerazoo.create_model`, carrying its arguments and its task.
+
+    Build it with `kerazoo.create_model` (or `kerazoo.from_preset`), not directly.
+
+    Args:
+        inputs: the functional inputs (raw 0..255 pixels, (B, H, W, in_channels)).
+        outputs: the functional outputs ((B, H, W, num_classes) float32).
+        arguments: `create_model`'s resolved arguments: name, encoder, num_classes, in_channels,
+            input_shape, head, activation and the model's options.
+        class_names: one name per class (segmentation), or None.
+        class_colors: one (r, g, b) per class, or None.
+        input_size: the (height, width) it was trained at; `segment` resizes to it. None runs images as they come.
+        name: the Keras model name.
+
+    Attributes:
+        num_classes, head, activation, in_channels, config_name (the `create_model` name, e.g. "unet"),
+        encoder_name, class_names, class_colors, input_size.
+    """
+
+    def __init__(self, inputs, outputs, *, arguments, class_names=None, class_colors=None, input_size=None,
+                 name=None, **kwargs):
+        super().__init__(inputs, outputs, name=name, **kwargs)
+        arguments = dict(arguments)
+        self.class_names, self.class_colors, self.input_size = check_task_attributes(
+            arguments["head"], arguments["num_classes"], class_names, class_colors, input_size,
+            arguments.get("input_shape"))
+        # A tuple of pairs: Keras tracks (and would wrap) dicts set on a model.
+        self._argument_items = tuple(arguments.items())
+
+    @property
+    def arguments(self) -> dict:
+        """The `create_model` arguments that rebuild this model (a copy)."""
+        return dict(self._argument_items)
+
+    @property
+    def num_classes(self) -> int:
+        return self.arguments["num_classes"]
+
+    @property
+    def head(self) -> str:
+        return self.arguments["head"]
+
+    @property
+    def activation(self):
+        return self.arguments["activation"]
+
+    @property
+    def in_channels(self) -> int:
+        return self.arguments["in_channels"]
+
+    @property
+    def config_name(self) -> str:
+        return self.arguments["name"]
+
+    @property
+    def encoder_name(self):
+        return self.arguments.get("encoder")
+
+    @property
+    def preprocessing(self) -> dict:
+        """How inputs are read: raw pixels, normalised inside the model by its "preprocessing" layer."""
+        try:
+            mode = self.get_layer("preprocessing").get_config().get("mode")
+        except ValueError:
+            mode = None
+        return {"input": "raw pixels 0..255, (B, H, W, in_channels) float32", "normalization": mode,
+                "resize": "bilinear (antialiased) to input_size" if self.input_size else None}
+
+    def get_config(self):
+        """The `create_model` arguments at the top level, then class names, colours, input size and
+        (informational, recomputed on load) preprocessing."""
+        config = self.arguments
+        if config.get("input_shape") is not None:
+            config["input_shape"] = list(config["input_shape"])
+        config.update(
+            class_names=list(self.class_names) if self.class_names else None,
+            class_colors=[list(c) for c in self.class_colors] if self.class_colors else None,
+            input_size=list(self.input_size) if self.input_size else None,
+            preprocessing=self.preprocessing,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """Rebuilds through `create_model` with `encoder_weights=None`; the weights come from the file."""
+        from kerazoo.models import create_model
+
+        config = {key: value for key, value in config.items() if key not in INFO_KEYS}
+        if config.get("input_shape") is not None:
+            config["input_shape"] = tuple(config["input_shape"])
+        name = config.pop("name")
+        return create_model(name, encoder_weights=None, **config)
+
+    def _outputs_at_image_size(self, images, batch_size):
+        """Runs each image at `input_size` (when set) and resizes the outputs back to its own size.
+
+        Returns:
+            (list of (H, W, channels) float32 arrays, one per image, 'single' | 'batch' | 'list').
+        """
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
+        arrays, kind = _as_image_list(images, self.in_channels)
+        # Images that reach the model at the same size share batches.
+        groups = {}
+        for index, image in enumerate(arrays):
+            groups.setdefault(self.input_size or image.shape[:2], []).append(index)
+        results = [None] * len(arrays)
+        for size, indices in groups.items():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start:start + batch_size]
+                batch = keras.ops.stack([_resize_image(arrays[i], size) for i in chunk])
+                outputs = self(batch, training=False)
+                if tuple(outputs.shape[1:3]) != tuple(batch.shape[1:3]):
+                    raise ValueError(f"{self.config_name} returns {tuple(outputs.shape[1:3])} for a "
+                                     f"{tuple(batch.shape[1:3])} input; its outputs do not cover the input, so "
+                                     "they cannot be resized back to the image")
+                for i, output in zip(chunk, outputs):
+                    height, width = arrays[i].shape[:2]
+                    if tuple(output.shape[:2]) != (height, width):
+                        output = keras.ops.image.resize(output, (height, width), interpolation="bilinear")
+                    results[i] = keras.ops.convert_to_numpy(output).astype(np.float32)
+        return results, kind
+
+    def segment(self, images, batch_size: int = 8):
+        """Class labels at each image's own size, resizing to the trained `input_size` inside.
+
+        Each image is resized to `input_size` (bilinear, antialiased, as in training) when that is
+        set, run through the model, and its scores are resized back to the image's size (bilinear on
+        the logits) before the argmax (one sigmoid channel: foreground where the logit is positive).
+
+        Args:
+            images: raw 0..255 pixels: one HxWxC array, a batch NxHxWxC, or a list of HxWxC arrays
+                of different sizes (HxW for one-channel models).
+            batch_size: images per model call.
+
+        Returns:
+            int32 labels: HxW for one image, NxHxW for a batch, a list of HxW arrays for a list.
+        """
+        if self.head != "segmentation":
+            raise ValueError(f"segment() needs head='segmentation'; this model's head is {self.head!r}")
+        outputs, kind = self._outputs_at_image_size(images, batch_size)
+        labels = [scores_to_labels(output, self.activation) for output in outputs]
+        if kind == "single":
+            return labels[0]
+        return np.stack(labels) if kind == "batch" else labels
+
+
+def model_num_classes(model) -> int | None:
+    """`model.num_classes` for a ZooModel; for a plain Keras model, its output channels (or None)."""
+    if isinstance(model, ZooModel):
+        return model.num_classes
+    shape = model.outputs[0].shape if getattr(model, "outputs", None) else None
+    return None if shape is None or shape[-1] is None else int(shape[-1])
