@@ -3,15 +3,17 @@
 A preset is a directory of three files:
 
 * `config.json`: the model's Keras serialization (`keras.saving.serialize_keras_object(model)`),
-  rebuilt with `safe_mode=True`;
+  rebuilt with `safe_mode=True`. Format version 2: a `kerazoo.model.ZooModel`, whose config is the
+  `create_model` arguments plus `class_names`, `class_colors` and `input_size`; it rebuilds through
+  `create_model`. Version 1 (still read): a Keras functional graph, with the `create_model`
+  arguments, class names and input size in metadata.json instead;
 * `model.weights.h5`: the weights (`model.save_weights`), optionally stored as float16;
 * `metadata.json`: what the weights are and how good they are. Its keys:
 
-  - `"model"` (required): `create_model`'s arguments, flat, e.g. `{"name": "unet", "encoder":
-    "mobilenetv2", "num_classes": 2, "in_channels": 1, "decoder_filters": [16, 16, 8, 8, 8]}`. Used
-    to rebuild the model with another `num_classes` (or other overrides); never `encoder_weights`.
-  - `"dataset"`, `"class_names"`, `"class_colors"` (filled from `kerazoo.data.DATASETS` when the data
-    set is known), `"preprocessing"`, `"input_size"` ([height, width] it was trained and measured at).
+  - `"dataset"`, `"preprocessing"`.
+  - Version 1 only: `"model"` (`create_model`'s arguments), `"class_names"`, `"class_colors"` and
+    `"input_size"`; version 2 keeps them in config.json. `preset_metadata()` returns them for both
+    versions, read from wherever the preset keeps them.
   - `"metrics"` ({name: number}) with `"evaluation"` ({"command": the command that measured them,
     "split": ...}); metrics without a command are refused.
   - `"training"` (the recipe: epochs, optimiser, loss, augmentation, seed, ...), `"license"`,
@@ -67,7 +69,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Keys that version 1 kept in metadata.json and version 2 keeps in config.json (the ZooModel config).
+_MODEL_KEYS = ("model", "class_names", "class_colors", "input_size")
 CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE = "config.json", "model.weights.h5", "metadata.json"
 PRESET_FILES = (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE)
 WEIGHTS_DTYPES = ("float32", "float16")
@@ -151,7 +155,10 @@ def _shipped_presets() -> dict[str, Preset]:
     for directory in sorted(_ZOO_DIR.iterdir()):
         if not (directory / METADATA_FILE).is_file():
             continue
-        metadata = json.loads((directory / METADATA_FILE).read_text())
+        try:
+            metadata = _with_model_facts(directory, json.loads((directory / METADATA_FILE).read_text()))
+        except (OSError, ValueError):
+            continue  # a broken shipped preset fails when loaded, with the reason; listing goes on
         model = metadata.get("model", {})
         presets[directory.name] = Preset(
             name=directory.name, uri=str(directory), description=metadata.get("description", ""),
@@ -390,10 +397,11 @@ def _check_preset_dir(directory: Path, where) -> dict:
         metadata = json.loads((directory / METADATA_FILE).read_text())
     except json.JSONDecodeError as error:
         raise PresetError(f"Preset {where}: {directory / METADATA_FILE} is not valid JSON: {error}") from error
-    version = metadata.get("format_version", FORMAT_VERSION)
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise PresetError(f"Preset {where} has format_version {version!r}; this kerazoo reads up to "
+    version = metadata.get("format_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
+        raise PresetError(f"Preset {where} has format_version {version!r}; this kerazoo reads 1 to "
                           f"{FORMAT_VERSION}. Upgrade kerazoo.")
+    metadata = _with_model_facts(directory, metadata, where)
     model = metadata.get("model")
     if not isinstance(model, dict) or not isinstance(model.get("name"), str):
         raise PresetError(f"Preset {where}: metadata.json needs \"model\": {{\"name\": ..., ...}} (create_model's "
@@ -411,6 +419,25 @@ def _check_preset_dir(directory: Path, where) -> dict:
                           f"{expected}. The file is corrupt or was modified; delete {directory} (if cached) "
                           "and fetch it again.")
     return metadata
+
+
+def _with_model_facts(directory: Path, metadata: dict, where=None) -> dict:
+    """The metadata with "model" (create_model's arguments), "class_names", "class_colors" and
+    "input_size" filled in: version 1 keeps them in metadata.json, version 2 in config.json."""
+    if metadata.get("format_version", 1) < 2:
+        return metadata
+    from kerazoo.model import INFO_KEYS, TASK_KEYS
+
+    try:
+        config = json.loads((directory / CONFIG_FILE).read_text())
+    except json.JSONDecodeError as error:
+        raise PresetError(f"Preset {where or directory}: {directory / CONFIG_FILE} is not valid JSON: {error}") from error
+    inner = config.get("config") if isinstance(config, dict) else None
+    if not isinstance(inner, dict) or not isinstance(inner.get("name"), str):
+        raise PresetError(f"Preset {where or directory} is format_version 2 but config.json is not a kerazoo ZooModel "
+                          "config (create_model's arguments at the top level)")
+    model = {key: value for key, value in inner.items() if key not in TASK_KEYS + INFO_KEYS}
+    return {**metadata, "model": model, **{key: inner.get(key) for key in TASK_KEYS}}
 
 
 def preset_metadata(source, *, offline=None, cache_dir=None, **download_options) -> dict:
@@ -520,28 +547,24 @@ def from_preset(source, num_classes=None, *, offline=None, cache_dir=None, sha25
                          retries=retries, backoff=backoff, progress=progress)
     where = str(source)
     metadata = _check_preset_dir(directory, where)
-    model = _deserialize(directory, where)
-    try:
-        model.load_weights(directory / WEIGHTS_FILE)
-    except ValueError as error:
-        raise PresetError(f"Preset {where}: {WEIGHTS_FILE} does not fit config.json: {error}") from error
-    arguments = dict(metadata["model"])
-    if num_classes is not None and num_classes != arguments.get("num_classes"):
+    model = _load_preset_model(directory, metadata, where)
+    if "encoder_weights" in overrides or "name" in overrides:
+        raise PresetError("from_preset takes no 'name' or 'encoder_weights': the preset fixes the model and "
+                          "supplies all weights")
+    arguments = model.get_config()
+    if num_classes is not None:
         overrides["num_classes"] = num_classes
     overrides = {key: value for key, value in overrides.items() if arguments.get(key, _MISSING) != value}
     if not overrides:
         return model
-    if "encoder_weights" in overrides or "name" in overrides:
-        raise PresetError("from_preset takes no 'name' or 'encoder_weights': the preset fixes the model and "
-                          "supplies all weights")
-    from kerazoo.models import create_model
+    from kerazoo.model import INFO_KEYS
 
+    if "num_classes" in overrides:  # the preset's class names and colours no longer apply
+        arguments.update(class_names=None, class_colors=None)
     name = arguments.pop("name")
+    arguments = {key: value for key, value in arguments.items() if key not in INFO_KEYS}
     arguments.update(overrides)
-    try:
-        target = create_model(name, encoder_weights=None, **arguments)
-    except (TypeError, ValueError) as error:
-        raise PresetError(f"Preset {where}: cannot rebuild {name!r} with {overrides}: {error}") from error
+    target = _create(name, arguments, where, f"cannot rebuild {name!r} with {overrides}")
     reinitialised = _copy_weights(model, target)
     changes = ", ".join(f"{key}={value!r}" for key, value in overrides.items())
     if reinitialised:
@@ -553,9 +576,41 @@ def from_preset(source, num_classes=None, *, offline=None, cache_dir=None, sha25
     return target
 
 
-def _model_output_channels(model):
-    shape = model.outputs[0].shape if model.outputs else None
-    return None if shape is None else shape[-1]
+def _create(name, arguments, where, what):
+    from kerazoo.models import create_model
+
+    arguments = dict(arguments)
+    if arguments.get("input_shape") is not None:
+        arguments["input_shape"] = tuple(arguments["input_shape"])
+    try:
+        return create_model(name, encoder_weights=None, **arguments)
+    except (TypeError, ValueError) as error:
+        raise PresetError(f"Preset {where}: {what}: {error}") from error
+
+
+def _load_preset_model(directory: Path, metadata: dict, where):
+    """The preset's ZooModel with its weights. Version 1 presets (a functional graph) are rebuilt with
+    `create_model` from their metadata, class names and input size included, and take its weights."""
+    model = _deserialize(directory, where)
+    try:
+        model.load_weights(directory / WEIGHTS_FILE)
+    except ValueError as error:
+        raise PresetError(f"Preset {where}: {WEIGHTS_FILE} does not fit config.json: {error}") from error
+    from kerazoo.model import ZooModel
+
+    if metadata.get("format_version", 1) >= 2:
+        if not isinstance(model, ZooModel):
+            raise PresetError(f"Preset {where} is format_version 2 but config.json describes a "
+                              f"{type(model).__name__}, not a kerazoo ZooModel")
+        return model
+    arguments = dict(metadata["model"])
+    name = arguments.pop("name")
+    arguments.update(class_names=metadata.get("class_names"), class_colors=metadata.get("class_colors"),
+                     input_size=metadata.get("input_size"))
+    upgraded = _create(name, arguments, where, "cannot rebuild the version 1 preset from metadata.json")
+    if _copy_weights(model, upgraded):
+        raise PresetError(f"Preset {where}: metadata.json's model {metadata['model']} does not rebuild config.json's")
+    return upgraded
 
 
 def _write_weights(model, path: Path, dtype):
@@ -600,19 +655,19 @@ def save_to_preset(model, directory, metadata, *, weights_dtype="float32", overw
     then renamed.
 
     Args:
-        model: a model built with `kerazoo.create_model`.
+        model: a `ZooModel` from `kerazoo.create_model` (it carries its arguments), or a plain Keras
+            model with metadata["model"] holding the `create_model` arguments that rebuild it.
         directory: the preset directory to create; its name is the preset's name when shipped.
-        metadata: a dict as described in the module docstring. Required: "model", the arguments that
-            rebuild it with `create_model`, e.g. `{"name": "unet", "encoder": "mobilenetv2",
-            "num_classes": 2, "decoder_filters": [16, 16, 8, 8, 8]}` ("encoder_weights" is dropped:
-            presets carry all weights). "metrics" need "evaluation": {"command": ...}.
-            "class_names" and "class_colors" are filled from a known "dataset".
+        metadata: a dict as described in the module docstring. "metrics" need "evaluation":
+            {"command": ...}. "model", "class_names", "class_colors" and "input_size", when given,
+            must agree with the model's own and fill what it lacks (they are written to config.json);
+            class names and colours are filled from a known "dataset".
         weights_dtype: "float32", or "float16" to store kernels as float16 and halve the file (biases and
             batch-norm statistics stay float32; everything loads back as float32). Measure the outputs
             before shipping: on a briefly trained SegNet-Basic the logits moved by up to ~1% of their range.
         overwrite: replace an existing preset directory.
-        verify: rebuild the model from metadata["model"] and check that its weights have the same
-            shapes, so that a preset that could not be rebuilt with another num_classes is never written.
+        verify: rebuild the model from its arguments and check that its weights have the same
+            shapes, so that a preset that could not be rebuilt is never written.
 
     Returns:
         The preset directory.
@@ -622,36 +677,14 @@ def save_to_preset(model, directory, metadata, *, weights_dtype="float32", overw
     if weights_dtype not in WEIGHTS_DTYPES:
         raise ValueError(f"weights_dtype must be one of {WEIGHTS_DTYPES}; got {weights_dtype!r}")
     metadata = json.loads(json.dumps(dict(metadata)))  # a JSON-clean copy (tuples -> lists) we may extend
-    arguments = metadata.get("model")
-    if not isinstance(arguments, dict) or "name" not in arguments:
-        raise ValueError('metadata["model"] must hold create_model\'s arguments, e.g. {"name": "unet", '
-                         '"encoder": "vgg16", "num_classes": 2}')
-    arguments.pop("encoder_weights", None)
-    channels = _model_output_channels(model)
-    arguments.setdefault("num_classes", channels)
-    if channels is not None and arguments["num_classes"] != channels:
-        raise ValueError(f'metadata["model"]["num_classes"]={arguments["num_classes"]} but the model outputs '
-                         f"{channels} channels")
     if metadata.get("metrics"):
         if not all(isinstance(v, (int, float)) for v in metadata["metrics"].values()):
             raise ValueError(f'metadata["metrics"] must map names to numbers; got {metadata["metrics"]!r}')
         if not metadata.get("evaluation", {}).get("command"):
             raise ValueError('metrics need the command that measured them: metadata["evaluation"]["command"]')
-    if verify:
-        from kerazoo.models import create_model
-
-        kwargs = {key: value for key, value in arguments.items() if key != "name"}
-        rebuilt = create_model(arguments["name"], encoder_weights=None, **kwargs)
-        if [tuple(w.shape) for w in rebuilt.weights] != [tuple(w.shape) for w in model.weights]:
-            raise ValueError(f'create_model(**metadata["model"]) = {arguments} does not rebuild this model '
-                             "(its weights differ in number or shape)")
-    dataset = metadata.get("dataset")
-    if dataset:
-        from kerazoo.data.catalog import DATASETS
-
-        if dataset in DATASETS:
-            metadata.setdefault("class_names", list(DATASETS[dataset].class_names))
-            metadata.setdefault("class_colors", [list(c) for c in DATASETS[dataset].class_colors])
+    model = _zoo_model_to_save(model, metadata.pop("model", None), verify)
+    config = keras.saving.serialize_keras_object(model)
+    config["config"].update(_task_facts(model, metadata))
     metadata.setdefault("preprocessing", "raw pixels 0..255 in, (B, H, W, channels) float32; the model "
                                          "normalises them itself")
     directory = Path(directory)
@@ -661,7 +694,7 @@ def save_to_preset(model, directory, metadata, *, weights_dtype="float32", overw
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".partial"))
     try:
         kept_float32 = _write_weights(model, staging / WEIGHTS_FILE, weights_dtype)
-        (staging / CONFIG_FILE).write_text(json.dumps(keras.saving.serialize_keras_object(model)))
+        (staging / CONFIG_FILE).write_text(json.dumps(config))
         metadata.update(
             format_version=FORMAT_VERSION, parameter_count=int(model.count_params()), weights_file=WEIGHTS_FILE,
             weights_sha256=sha256_file(staging / WEIGHTS_FILE), weights_dtype=weights_dtype,
@@ -683,6 +716,77 @@ def save_to_preset(model, directory, metadata, *, weights_dtype="float32", overw
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return directory
+
+
+def _zoo_model_to_save(model, arguments, verify):
+    """The ZooModel to write: `model` itself (checked against `arguments` when given), or a plain Keras
+    model rebuilt with `create_model(**arguments)` that takes its weights."""
+    from kerazoo.model import ZooModel, model_num_classes
+    from kerazoo.models import create_model
+
+    if arguments is not None:
+        if not isinstance(arguments, dict) or "name" not in arguments:
+            raise ValueError('metadata["model"] must hold create_model\'s arguments, e.g. {"name": "unet", '
+                             '"encoder": "vgg16", "num_classes": 2}')
+        arguments = {key: value for key, value in arguments.items() if key != "encoder_weights"}
+    if isinstance(model, ZooModel):
+        recorded = json.loads(json.dumps(model.arguments))
+        differ = {key: (value, recorded.get(key)) for key, value in (arguments or {}).items()
+                  if recorded.get(key, _MISSING) != value}
+        if differ:
+            raise ValueError(f'metadata["model"] disagrees with the model\'s own create_model arguments '
+                             f"(given, model's): {differ}")
+        arguments = recorded
+    elif arguments is None:
+        raise ValueError('A plain Keras model needs metadata["model"], the create_model arguments that rebuild '
+                         'it, e.g. {"name": "unet", "encoder": "vgg16", "num_classes": 2}; a model from '
+                         "kerazoo.create_model carries them itself")
+    else:
+        channels = model_num_classes(model)
+        if channels is not None and arguments.get("num_classes", channels) != channels:
+            raise ValueError(f'metadata["model"]["num_classes"]={arguments["num_classes"]} but the model outputs '
+                             f"{channels} channels")
+        arguments = {"num_classes": channels, **arguments}
+    if not verify and isinstance(model, ZooModel):
+        return model
+    kwargs = {key: value for key, value in arguments.items() if key != "name"}
+    if kwargs.get("input_shape") is not None:
+        kwargs["input_shape"] = tuple(kwargs["input_shape"])
+    rebuilt = create_model(arguments["name"], encoder_weights=None, **kwargs)
+    if [tuple(w.shape) for w in rebuilt.weights] != [tuple(w.shape) for w in model.weights]:
+        raise ValueError(f"create_model(**{arguments}) does not rebuild this model (its weights differ in number "
+                         "or shape)")
+    if isinstance(model, ZooModel):
+        return model
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
+def _task_facts(model, metadata) -> dict:
+    """Class names, colours and input size for config.json: the model's own, else metadata's (v1 keys),
+    else (names and colours) the data set's; a disagreement is an error."""
+    from kerazoo.model import check_task_attributes
+
+    facts = {"class_names": model.class_names, "class_colors": model.class_colors, "input_size": model.input_size}
+    for key in facts:
+        given = metadata.pop(key, None)
+        if given is None:
+            continue
+        own = json.loads(json.dumps(facts[key]))
+        if own is not None and own != given:
+            raise ValueError(f'metadata["{key}"]={given} disagrees with the model\'s {key}={own}')
+        facts[key] = given
+    dataset = metadata.get("dataset")
+    if dataset and model.head == "segmentation":
+        from kerazoo.data.catalog import DATASETS
+
+        info = DATASETS[dataset] if dataset in DATASETS else None
+        if info is not None and len(info.class_names) == max(model.num_classes, 2):
+            facts["class_names"] = facts["class_names"] or list(info.class_names)
+            facts["class_colors"] = facts["class_colors"] or [list(c) for c in info.class_colors]
+    checked = check_task_attributes(model.head, model.num_classes, facts["class_names"], facts["class_colors"],
+                                    facts["input_size"], model.arguments.get("input_shape"))
+    return {key: json.loads(json.dumps(value)) for key, value in zip(facts, checked)}
 
 
 def archive_preset(directory, output) -> str:
