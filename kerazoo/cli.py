@@ -219,12 +219,15 @@ def _add_train(commands):
 
 def _add_evaluate(commands):
     parser = commands.add_parser("evaluate", help="per-class IoU, G, C and mIoU of a saved model")
-    parser.add_argument("checkpoint", help="a .keras file (its run.json, when beside it, supplies the defaults)")
-    parser.add_argument("--dataset", default=None, help="default: the dataset of the run")
+    parser.add_argument("checkpoint", help="a .keras file or a preset (name, directory or URI); the model "
+                                           "brings its class names and the size it was trained at")
+    parser.add_argument("--dataset", default=None,
+                        help="default: the preset's data set, or the one in run.json beside a .keras file")
     parser.add_argument("--split", default=None, help="default: val (test for oxford_iiit_pet)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--image-size", type=image_size, default=None, metavar="HxW",
-                        help="default: the size it was trained at")
+                        help="size the images and masks are read and scored at (default: the data set's); "
+                             "the model resizes to its own training size inside")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--json", default=None, help="write the report here")
     parser.set_defaults(run=_evaluate)
@@ -232,12 +235,14 @@ def _add_evaluate(commands):
 
 def _add_predict(commands):
     parser = commands.add_parser("predict", help="write colour masks and overlays (PNG) for images")
-    parser.add_argument("checkpoint", help="a .keras file")
-    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument("checkpoint", help="a .keras file or a preset (name, directory or URI)")
+    parser.add_argument("images", nargs="+", help="image files, any size: masks come at each image's size")
     parser.add_argument("--out-dir", default="predictions")
-    parser.add_argument("--dataset", default=None, help="for class colours; default: the dataset of the run")
+    parser.add_argument("--dataset", default=None,
+                        help="for class colours when the model carries none; default: the dataset of the run")
     parser.add_argument("--image-size", type=image_size, default=None, metavar="HxW",
-                        help="resize inputs to this size for the model (default: the training size)")
+                        help="plain Keras models only: resize inputs to this size (a kerazoo model resizes to "
+                             "its own training size)")
     parser.add_argument("--alpha", type=float, default=0.5, help="mask opacity in overlays")
     parser.set_defaults(run=_predict)
 

@@ -23,7 +23,10 @@ from PIL import Image  # noqa: E402
 
 import kerazoo  # noqa: E402,F401  (registers the custom layers for loading)
 from kerazoo import data as kz_data  # noqa: E402
+from kerazoo.files import atomic_path, atomic_write_text  # noqa: E402
 from kerazoo.metrics import PerClassIoU, confusion_matrix_scores  # noqa: E402
+from kerazoo.model import ZooModel, model_num_classes  # noqa: E402
+from kerazoo.models.heads import scores_to_labels  # noqa: E402
 
 __all__ = [
     "colorize", "comparison_image", "confusion_matrix", "evaluate", "evaluate_checkpoint", "load_model",
@@ -39,7 +42,10 @@ def _is_keras_file(checkpoint) -> bool:
 
 def load_run(checkpoint: str | os.PathLike) -> dict:
     """The `run.json` that `kerazoo.training.train` wrote beside a `.keras` checkpoint ({} if none), or
-    for a preset (name, directory or URI) its data set and input size."""
+    for a preset (name, directory or URI) its data set and input size.
+
+    Only the data set's name is read from it by `evaluate_checkpoint` and `predict_files`: a model from
+    `create_model` carries its class names, colours and input size itself."""
     if _is_keras_file(checkpoint):
         path = Path(checkpoint).with_name("run.json")
         return json.loads(path.read_text()) if path.exists() else {}
@@ -47,6 +53,18 @@ def load_run(checkpoint: str | os.PathLike) -> dict:
 
     metadata = preset_metadata(str(checkpoint))
     return {"dataset": metadata.get("dataset"), "image_size": metadata.get("input_size")}
+
+
+def _trained_dataset(checkpoint) -> str | None:
+    """The data set a checkpoint was trained on, from its run.json or preset metadata (None if unknown)."""
+    if isinstance(checkpoint, keras.Model):
+        return None
+    return load_run(checkpoint).get("dataset")
+
+
+def _segments(model) -> bool:
+    """Whether `model` labels images itself (a segmentation ZooModel); plain Keras models are called."""
+    return isinstance(model, ZooModel) and model.head == "segmentation"
 
 
 def load_model(checkpoint: str | os.PathLike | keras.Model) -> keras.Model:
@@ -68,6 +86,9 @@ def confusion_matrix(model: keras.Model, dataset: Iterable, num_classes: int,
                      ignore_class: int | None = None) -> np.ndarray:
     """Accumulates the confusion matrix (rows true, columns predicted) of `model` over `dataset`.
 
+    A segmentation `ZooModel` labels each batch with `model.segment` (resized to its trained input
+    size and back to the masks' size inside); a plain Keras model is called on the batch as it is.
+
     Args:
         model: Segmentation model giving `(B, H, W, K)` logits or probabilities.
         dataset: Batches of `(image, mask)`.
@@ -77,6 +98,15 @@ def confusion_matrix(model: keras.Model, dataset: Iterable, num_classes: int,
     Returns:
         int64 array `(num_classes, num_classes)`.
     """
+    if _segments(model):
+        confusion = np.zeros((num_classes, num_classes), np.int64)
+        for images, masks in dataset:
+            labels = model.segment(np.asarray(images)).reshape(-1)
+            truth = np.asarray(masks).reshape(-1).astype(np.int64)
+            keep = (truth >= 0) & (truth < num_classes) & (truth != (-1 if ignore_class is None else ignore_class))
+            confusion += np.bincount(truth[keep] * num_classes + labels[keep],
+                                     minlength=num_classes ** 2).reshape(num_classes, num_classes)
+        return confusion
     metric = PerClassIoU(num_classes, ignore_class=ignore_class)
 
     @tf.function(reduce_retracing=True)
@@ -127,31 +157,37 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike | keras.Model, *, dataset:
                         num_examples: int | None = None) -> dict:
     """Loads a checkpoint and evaluates it on a named data set.
 
-    Arguments left None come from the `run.json` beside the checkpoint (data set, training image
-    size), else from the data set's defaults.
+    The images and masks are read at `image_size` (default: the data set's size); a `ZooModel`
+    resizes them to the size it was trained at and its labels back to the masks' size itself
+    (`model.segment`), so the figures are at the masks' resolution. The data set defaults to the one
+    in the preset's metadata or the run.json beside a .keras file.
 
     Returns:
-        The `evaluate` report plus `checkpoint`, `dataset`, `split` and `image_size`.
+        The `evaluate` report plus `checkpoint`, `dataset`, `split`, `image_size` (of the masks scored)
+        and `model_input_size` (what the model ran at; None: the data's size).
     """
-    run = load_run(checkpoint) if not isinstance(checkpoint, keras.Model) else {}
-    dataset = dataset or run.get("dataset")
+    dataset = dataset or _trained_dataset(checkpoint)
     if dataset is None:
-        raise ValueError(f"No run.json beside {checkpoint}: pass dataset= (one of "
+        raise ValueError(f"No data set known for {checkpoint}: pass dataset= (one of "
                          f"{', '.join(kz_data.list_datasets())})")
     if dataset not in kz_data.DATASETS:
         raise ValueError(f"Unknown data set {dataset!r}; available: {', '.join(kz_data.list_datasets())}")
     info = kz_data.DATASETS[dataset]
     split = split or _default_split(dataset)
-    if image_size is None and run.get("image_size"):
-        image_size = tuple(run["image_size"])
     image_size = tuple(image_size) if image_size is not None else info.image_size
     model = load_model(checkpoint)
+    num_classes = model_num_classes(model) or info.num_classes
+    if max(num_classes, 2) != info.num_classes:
+        raise ValueError(f"The model has {num_classes} classes but {dataset} has {info.num_classes}")
+    class_names = (model.class_names if isinstance(model, ZooModel) else None) or info.class_names
     data = kz_data.load(dataset, split, data_dir=data_dir, batch_size=batch_size, image_size=image_size,
                         augment=False, shuffle=False, num_examples=num_examples)
     report = evaluate(model, data, num_classes=info.num_classes, ignore_class=info.ignore_class,
-                      class_names=info.class_names)
+                      class_names=class_names)
     where = str(checkpoint) if not isinstance(checkpoint, keras.Model) else model.name
-    return {"checkpoint": where, "dataset": dataset, "split": split, "image_size": list(image_size), **report}
+    model_size = model.input_size if _segments(model) else None
+    return {"checkpoint": where, "dataset": dataset, "split": split, "image_size": list(image_size),
+            "model_input_size": list(model_size) if model_size else None, **report}
 
 
 def report_table(report: dict, title: str | None = None):
@@ -182,8 +218,6 @@ def print_report(report: dict) -> None:
 
 def write_json(report: dict, path: str | os.PathLike) -> Path:
     """Writes a report as JSON through a temp file and a rename."""
-    from kerazoo.training import atomic_write_text
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(report, indent=2) + "\n")
@@ -191,17 +225,20 @@ def write_json(report: dict, path: str | os.PathLike) -> Path:
 
 
 def predict_labels(model: keras.Model, images: np.ndarray, batch_size: int = 4) -> np.ndarray:
-    """Class labels `(N, H, W)` (uint8/int32) for images `(N, H, W, C)` of raw 0..255 pixels."""
+    """Class labels `(N, H, W)` int32 for images `(N, H, W, C)` of raw 0..255 pixels.
+
+    A segmentation `ZooModel` labels them with `model.segment` (at its trained size inside); a plain
+    Keras model is called on them as they are.
+    """
     images = np.asarray(images, dtype=np.float32)
     if images.ndim == 3:
         images = images[None]
+    if _segments(model):
+        return model.segment(images, batch_size=batch_size)
     labels = []
     for start in range(0, len(images), batch_size):
         scores = keras.ops.convert_to_numpy(model(images[start:start + batch_size], training=False))
-        if scores.shape[-1] == 1:  # one sigmoid channel: foreground where the logit is positive
-            labels.append((scores[..., 0] > 0).astype(np.int32))
-        else:
-            labels.append(scores.argmax(axis=-1).astype(np.int32))
+        labels.append(scores_to_labels(scores))
     return np.concatenate(labels)
 
 
@@ -249,10 +286,8 @@ def comparison_image(images, true_masks, predicted, class_colors, alpha: float =
 def save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
     """Saves a uint8 array as PNG through a temp file and a rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.asarray(array, dtype=np.uint8)).save(tmp, format="PNG")
     return path
 
 
@@ -266,23 +301,36 @@ def _read_image(path: Path, channels: int) -> np.ndarray:
     return array[..., None] if channels == 1 else array
 
 
+def _palette(model, dataset, num_classes):
+    """Class colours: the model's own, else the named (or trained-on) data set's, else a fixed palette."""
+    if isinstance(model, ZooModel) and model.class_colors:
+        return model.class_colors
+    if dataset is not None:
+        if dataset not in kz_data.DATASETS:
+            raise ValueError(f"Unknown data set {dataset!r}; available: {', '.join(kz_data.list_datasets())}")
+        return kz_data.DATASETS[dataset].class_colors
+    rng = np.random.default_rng(0)  # fixed, so the same class always gets the same colour
+    return [tuple(int(c) for c in rng.integers(40, 256, 3)) for _ in range(max(num_classes or 2, 2))]
+
+
 def predict_files(checkpoint: str | os.PathLike | keras.Model, images: Sequence[str | os.PathLike],
                   out_dir: str | os.PathLike, *, dataset: str | None = None,
                   class_colors: Sequence[Sequence[int]] | None = None,
                   image_size: tuple[int, int] | None = None, alpha: float = 0.5) -> list[Path]:
     """Writes `<stem>_mask.png` (colour mask) and `<stem>_overlay.png` for each input image.
 
-    The image is resized to `image_size` for the model (default: the training size from
-    `run.json`, else the native size) and the predicted labels are resized back (nearest), so the
-    pictures have the input's resolution.
+    A `ZooModel` labels each image at the image's own size, resizing to its trained input size
+    inside (`model.segment`), and colours the labels with its own `class_colors`. For a plain Keras
+    model the image is resized to `image_size` (when given) and the labels back (nearest).
 
     Args:
-        checkpoint: A `.keras` file or a model.
+        checkpoint: A `.keras` file, a preset (name, directory or URI) or a model.
         images: Image files.
         out_dir: Output folder (created).
-        dataset: Name whose `class_colors` to use (default: the run's data set).
-        class_colors: Explicit palette; wins over `dataset`.
-        image_size: `(height, width)` fed to the model.
+        dataset: Name whose `class_colors` to use when the model has none (default: the run's data set).
+        class_colors: Explicit palette; wins over the model's and `dataset`.
+        image_size: `(height, width)` to resize images to for a plain Keras model (a ZooModel resizes
+            to its own input size inside).
         alpha: Mask opacity in the overlay.
 
     Returns:
@@ -292,20 +340,11 @@ def predict_files(checkpoint: str | os.PathLike | keras.Model, images: Sequence[
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"No such image file(s): {', '.join(missing)}")
-    run = load_run(checkpoint) if not isinstance(checkpoint, keras.Model) else {}
     model = load_model(checkpoint)
-    num_classes = int(model.output.shape[-1])
+    num_classes = model_num_classes(model)
     if class_colors is None:
-        dataset = dataset or run.get("dataset")
-        if dataset is not None:
-            if dataset not in kz_data.DATASETS:
-                raise ValueError(f"Unknown data set {dataset!r}; available: {', '.join(kz_data.list_datasets())}")
-            class_colors = kz_data.DATASETS[dataset].class_colors
-        else:  # a fixed, distinguishable palette
-            rng = np.random.default_rng(0)
-            class_colors = [tuple(int(c) for c in rng.integers(40, 256, 3)) for _ in range(max(num_classes, 2))]
-    if image_size is None and run.get("image_size"):
-        image_size = tuple(run["image_size"])
+        has_own = isinstance(model, ZooModel) and model.class_colors
+        class_colors = _palette(model, None if has_own else dataset or _trained_dataset(checkpoint), num_classes)
     channels = int(model.input.shape[-1])
     out_dir = Path(out_dir)
     written = []
@@ -313,7 +352,7 @@ def predict_files(checkpoint: str | os.PathLike | keras.Model, images: Sequence[
         image = _read_image(path, channels)
         height, width = image.shape[:2]
         model_input = image
-        if image_size is not None and tuple(image_size) != (height, width):
+        if image_size is not None and tuple(image_size) != (height, width) and not _segments(model):
             resized = Image.fromarray(image[..., 0] if channels == 1 else image).resize(
                 (image_size[1], image_size[0]), Image.BILINEAR)
             model_input = np.asarray(resized)
