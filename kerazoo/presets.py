@@ -433,7 +433,7 @@ def _with_model_facts(directory: Path, metadata: dict, where=None) -> dict:
     except json.JSONDecodeError as error:
         raise PresetError(f"Preset {where or directory}: {directory / CONFIG_FILE} is not valid JSON: {error}") from error
     inner = config.get("config") if isinstance(config, dict) else None
-    if not isinstance(inner, dict) or not isinstance(inner.get("name"), str):
+    if config.get("class_name") != "ZooModel" or not isinstance(inner, dict) or not isinstance(inner.get("name"), str):
         raise PresetError(f"Preset {where or directory} is format_version 2 but config.json is not a kerazoo ZooModel "
                           "config (create_model's arguments at the top level)")
     model = {key: value for key, value in inner.items() if key not in TASK_KEYS + INFO_KEYS}

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from kerazoo import create_model, presets
+from kerazoo.model import ZooModel
 from kerazoo.download import ChecksumError, DownloadError, UnsafeArchiveError, extract_archive, sha256_file
 from kerazoo.presets import Preset, PresetError, PresetNotCachedError
 
@@ -102,13 +103,21 @@ def test_round_trip_is_exact_and_metadata_complete(segnet):
     model, directory, _, _ = segnet
     assert sorted(p.name for p in directory.iterdir()) == ["config.json", "metadata.json", "model.weights.h5"]
     metadata = presets.preset_metadata(directory)
-    assert metadata["model"] == SEGNET_ARGS
+    assert metadata["format_version"] == 2
+    assert {key: metadata["model"][key] for key in SEGNET_ARGS} == SEGNET_ARGS
     assert metadata["class_names"] == ["background", "circle", "square", "triangle"]
+    # Version 2 keeps the model's facts in config.json (the ZooModel config), not in metadata.json.
+    config = json.loads((directory / "config.json").read_text())
+    assert config["class_name"] == "ZooModel"
+    assert config["config"]["input_size"] == [32, 32] and config["config"]["filters"] == 8
+    assert config["config"]["class_names"] == metadata["class_names"]
+    assert not {"model", "class_names", "input_size"} & set(json.loads((directory / "metadata.json").read_text()))
     assert len(metadata["class_colors"]) == 4
     assert metadata["parameter_count"] == model.count_params()
     assert metadata["weights_sha256"] == sha256_file(directory / "model.weights.h5")
     assert metadata["evaluation"]["command"].startswith("kerazoo evaluate")
     loaded = presets.from_preset(directory)
+    assert loaded.class_names == ("background", "circle", "square", "triangle") and loaded.input_size == (32, 32)
     images = _images()
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(images)),
                                   keras.ops.convert_to_numpy(model(images)))
@@ -116,14 +125,19 @@ def test_round_trip_is_exact_and_metadata_complete(segnet):
 
 def test_save_refuses_bad_metadata_and_leaves_nothing(segnet, tmp_path):
     model = segnet[0]
-    with pytest.raises(ValueError, match=r'metadata\["model"\]'):
-        presets.save_to_preset(model, tmp_path / "a", {"dataset": "shapes"})
+    plain = keras.Model(model.input, model.output)  # a Keras model that does not carry its arguments
+    with pytest.raises(ValueError, match=r'plain Keras model needs metadata\["model"\]'):
+        presets.save_to_preset(plain, tmp_path / "a", {"dataset": "shapes"})
     with pytest.raises(ValueError, match="command that measured"):
         presets.save_to_preset(model, tmp_path / "b", {"model": SEGNET_ARGS, "metrics": {"mean_iou": 0.5}})
     with pytest.raises(ValueError, match="does not rebuild"):
-        presets.save_to_preset(model, tmp_path / "c", {"model": dict(SEGNET_ARGS, filters=16)})
+        presets.save_to_preset(plain, tmp_path / "c", {"model": dict(SEGNET_ARGS, filters=16)})
     with pytest.raises(ValueError, match="outputs 4 channels"):
-        presets.save_to_preset(model, tmp_path / "d", {"model": dict(SEGNET_ARGS, num_classes=5)})
+        presets.save_to_preset(plain, tmp_path / "d", {"model": dict(SEGNET_ARGS, num_classes=5)})
+    with pytest.raises(ValueError, match="disagrees.*filters"):
+        presets.save_to_preset(model, tmp_path / "e", {"model": dict(SEGNET_ARGS, filters=16)})
+    with pytest.raises(ValueError, match="class_names"):
+        presets.save_to_preset(model, tmp_path / "f", {"class_names": ["a", "b"]})
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(FileExistsError):
         presets.save_to_preset(model, segnet[1], {"model": SEGNET_ARGS})
@@ -149,6 +163,43 @@ def test_float16_storage_is_smaller_and_loads_as_float32(segnet, tmp_path):
     difference = np.max(np.abs(keras.ops.convert_to_numpy(loaded(images)) - reference))
     # float16 keeps ~3 significant digits; logits of this size move by far less than their spread.
     assert 0 < difference < 1e-2 * np.max(np.abs(reference))
+
+
+def _write_version1_preset(model, directory, arguments):
+    """A preset as kerazoo wrote them before format version 2: a functional graph in config.json, and
+    create_model's arguments, class names and input size in metadata.json."""
+    directory.mkdir()
+    functional = keras.Model(model.input, model.output, name="legacy")
+    functional.save_weights(directory / "model.weights.h5")
+    (directory / "config.json").write_text(json.dumps(keras.saving.serialize_keras_object(functional)))
+    metadata = dict(METADATA, model=arguments, format_version=1, class_names=["bg", "circle", "square", "triangle"],
+                    class_colors=[[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]], input_size=[24, 40],
+                    weights_sha256=sha256_file(directory / "model.weights.h5"))
+    (directory / "metadata.json").write_text(json.dumps(metadata))
+    return directory
+
+
+def test_version1_preset_loads_as_a_zoo_model_with_its_metadata(segnet, tmp_path, caplog):
+    model = segnet[0]
+    directory = _write_version1_preset(model, tmp_path / "v1", SEGNET_ARGS)
+    assert json.loads((directory / "config.json").read_text())["class_name"] == "Functional"
+    loaded = presets.from_preset(directory)
+    assert isinstance(loaded, ZooModel)
+    assert loaded.class_names == ("bg", "circle", "square", "triangle")
+    assert loaded.class_colors[1] == (255, 0, 0) and loaded.input_size == (24, 40)
+    assert loaded.get_config()["filters"] == 8 and loaded.num_classes == 4
+    images = _images()
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(images)), keras.ops.convert_to_numpy(model(images)))
+    # Saved again, it is a version 2 preset with the same weights and facts.
+    upgraded = presets.save_to_preset(loaded, tmp_path / "v2", {"dataset": "shapes"})
+    assert presets.preset_metadata(upgraded)["format_version"] == 2
+    reloaded = presets.from_preset(upgraded)
+    assert reloaded.class_names == loaded.class_names and reloaded.input_size == (24, 40)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(reloaded(images)), keras.ops.convert_to_numpy(model(images)))
+    with caplog.at_level(logging.WARNING, logger="kerazoo.presets"):
+        more = presets.from_preset(directory, num_classes=6)
+    assert more.num_classes == 6 and more.class_names is None and more.input_size == (24, 40)
+    assert "head_conv" in caplog.text
 
 
 # --- changing num_classes keeps everything but the head ---------------------------------------------
@@ -212,17 +263,22 @@ def test_corrupt_weights_are_refused(segnet, tmp_path):
 
 def test_unknown_layer_in_config_fails_clearly(segnet, tmp_path):
     directory = _copy(segnet, tmp_path)
-    config = (directory / "config.json").read_text().replace("MaxUnpooling2D", "EvilUnpooling2D")
+    config = (directory / "config.json").read_text().replace("ZooModel", "EvilModel")
     (directory / "config.json").write_text(config)
-    with pytest.raises(PresetError, match="EvilUnpooling2D"):
+    with pytest.raises(PresetError, match="not a kerazoo ZooModel"):
         presets.from_preset(directory)
+    legacy = _write_version1_preset(segnet[0], tmp_path / "v1", SEGNET_ARGS)
+    config = (legacy / "config.json").read_text().replace("MaxUnpooling2D", "EvilUnpooling2D")
+    (legacy / "config.json").write_text(config)
+    with pytest.raises(PresetError, match="EvilUnpooling2D"):
+        presets.from_preset(legacy)
 
 
 def test_unknown_model_in_metadata_fails_clearly(segnet, tmp_path):
     directory = _copy(segnet, tmp_path)
-    metadata = json.loads((directory / "metadata.json").read_text())
-    metadata["model"]["name"] = "segnet_basik"
-    (directory / "metadata.json").write_text(json.dumps(metadata))
+    config = json.loads((directory / "config.json").read_text())
+    config["config"]["name"] = "segnet_basik"
+    (directory / "config.json").write_text(json.dumps(config))
     with pytest.raises(PresetError, match="unknown model.*segnet_basic"):
         presets.from_preset(directory)
 
@@ -234,9 +290,14 @@ def _lambda_model():
 
 def test_config_with_code_is_refused_by_safe_mode(segnet, tmp_path):
     directory = _copy(segnet, tmp_path)
-    (directory / "config.json").write_text(json.dumps(keras.saving.serialize_keras_object(_lambda_model())))
-    with pytest.raises(PresetError, match="safe"):
+    lambda_config = json.dumps(keras.saving.serialize_keras_object(_lambda_model()))
+    (directory / "config.json").write_text(lambda_config)
+    with pytest.raises(PresetError, match="not a kerazoo ZooModel"):  # version 2 reads nothing else
         presets.from_preset(directory)
+    legacy = _write_version1_preset(segnet[0], tmp_path / "v1", SEGNET_ARGS)
+    (legacy / "config.json").write_text(lambda_config)
+    with pytest.raises(PresetError, match="safe"):
+        presets.from_preset(legacy)
     path = tmp_path / "lambda.keras"
     _lambda_model().save(path)
     with pytest.raises(ValueError, match="safe"):
@@ -453,4 +514,4 @@ def test_interrupted_transfer_then_successful_retry(segnet, server):
     url = server.url("/flaky/tiny_segnet.tar.gz", "truncate", "ok")
     directory = presets.fetch(url, sha256=segnet[3], retries=2, **FAST)
     assert server.hits["/flaky/tiny_segnet.tar.gz"] == 2
-    assert presets.preset_metadata(directory)["model"] == SEGNET_ARGS
+    assert presets.preset_metadata(directory)["model"]["filters"] == SEGNET_ARGS["filters"]
