@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import kerazoo
+from kerazoo.model import ZooModel
 from kerazoo.models import model_encoders
 
 # Small odd size that every encoder model must give back (padding to stride 32 happens inside).
@@ -266,3 +267,91 @@ def test_bad_arguments_raise_clear_errors(kwargs, message):
 def test_registries_list_what_is_registered():
     assert set(kerazoo.list_models()) == {"fcn8s", "fcn16s", "fcn32s", "unet", "unet_paper", "segnet", "segnet_basic"}
     assert set(kerazoo.list_encoders()) == {"vgg16", "vgg19", "resnet50", "resnet101", "resnet152", "mobilenetv2"}
+
+
+# --- ZooModel: the model carries its arguments and its task ----------------------------------------------
+
+TINY_SEGNET = dict(num_classes=3, filters=4, depth=2, class_names=["sky", "road", "car"],
+                   class_colors=[(0, 0, 255), (128, 64, 128), (255, 0, 0)], input_size=(16, 24))
+
+
+def test_zoo_model_config_holds_the_create_model_arguments_at_top_level():
+    model = kerazoo.create_model("unet", encoder="mobilenetv2", num_classes=3, in_channels=1,
+                                 decoder_filters=(8, 8, 8, 8, 8), class_names=["a", "b", "c"], input_size=(32, 48))
+    assert isinstance(model, ZooModel)
+    config = model.get_config()
+    assert {key: config[key] for key in ("name", "encoder", "num_classes", "in_channels", "head", "activation")} == {
+        "name": "unet", "encoder": "mobilenetv2", "num_classes": 3, "in_channels": 1, "head": "segmentation",
+        "activation": None}
+    assert config["decoder_filters"] == [8, 8, 8, 8, 8] and config["upsampling"] == "transpose"  # defaults too
+    assert config["class_names"] == ["a", "b", "c"] and config["input_size"] == [32, 48]
+    assert config["preprocessing"]["normalization"] == "tf"
+    assert "layers" not in config  # not a functional graph: the arguments rebuild it
+    assert (model.num_classes, model.head, model.input_size, model.config_name) == (3, "segmentation", (32, 48), "unet")
+
+
+def test_zoo_model_keras_file_round_trip_keeps_outputs_and_attributes(tmp_path, monkeypatch):
+    model = kerazoo.create_model("segnet_basic", **TINY_SEGNET)
+    path = tmp_path / "tiny.keras"
+    model.save(path)
+    # Loading rebuilds through create_model with encoder_weights=None: no download can happen.
+    monkeypatch.setattr(keras.utils, "get_file", lambda *a, **k: pytest.fail("download attempted"))
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert type(loaded) is ZooModel
+    images = np.random.default_rng(0).uniform(0, 255, (2, 16, 24, 3)).astype("float32")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(images)), keras.ops.convert_to_numpy(model(images)))
+    for attribute in ("num_classes", "head", "class_names", "class_colors", "input_size", "activation"):
+        assert getattr(loaded, attribute) == getattr(model, attribute), attribute
+    assert loaded.get_config() == model.get_config()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"class_names": ["a", "b"]}, "2 class_names for num_classes=3"),
+    ({"class_colors": [(0, 0, 0)] * 2 + [(0, 0, 300)]}, "0..255"),
+    ({"input_size": (16,)}, "input_size must be"),
+    ({"input_size": (16, 24), "input_shape": (32, 32, 3)}, "disagrees with the static input_shape"),
+    ({"head": "regression", "class_names": ["a", "b", "c"]}, "class_names are for head='segmentation'"),
+])
+def test_task_attributes_are_validated(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        kerazoo.create_model("segnet_basic", num_classes=3, filters=4, depth=2, **kwargs)
+
+
+def _reference_labels(model, image):
+    """NumPy/TF reference of segment(): resize to input_size, run, resize the logits back, argmax."""
+    import tensorflow as tf
+
+    resized = tf.clip_by_value(tf.image.resize(image[None], model.input_size, "bilinear", antialias=True), 0, 255)
+    logits = keras.ops.convert_to_numpy(model(resized.numpy()))
+    back = tf.image.resize(logits, image.shape[:2], "bilinear").numpy()[0]
+    return back.argmax(-1)
+
+
+def test_segment_returns_labels_at_each_image_size_resizing_inside():
+    keras.utils.set_random_seed(0)
+    model = kerazoo.create_model("segnet_basic", **TINY_SEGNET)
+    rng = np.random.default_rng(0)
+    odd = [rng.uniform(0, 255, size).astype("float32") for size in ((37, 53, 3), (16, 24, 3), (9, 70, 3))]
+    labels = model.segment(odd, batch_size=2)
+    assert [label.shape for label in labels] == [(37, 53), (16, 24), (9, 70)]
+    assert all(label.dtype == np.int32 for label in labels)
+    for image, label in zip(odd, labels):
+        np.testing.assert_array_equal(label, _reference_labels(model, image))
+    single = model.segment(odd[0])
+    np.testing.assert_array_equal(single, labels[0])
+    batch = model.segment(np.stack([odd[0], odd[0]]))
+    assert batch.shape == (2, 37, 53)
+    # Without an input size the model runs each image as it comes.
+    free = kerazoo.create_model("segnet_basic", **dict(TINY_SEGNET, input_size=None))
+    free.set_weights(model.get_weights())
+    direct = keras.ops.convert_to_numpy(free(odd[1][None]))[0].argmax(-1)
+    np.testing.assert_array_equal(free.segment(odd[1]), direct)
+    with pytest.raises(ValueError, match="HxWx3"):
+        model.segment(np.zeros((8, 8, 1), "float32"))
+
+
+def test_segment_is_for_segmentation_heads():
+    model = kerazoo.create_model("segnet_basic", num_classes=1, filters=4, depth=2, head="regression")
+    assert model.head == "regression" and model.class_names is None
+    with pytest.raises(ValueError, match="head='segmentation'"):
+        model.segment(np.zeros((8, 8, 3), "float32"))
