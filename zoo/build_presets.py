@@ -75,7 +75,8 @@ def build(name, recipe, runs, data_dir):
                      "best_epoch": run["result"]["best"]["epoch"] + 1,
                      "wall_seconds": round(run["result"]["wall_seconds"]),
                      "hardware": "2-core CPU shared with other jobs, tensorflow-cpu 2.21"},
-        "evaluation": {"command": f"kerazoo evaluate {name} --data-dir ../shared/data", "split": "val",
+        "evaluation": {"command": f"kerazoo evaluate {name} --data-dir ../shared/data --image-size "
+                                  f"{'x'.join(map(str, run['image_size']))}", "split": "val",
                        "image_size": run["image_size"], "float32_checkpoint_metrics": float32},
     }
     with tempfile.TemporaryDirectory() as scratch:
