@@ -62,6 +62,15 @@ def _trained_dataset(checkpoint) -> str | None:
     return load_run(checkpoint).get("dataset")
 
 
+def _trained_size(model, checkpoint):
+    """The (height, width) a model was trained at: its own `input_size`; for models that do not carry
+    it (plain Keras models, checkpoints trained without it), the run.json's or preset's record."""
+    if isinstance(model, ZooModel) and model.input_size:
+        return model.input_size
+    recorded = load_run(checkpoint).get("image_size") if not isinstance(checkpoint, keras.Model) else None
+    return tuple(recorded) if recorded else None
+
+
 def _segments(model) -> bool:
     """Whether `model` labels images itself (a segmentation ZooModel); plain Keras models are called."""
     return isinstance(model, ZooModel) and model.head == "segmentation"
@@ -157,10 +166,11 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike | keras.Model, *, dataset:
                         num_examples: int | None = None) -> dict:
     """Loads a checkpoint and evaluates it on a named data set.
 
-    The images and masks are read at `image_size` (default: the data set's size); a `ZooModel`
-    resizes them to the size it was trained at and its labels back to the masks' size itself
-    (`model.segment`), so the figures are at the masks' resolution. The data set defaults to the one
-    in the preset's metadata or the run.json beside a .keras file.
+    The images and masks are read at `image_size`, default: the size the model was trained at
+    (`model.input_size`), else the data set's. A `ZooModel` resizes them to its training size and its
+    labels back to the masks' size itself (`model.segment`), so `image_size=(360, 480)` scores CamVid
+    at its native resolution. The data set defaults to the one in the preset's metadata or the
+    run.json beside a .keras file.
 
     Returns:
         The `evaluate` report plus `checkpoint`, `dataset`, `split`, `image_size` (of the masks scored)
@@ -174,8 +184,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike | keras.Model, *, dataset:
         raise ValueError(f"Unknown data set {dataset!r}; available: {', '.join(kz_data.list_datasets())}")
     info = kz_data.DATASETS[dataset]
     split = split or _default_split(dataset)
-    image_size = tuple(image_size) if image_size is not None else info.image_size
     model = load_model(checkpoint)
+    image_size = tuple(image_size) if image_size is not None else _trained_size(model, checkpoint) or info.image_size
     num_classes = model_num_classes(model) or info.num_classes
     if max(num_classes, 2) != info.num_classes:
         raise ValueError(f"The model has {num_classes} classes but {dataset} has {info.num_classes}")
@@ -329,8 +339,8 @@ def predict_files(checkpoint: str | os.PathLike | keras.Model, images: Sequence[
         out_dir: Output folder (created).
         dataset: Name whose `class_colors` to use when the model has none (default: the run's data set).
         class_colors: Explicit palette; wins over the model's and `dataset`.
-        image_size: `(height, width)` to resize images to for a plain Keras model (a ZooModel resizes
-            to its own input size inside).
+        image_size: `(height, width)` to resize images to for a model that does not carry its input
+            size (default: the run's training size); a ZooModel with one resizes inside.
         alpha: Mask opacity in the overlay.
 
     Returns:
@@ -345,6 +355,10 @@ def predict_files(checkpoint: str | os.PathLike | keras.Model, images: Sequence[
     if class_colors is None:
         has_own = isinstance(model, ZooModel) and model.class_colors
         class_colors = _palette(model, None if has_own else dataset or _trained_dataset(checkpoint), num_classes)
+    if isinstance(model, ZooModel) and model.input_size:
+        image_size = None  # the model resizes to its own input size inside
+    else:
+        image_size = image_size or _trained_size(model, checkpoint)
     channels = int(model.input.shape[-1])
     out_dir = Path(out_dir)
     written = []
@@ -352,7 +366,7 @@ def predict_files(checkpoint: str | os.PathLike | keras.Model, images: Sequence[
         image = _read_image(path, channels)
         height, width = image.shape[:2]
         model_input = image
-        if image_size is not None and tuple(image_size) != (height, width) and not _segments(model):
+        if image_size is not None and tuple(image_size) != (height, width):
             resized = Image.fromarray(image[..., 0] if channels == 1 else image).resize(
                 (image_size[1], image_size[0]), Image.BILINEAR)
             model_input = np.asarray(resized)

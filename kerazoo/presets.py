@@ -431,7 +431,8 @@ def _with_model_facts(directory: Path, metadata: dict, where=None) -> dict:
     try:
         config = json.loads((directory / CONFIG_FILE).read_text())
     except json.JSONDecodeError as error:
-        raise PresetError(f"Preset {where or directory}: {directory / CONFIG_FILE} is not valid JSON: {error}") from error
+        raise PresetError(f"Preset {where or directory}: {directory / CONFIG_FILE} is not valid JSON: "
+                          f"{error}") from error
     inner = config.get("config") if isinstance(config, dict) else None
     if config.get("class_name") != "ZooModel" or not isinstance(inner, dict) or not isinstance(inner.get("name"), str):
         raise PresetError(f"Preset {where or directory} is format_version 2 but config.json is not a kerazoo ZooModel "

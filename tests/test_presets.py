@@ -195,7 +195,8 @@ def test_version1_preset_loads_as_a_zoo_model_with_its_metadata(segnet, tmp_path
     assert presets.preset_metadata(upgraded)["format_version"] == 2
     reloaded = presets.from_preset(upgraded)
     assert reloaded.class_names == loaded.class_names and reloaded.input_size == (24, 40)
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(reloaded(images)), keras.ops.convert_to_numpy(model(images)))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(reloaded(images)),
+                                  keras.ops.convert_to_numpy(model(images)))
     with caplog.at_level(logging.WARNING, logger="kerazoo.presets"):
         more = presets.from_preset(directory, num_classes=6)
     assert more.num_classes == 6 and more.class_names is None and more.input_size == (24, 40)
