@@ -1,7 +1,7 @@
 """Data loaders and pipeline: folders, validation errors, augmentation, determinism, TFDS, weights,
 the catalogue, and data-set downloads against a local HTTP server on 127.0.0.1."""
 
-import _thread
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -396,19 +396,22 @@ def test_interrupted_transfer_keeps_nothing(tiny_download):
 
 def test_keyboard_interrupt_keeps_nothing(tiny_download, monkeypatch):
     server, root, *_ = tiny_download
-    real_download, calls = sources.download, []
+    updates, real_progress_bar = [], sources.progress_bar
 
-    def interrupted(url, destination, *args, **kwargs):
-        calls.append(url)
-        if len(calls) == 3:
-            _thread.interrupt_main()  # Ctrl-C arrives in the main thread while the workers download
-        return real_download(url, destination, *args, **kwargs)
+    class InterruptingBar:  # the progress bar runs in the main thread, where Ctrl-C arrives
+        def add_task(self, *args, **kwargs):
+            return 0
 
-    monkeypatch.setattr(sources, "download", interrupted)
+        def update(self, task, advance):
+            updates.append(advance)
+            if len(updates) == 2:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(sources, "progress_bar", lambda enabled: contextlib.nullcontext(InterruptingBar()))
     with pytest.raises(KeyboardInterrupt):
-        data.download_dataset("tinycam", workers=1)
-    assert len(calls) >= 3 and _files_under(root) == [] and list(root.iterdir()) == []
-    monkeypatch.setattr(sources, "download", real_download)
+        data.download_dataset("tinycam", workers=1, progress=True)
+    assert len(updates) == 2 and _files_under(root) == [] and list(root.iterdir()) == []
+    monkeypatch.setattr(sources, "progress_bar", real_progress_bar)
     assert data.download_dataset("tinycam") == root / "tinycam"  # a later try starts clean and completes
     assert len(_files_under(root)) == 8
 

@@ -127,7 +127,8 @@ DATASETS: dict[str, DatasetInfo] = {
             channels=3,
             source="tfds",
             image_size=(128, 128),
-            description="Oxford-IIIT Pet trimaps via tensorflow_datasets (pip install kerazoo[data]); splits train/test",
+            description="Oxford-IIIT Pet trimaps via tensorflow_datasets (pip install kerazoo[data]); "
+                        "splits train/test",
             val_split="test",
             # "val" reads TFDS' test split, as before.
             splits=("train", "test", "val"),

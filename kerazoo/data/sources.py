@@ -72,7 +72,8 @@ def load_manifest(manifest: str | os.PathLike) -> Manifest:
     except FileNotFoundError:
         known = sorted(p.stem for p in MANIFEST_DIR.glob("*.json"))
         raise ValueError(f"No data set manifest {str(manifest)!r}; shipped manifests: {known}") from None
-    entries = {key: tuple((str(p), str(h).lower(), int(n)) for p, h, n in raw.get(key, ())) for key in ("files", "archives")}
+    entries = {key: tuple((str(p), str(h).lower(), int(n)) for p, h, n in raw.get(key, ()))
+               for key in ("files", "archives")}
     for relative, _, _ in entries["files"] + entries["archives"]:
         if relative.startswith("/") or ".." in Path(relative).parts:
             raise ValueError(f"{path}: entry {relative!r} is not a plain relative path")
