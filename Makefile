@@ -7,6 +7,9 @@ PYTEST_WORKERS ?= 2
 
 .PHONY: demo test test-slow test-all clean
 
+# Tests read real data only from $KERAZOO_DATA; default it to ../shared/data when that folder exists.
+export KERAZOO_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data))
+
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

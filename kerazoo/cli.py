@@ -192,7 +192,7 @@ def _add_train(commands):
     parser.add_argument("--option", action="append", type=model_option, default=[], metavar="KEY=VALUE",
                         help="create_model option, repeatable, e.g. decoder_filters=64,32,16,16,8")
     parser.add_argument("--dataset", default="shapes", help="camvid, membrane, shapes or oxford_iiit_pet")
-    parser.add_argument("--data-dir", default=None, help="root of the data sets (else $KERAZOO_DATA, ../shared/data)")
+    parser.add_argument("--data-dir", default=None, help="root of the data sets (else $KERAZOO_DATA, else ~/.keras/datasets)")
     parser.add_argument("--image-size", type=image_size, default=None, metavar="HxW")
     parser.add_argument("--num-examples", type=int, default=None, help="shapes only: training images")
     parser.add_argument("--epochs", type=int, default=10)

@@ -1,4 +1,4 @@
-"""Verified downloads and safe archive extraction for the preset zoo.
+"""Verified downloads and safe archive extraction for the preset zoo and the data sets.
 
 Everything here is standard library (urllib, hashlib, tarfile, zipfile) plus `rich` for the
 progress bar. A download streams into a temporary file next to its destination, is checked against
@@ -27,7 +27,7 @@ from pathlib import Path
 
 __all__ = [
     "ChecksumError", "DownloadError", "UnsafeArchiveError", "check_url", "download", "extract_archive",
-    "sha256_file",
+    "progress_bar", "sha256_file",
 ]
 
 USER_AGENT = "kerazoo (+https://pypi.org/project/kerazoo)"
@@ -88,8 +88,11 @@ def check_url(url) -> str:
                      "(plain http:// only for 127.0.0.1, ::1 or localhost).")
 
 
-def _progress_bar(enabled):
-    """A rich progress bar on stderr, or None; `enabled=None` shows it only on a terminal."""
+def progress_bar(enabled):
+    """A context manager yielding a rich byte-progress bar on stderr, or None when disabled.
+
+    `enabled=None` shows it only on a terminal.
+    """
     if enabled is None:
         enabled = sys.stderr.isatty()
     if not enabled:
@@ -113,7 +116,7 @@ def _attempt(url, partial, timeout, progress):
             length = response.headers.get("Content-Length")
             expected = int(length) if length and length.isdigit() else None
             received = 0
-            with _progress_bar(progress) as bar:
+            with progress_bar(progress) as bar:
                 name = Path(urllib.parse.urlsplit(url).path).name or url
                 task = bar.add_task(name, total=expected) if bar is not None else None
                 # The socket timeout bounds each read, so a stalled server raises instead of hanging.

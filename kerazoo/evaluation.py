@@ -157,7 +157,7 @@ def evaluate(model: keras.Model, dataset: Iterable, *, num_classes: int, ignore_
 
 
 def _default_split(dataset: str) -> str:
-    return "test" if dataset == "oxford_iiit_pet" else "val"
+    return kz_data.DATASETS[dataset].val_split
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike | keras.Model, *, dataset: str | None = None,

@@ -1,6 +1,16 @@
-"""Data loaders and pipeline: folders, validation errors, augmentation, determinism, TFDS, weights."""
+"""Data loaders and pipeline: folders, validation errors, augmentation, determinism, TFDS, weights,
+the catalogue, and data-set downloads against a local HTTP server on 127.0.0.1."""
 
-import os
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import http.server
+import io
+import json
+import tarfile
+import threading
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +19,8 @@ import tensorflow as tf
 from PIL import Image
 
 import kerazoo.data as data
-
-REAL_DATA = Path(os.environ.get("KERAZOO_DATA") or Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
+from kerazoo.data import loaders, sources
+from kerazoo.download import ChecksumError, DownloadError
 
 
 def _write_pairs(root, n=3, size=(12, 16), num_classes=3, mask_values=None):
@@ -40,18 +50,28 @@ def test_catalogue():
     assert camvid.num_classes == 11 and camvid.ignore_class == 11
     assert camvid.class_names[0] == "Sky" and camvid.class_names[-1] == "Bicyclist"
     assert len(camvid.class_colors) == 11 and data.DATASETS["membrane"].channels == 1
+    assert {name: info.val_split for name, info in data.DATASETS.items()} == {
+        "camvid": "val", "membrane": "val", "oxford_iiit_pet": "test", "shapes": "val"}
+    assert [name for name, info in data.DATASETS.items() if info.synthetic] == ["shapes"]
+    assert sorted(name for name, info in data.DATASETS.items() if info.download) == ["camvid", "membrane"]
+    with pytest.raises(ValueError, match="val_split 'dev'"):
+        dataclasses.replace(camvid, val_split="dev")
 
 
 def test_data_dir_resolution(tmp_path, monkeypatch):
+    monkeypatch.delenv("KERAZOO_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert data.data_home() == tmp_path / "home" / ".keras" / "datasets"  # Keras' convention
     (tmp_path / "camvid").mkdir()
     assert data.resolve_data_dir(tmp_path, "camvid") == tmp_path
     monkeypatch.setenv("KERAZOO_DATA", str(tmp_path))
-    assert data.resolve_data_dir(None, "camvid") == tmp_path
+    assert data.resolve_data_dir(None, "camvid") == tmp_path and data.data_home() == tmp_path
     with pytest.raises(data.DataNotFoundError, match="KERAZOO_DATA") as error:
         data.resolve_data_dir(None, "membrane")
-    assert str(tmp_path / "membrane") in str(error.value)
-    with pytest.raises(data.DataNotFoundError, match="nowhere"):
-        data.load("camvid", data_dir=tmp_path / "nowhere")
+    assert str(tmp_path / "membrane") in str(error.value) and "download_dataset('membrane')" in str(error.value)
+    with pytest.raises(data.DataNotFoundError, match="nowhere.*download=False was passed.*download_dataset"):
+        data.load("camvid", data_dir=tmp_path / "nowhere", download=False)
+    assert not (tmp_path / "nowhere").exists()
 
 
 def test_load_folders_shapes_dtypes_and_pairing(tmp_path):
@@ -213,31 +233,236 @@ def test_oxford_pet_through_mocked_tfds():
     assert set(np.unique(values)) == {0, 1, 2}
 
 
-needs_data = pytest.mark.skipif(not (REAL_DATA / "camvid").is_dir() or not (REAL_DATA / "membrane").is_dir(),
-                                reason=f"real data not found at {REAL_DATA}; set KERAZOO_DATA")
-
-
 @pytest.mark.data
-@needs_data
-def test_camvid_real():
-    ds = data.load("camvid", "val", data_dir=REAL_DATA, batch_size=2)
+def test_camvid_real(shared_data_dir):
+    root = shared_data_dir("camvid")
+    ds = data.load("camvid", "val", data_dir=root, batch_size=2)
     image, mask = _first(ds)
     assert image.shape == (2, 352, 480, 3) and mask.shape == (2, 352, 480)
     assert mask.min() >= 0 and mask.max() <= 11
     assert int(ds.unbatch().cardinality()) in (101, tf.data.UNKNOWN_CARDINALITY)
     with pytest.raises(ValueError, match="train"):
-        data.load("camvid", "bogus", data_dir=REAL_DATA)
+        data.load("camvid", "bogus", data_dir=root)
 
 
 @pytest.mark.data
-@needs_data
-def test_membrane_real_split():
-    val = list(data.load("membrane", "val", data_dir=REAL_DATA, batch_size=None, image_size=(64, 64)))
-    train = data.load("membrane", "train", data_dir=REAL_DATA, batch_size=None, augment=False, shuffle=False,
+def test_membrane_real_split(shared_data_dir):
+    root = shared_data_dir("membrane")
+    val = list(data.load("membrane", "val", data_dir=root, batch_size=None, image_size=(64, 64)))
+    train = data.load("membrane", "train", data_dir=root, batch_size=None, augment=False, shuffle=False,
                       image_size=(64, 64))
     assert len(val) == 4 and sum(1 for _ in train) == 20
     image, mask = val[0]
     assert image.shape == (64, 64, 1) and set(np.unique(mask.numpy())) == {0, 1}
     # The val split is slices 20..23 in numeric order.
-    expected = np.asarray(Image.open(REAL_DATA / "membrane" / "label" / "20.png").resize((64, 64), Image.NEAREST))
+    expected = np.asarray(Image.open(root / "membrane" / "label" / "20.png").resize((64, 64), Image.NEAREST))
     np.testing.assert_array_equal(mask.numpy(), (expected >= 128).astype(np.int32))
+
+
+# --- downloads against a local HTTP server ----------------------------------------------------------
+
+
+class _FileServer:
+    """Serves a folder over http on 127.0.0.1, counting requests; paths in `truncate` send half a body."""
+
+    def __init__(self, root):
+        self.hits, self.truncate = [], set()
+        server = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                server.hits.append(self.path)
+                if self.path not in server.truncate:
+                    return super().do_GET()
+                body = (Path(self.directory) / self.path.lstrip("/")).read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2])  # the connection closes early
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+        self.httpd.daemon_threads = True
+        self.httpd.handle_error = lambda request, address: None
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _png_bytes(array):
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _entry(path, body):
+    return [path, hashlib.sha256(body).hexdigest(), len(body)]
+
+
+@pytest.fixture
+def tiny_download(tmp_path, monkeypatch):
+    """A CamVid-like data set 'tinycam' whose manifest points at a local mirror: train/ as files, val/ in a
+    tar.gz archive. Returns (server, data root, manifest dict, manifest path, served bytes by path)."""
+    rng = np.random.default_rng(0)
+    served = {}
+    for split in ("train", "val"):
+        for index in range(2):
+            served[f"{split}/f{index}.png"] = _png_bytes(rng.integers(0, 256, (8, 12, 3), dtype=np.uint8))
+            served[f"{split}annot/f{index}.png"] = _png_bytes(rng.integers(0, 12, (8, 12), dtype=np.uint8))
+    mirror = tmp_path / "mirror" / "tinycam"
+    for path, body in served.items():
+        if path.startswith("train"):
+            (mirror / path).parent.mkdir(parents=True, exist_ok=True)
+            (mirror / path).write_bytes(body)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path, body in served.items():
+            if path.startswith("val"):
+                member = tarfile.TarInfo(path)
+                member.size = len(body)
+                tar.addfile(member, io.BytesIO(body))
+    (mirror / "val.tar.gz").write_bytes(buffer.getvalue())
+    manifest = {"name": "tinycam", "base_url": "https://example.invalid/never-used/",
+                "source": "made by the test", "license": "none",
+                "files": [_entry(p, b) for p, b in served.items() if p.startswith("train")],
+                "archives": [_entry("val.tar.gz", buffer.getvalue())]}
+    manifest_path = tmp_path / "tinycam.json"
+    manifest_path.write_text(json.dumps(manifest))
+    info = dataclasses.replace(data.DATASETS["camvid"], name="tinycam", image_size=None, download=str(manifest_path))
+    monkeypatch.setitem(data.DATASETS, "tinycam", info)
+    server = _FileServer(tmp_path / "mirror")
+    root = tmp_path / "datasets"
+    monkeypatch.setenv("KERAZOO_DATA", str(root))
+    monkeypatch.setenv(sources.MIRROR_VAR, server.url)
+    monkeypatch.delenv("KERAZOO_OFFLINE", raising=False)
+    yield server, root, manifest, manifest_path, served
+    server.close()
+
+
+def _files_under(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def test_load_downloads_a_missing_data_set_through_its_manifest(tiny_download):
+    server, root, _, _, served = tiny_download
+    pairs = list(data.load("tinycam", "val", batch_size=None, shuffle=False))
+    assert _files_under(root) == sorted(f"tinycam/{path}" for path in served)  # archive unpacked and removed
+    for path, body in served.items():
+        assert (root / "tinycam" / path).read_bytes() == body
+    expected = np.asarray(Image.open(io.BytesIO(served["valannot/f0.png"])))
+    np.testing.assert_array_equal(pairs[0][1].numpy(), expected)
+    assert len(server.hits) == 5 and all(hit.startswith("/tinycam/") for hit in server.hits)
+    data.load("tinycam", "train", batch_size=None)
+    assert len(server.hits) == 5  # already there: nothing fetched again
+
+
+def test_sha256_mismatch_keeps_nothing(tiny_download):
+    server, root, manifest, manifest_path, _ = tiny_download
+    manifest["files"][1][1] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ChecksumError, match=f"tinycam.*{manifest['files'][1][0]}.*expected 0000") as error:
+        data.load("tinycam", "train")
+    assert "Nothing was kept" in str(error.value)
+    assert _files_under(root) == [] and not (root / "tinycam").exists()
+
+
+def test_offline_or_download_false_names_what_is_missing(tiny_download, monkeypatch):
+    server, root, *_ = tiny_download
+    monkeypatch.setenv("KERAZOO_OFFLINE", "1")
+    for call in (lambda: data.load("tinycam", "train"), lambda: data.download_dataset("tinycam")):
+        with pytest.raises(data.DataNotFoundError, match="KERAZOO_OFFLINE") as error:
+            call()
+        assert str(root / "tinycam") in str(error.value)
+    assert "download_dataset('tinycam')" in str(error.value) or "cannot be downloaded" in str(error.value)
+    monkeypatch.delenv("KERAZOO_OFFLINE")
+    with pytest.raises(data.DataNotFoundError, match="download=False"):
+        data.load("tinycam", "train", download=False)
+    assert server.hits == [] and not root.exists()
+
+
+def test_interrupted_transfer_keeps_nothing(tiny_download):
+    server, root, manifest, *_ = tiny_download
+    server.truncate.add(f"/tinycam/{manifest['files'][2][0]}")
+    with pytest.raises(DownloadError, match="truncated transfer") as error:
+        data.download_dataset("tinycam", retries=0, workers=2)
+    assert "Nothing was kept" in str(error.value)
+    assert _files_under(root) == [] and list(root.iterdir()) == []  # no staging folder either
+
+
+def test_keyboard_interrupt_keeps_nothing(tiny_download, monkeypatch):
+    server, root, *_ = tiny_download
+    updates, real_progress_bar = [], sources.progress_bar
+
+    class InterruptingBar:  # the progress bar runs in the main thread, where Ctrl-C arrives
+        def add_task(self, *args, **kwargs):
+            return 0
+
+        def update(self, task, advance):
+            updates.append(advance)
+            if len(updates) == 2:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(sources, "progress_bar", lambda enabled: contextlib.nullcontext(InterruptingBar()))
+    with pytest.raises(KeyboardInterrupt):
+        data.download_dataset("tinycam", workers=1, progress=True)
+    assert len(updates) == 2 and _files_under(root) == [] and list(root.iterdir()) == []
+    monkeypatch.setattr(sources, "progress_bar", real_progress_bar)
+    assert data.download_dataset("tinycam") == root / "tinycam"  # a later try starts clean and completes
+    assert len(_files_under(root)) == 8
+
+
+def test_manifest_errors(tmp_path):
+    with pytest.raises(ValueError, match="No data set manifest 'nope'.*camvid.*membrane"):
+        data.load_manifest("nope")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"name": "bad", "base_url": "https://x/", "files": [["../escape.png", "0" * 64, 1]]}))
+    with pytest.raises(ValueError, match="escape.png"):
+        data.load_manifest(bad)
+    with pytest.raises(ValueError, match="cannot download 'shapes'.*camvid"):
+        data.download_dataset("shapes")
+
+
+def test_shipped_manifests_pin_upstream_commits():
+    for name, commit, count in (("camvid", "bb68b64e72cb004b3ed927fee0f5624dd8097498", 2 * (367 + 101 + 233)),
+                                ("membrane", "b45af4d458437d8281cc218a07fd4380818ece4a", 48)):
+        manifest = data.load_manifest(name)
+        assert manifest.base_url.startswith(f"https://raw.githubusercontent.com/") and commit in manifest.base_url
+        assert len(manifest.files) == count and len({path for path, _, _ in manifest.files}) == count
+        assert all(len(sha) == 64 and size > 0 for _, sha, size in manifest.files)
+
+
+@pytest.mark.data
+def test_shipped_camvid_manifest_matches_the_real_files(shared_data_dir):
+    root = shared_data_dir("camvid")
+    entries = {path: (sha, size) for path, sha, size in data.load_manifest("camvid").files}
+    local = sorted(str(p.relative_to(root / "camvid")) for p in (root / "camvid").rglob("*.png"))
+    assert len(local) == 2 * (367 + 101) and set(local) <= set(entries)
+    for path in local:
+        body = (root / "camvid" / path).read_bytes()
+        assert (hashlib.sha256(body).hexdigest(), len(body)) == entries[path], path
+
+
+@pytest.mark.data
+def test_membrane_downloads_through_the_shipped_manifest_from_a_local_mirror(shared_data_dir, tmp_path,
+                                                                             monkeypatch):
+    shared = shared_data_dir("membrane")
+    server = _FileServer(shared)  # the shared copy serves as the mirror; the manifest's sha256 is checked
+    monkeypatch.setattr(urllib.request, "urlopen", functools.partial(_loopback_only, urllib.request.urlopen))
+    try:
+        folder = data.download_dataset("membrane", tmp_path / "root", mirror=server.url)
+    finally:
+        server.close()
+    assert len(server.hits) == 48
+    for path, _, _ in data.load_manifest("membrane").files:
+        assert (folder / path).read_bytes() == (shared / "membrane" / path).read_bytes()
+    assert len(list(data.load("membrane", "val", data_dir=tmp_path / "root", batch_size=None))) == 4
+
+
+def _loopback_only(urlopen, request, *args, **kwargs):
+    assert request.full_url.startswith("http://127.0.0.1:"), request.full_url
+    return urlopen(request, *args, **kwargs)

@@ -221,15 +221,12 @@ def test_colorize_and_overlay():
 
 
 @pytest.mark.data
-def test_camvid_trains_and_evaluates_with_void_ignored(tmp_path):
-    try:
-        kerazoo.data.resolve_data_dir(dataset="camvid")
-    except kerazoo.data.DataNotFoundError as error:
-        pytest.skip(str(error))
+def test_camvid_trains_and_evaluates_with_void_ignored(tmp_path, shared_data_dir):
+    data_dir = shared_data_dir("camvid")
     result = train("segnet_basic", model_options=dict(filters=4, kernel_size=3, depth=2), dataset="camvid",
-                   image_size=(64, 96), batch_size=4, epochs=1, steps_per_epoch=2,
+                   data_dir=data_dir, image_size=(64, 96), batch_size=4, epochs=1, steps_per_epoch=2,
                    class_weights=None, output_dir=tmp_path, tensorboard=False, verbose=0)
-    report = evaluation.evaluate_checkpoint(result.best_path, batch_size=8)
+    report = evaluation.evaluate_checkpoint(result.best_path, data_dir=data_dir, batch_size=8)
     assert report["dataset"] == "camvid" and report["split"] == "val" and report["image_size"] == [64, 96]
     # void (11) is left out: the counted pixels are fewer than all val pixels
     assert 0 < sum(report["class_pixels"].values()) < 101 * 64 * 96

@@ -9,7 +9,6 @@ import pytest
 
 import kerazoo
 from kerazoo import evaluation
-from kerazoo.data import DataNotFoundError, resolve_data_dir
 from kerazoo.presets import preset_metadata
 
 SHIPPED = ["camvid_segnet_basic", "membrane_unet_mobilenetv2"]
@@ -40,15 +39,12 @@ def test_shipped_preset_loads_offline_and_is_small(name, monkeypatch, tmp_path):
 
 @pytest.mark.data
 @pytest.mark.parametrize("name", SHIPPED)
-def test_shipped_preset_scores_its_metadata_on_real_validation_data(name):
+def test_shipped_preset_scores_its_metadata_on_real_validation_data(name, shared_data_dir):
     metadata = preset_metadata(name, offline=True)
-    try:
-        resolve_data_dir(dataset=metadata["dataset"])
-    except DataNotFoundError as error:
-        pytest.skip(str(error))
+    data_dir = shared_data_dir(metadata["dataset"])
     # The metrics were measured on images and masks resized to the training size (the command says so).
     assert f"--image-size {'x'.join(map(str, metadata['input_size']))}" in metadata["evaluation"]["command"]
-    report = evaluation.evaluate_checkpoint(name, image_size=tuple(metadata["input_size"]))
+    report = evaluation.evaluate_checkpoint(name, data_dir=data_dir, image_size=tuple(metadata["input_size"]))
     for key in ("global_accuracy", "class_average_accuracy", "mean_iou"):
         assert report[key] == pytest.approx(metadata["metrics"][key], abs=0.002), (key, report[key])
     assert report["image_size"] == report["model_input_size"] == metadata["input_size"]

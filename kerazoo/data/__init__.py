@@ -1,13 +1,14 @@
-"""tf.data input pipelines for segmentation: folders, TFDS and a synthetic default.
+"""tf.data input pipelines for segmentation: folders, TFDS, downloads and a synthetic default.
 
 Every loader yields `(image, mask)`: images float32 `(H, W, C)` with raw values 0..255 (the model
-normalises them itself), masks int32 `(H, W)` holding class labels, never one-hot.
+normalises them itself), masks int32 `(H, W)` holding class labels, never one-hot. Named data sets
+are entries of `DATASETS` (`catalog.py`): each carries its loader, splits, classes, colours, default
+size and download manifest, and `load` dispatches through the entry.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Mapping
 
 import tensorflow as tf
@@ -16,32 +17,25 @@ from kerazoo.data.augment import AugmentConfig, augment_pair, resize_pair
 from kerazoo.data.catalog import DATASETS, DatasetInfo, list_datasets
 from kerazoo.data.class_weights import class_pixel_counts, median_frequency_weights
 from kerazoo.data.folders import DataValidationError, FolderSource, scan_folders
-from kerazoo.data.paths import DataNotFoundError, resolve_data_dir
+from kerazoo.data.loaders import MEMBRANE_VAL_SLICES
+from kerazoo.data.paths import DataNotFoundError, data_home, resolve_data_dir
 from kerazoo.data.pipeline import CACHE_LIMIT_BYTES, build_pipeline
 from kerazoo.data.shapes import generate_shapes
+from kerazoo.data.sources import download_dataset, load_manifest
 
 __all__ = [
     "AugmentConfig", "DATASETS", "DataNotFoundError", "DataValidationError", "DatasetInfo",
-    "FolderSource", "augment_pair", "class_pixel_counts", "generate_shapes", "list_datasets",
-    "load", "load_folders", "median_frequency_weights", "resize_pair", "resolve_data_dir",
-    "scan_folders",
+    "FolderSource", "MEMBRANE_VAL_SLICES", "augment_pair", "class_pixel_counts", "data_home",
+    "download_dataset", "generate_shapes", "list_datasets", "load", "load_folders", "load_manifest",
+    "median_frequency_weights", "resize_pair", "resolve_data_dir", "scan_folders",
 ]
 
-MEMBRANE_VAL_SLICES = 4
-# Membrane labels are 0 (membrane) and 255 (cell); intermediate values are thresholded at 128.
-_MEMBRANE_VALUE_MAP = {value: int(value >= 128) for value in range(256)}
-_DEFAULT_AUGMENT = {
-    # EM slices have no up or down; road scenes do.
-    "membrane": AugmentConfig(vertical_flip=True, brightness=0.05, contrast=0.1),
-    "shapes": AugmentConfig(vertical_flip=True, hue=0.0, saturation=0.0),
-}
 
-
-def _augment_config(augment, split, dataset=None) -> AugmentConfig | None:
+def _augment_config(augment, split, info: DatasetInfo | None = None) -> AugmentConfig | None:
     if augment is None:
         augment = split == "train"
     if augment is True:
-        return _DEFAULT_AUGMENT.get(dataset, AugmentConfig())
+        return AugmentConfig(**info.augment) if info is not None else AugmentConfig()
     if augment is False:
         return None
     if isinstance(augment, AugmentConfig):
@@ -119,28 +113,6 @@ def load_folders(
                         shuffle=shuffle, seed=seed, cache=cache, drop_remainder=drop_remainder)
 
 
-def _camvid_source(root: Path, split: str) -> FolderSource:
-    info = DATASETS["camvid"]
-    folder = root / "camvid"
-    available = sorted(p.name for p in folder.iterdir() if p.is_dir() and (folder / f"{p.name}annot").is_dir())
-    if split not in available:
-        raise ValueError(f"camvid has splits {available} in {folder}, got split={split!r}")
-    return scan_folders(folder / split, folder / f"{split}annot", channels=info.channels,
-                        num_classes=info.num_classes, ignore_class=info.ignore_class)
-
-
-def _membrane_source(root: Path, split: str) -> FolderSource:
-    if split not in ("train", "val"):
-        raise ValueError(f"membrane has splits ['train', 'val'], got split={split!r}")
-
-    def select(paths):  # paths arrive in natural order (0, 1, ..., 23): the last slices are val
-        return paths[:-MEMBRANE_VAL_SLICES] if split == "train" else paths[-MEMBRANE_VAL_SLICES:]
-
-    folder = root / "membrane"
-    return scan_folders(folder / "image", folder / "label", channels=1, num_classes=2,
-                        value_map=_MEMBRANE_VALUE_MAP, select=select)
-
-
 def load(
     name: str,
     split: str = "train",
@@ -160,8 +132,10 @@ def load(
 
     Args:
         name: One of `list_datasets()`: "camvid", "membrane", "shapes", "oxford_iiit_pet".
-        split: "train" or "val" ("test" for TFDS; camvid accepts any `<split>/<split>annot` pair).
-        data_dir: Root holding `camvid/`, `membrane/`; else `$KERAZOO_DATA`, else `../shared/data`.
+        split: One of `DATASETS[name].splits` ("test" for TFDS; camvid accepts any
+            `<split>/<split>annot` pair).
+        data_dir: Root holding `camvid/`, `membrane/`; else `$KERAZOO_DATA`, else `~/.keras/datasets`.
+            A missing data set with a download manifest is downloaded there first (see `download`).
             For "oxford_iiit_pet" it is the TFDS data directory (None: TFDS' default).
         batch_size: Batch size; None for single examples.
         image_size: Output `(height, width)`; None uses `DATASETS[name].image_size`.
@@ -169,9 +143,11 @@ def load(
         shuffle: None shuffles the train split only.
         seed: Seed for generation, shuffling and augmentation: equal seeds give equal batches.
         cache: "auto" caches decoded files in memory when they fit; True/False/file prefix.
-        num_examples: "shapes" only: number of images (default 256 train, 64 otherwise).
+        num_examples: Synthetic data sets ("shapes") only: number of images (default 256 train,
+            64 otherwise).
         drop_remainder: Drop the last partial batch.
-        download: "oxford_iiit_pet" only: let TFDS download the data.
+        download: Download a missing data set (sha256-checked, see `download_dataset`; TFDS for
+            "oxford_iiit_pet"). `KERAZOO_OFFLINE=1` forbids it as well.
 
     Returns:
         `tf.data.Dataset` of `(image float32 (B, H, W, C) in 0..255, mask int32 (B, H, W))` with
@@ -179,32 +155,24 @@ def load(
 
     Raises:
         ValueError: unknown name or split.
-        DataNotFoundError: the data folder is missing (the message says how to set KERAZOO_DATA).
+        DataNotFoundError: the data folder is missing and may not be downloaded (the message says
+            where it looked and how to get it).
+        DownloadError: the download failed; nothing was kept.
         DataValidationError: bad files (see `load_folders`).
     """
     if name not in DATASETS:
         raise ValueError(f"Unknown data set {name!r}; available: {', '.join(list_datasets())}")
     info = DATASETS[name]
+    if num_examples is not None and not info.synthetic:
+        raise ValueError(f"num_examples applies to synthetic data sets only "
+                         f"({[n for n in list_datasets() if DATASETS[n].synthetic]}), not {name!r}")
     image_size = _check_size(image_size if image_size is not None else info.image_size)
-    augment = _augment_config(augment, split, name)
-    shuffle = split == "train" if shuffle is None else shuffle
-    if num_examples is not None and name != "shapes":
-        raise ValueError("num_examples applies to the synthetic 'shapes' data set only")
-    common = dict(image_size=image_size, batch_size=batch_size, augment=augment, shuffle=shuffle,
-                  seed=seed, drop_remainder=drop_remainder)
-
-    if name == "shapes":
-        count = num_examples or (256 if split == "train" else 64)
-        images, masks = generate_shapes(count, image_size=image_size or (64, 64), seed=seed, split=split)
-        raw = tf.data.Dataset.from_tensor_slices((images, masks))
-        return build_pipeline(raw, channels=3, cache=False, **common)
-    if name == "oxford_iiit_pet":
-        from kerazoo.data.tfds_source import oxford_iiit_pet
-
-        raw = oxford_iiit_pet(split, data_dir=data_dir, download=download)
-        # TFDS reads its own record files quickly; caching full-size photos is opt-in.
-        return build_pipeline(raw, channels=3, cache=cache if cache != "auto" else False, **common)
-
-    root = resolve_data_dir(data_dir, dataset=name)
-    source = _camvid_source(root, split) if name == "camvid" else _membrane_source(root, split)
-    return _from_source(source, cache=cache, **common)
+    common = dict(image_size=image_size, batch_size=batch_size, augment=_augment_config(augment, split, info),
+                  shuffle=split == "train" if shuffle is None else shuffle, seed=seed,
+                  drop_remainder=drop_remainder)
+    raw = info.loader(info, split, data_dir=data_dir, download=download, num_examples=num_examples,
+                      image_size=image_size, seed=seed)
+    if isinstance(raw, FolderSource):
+        return _from_source(raw, cache=cache, **common)
+    # In-memory and TFDS record sources read quickly; caching them (full-size photos for TFDS) is opt-in.
+    return build_pipeline(raw, channels=info.channels, cache=cache if cache != "auto" else False, **common)

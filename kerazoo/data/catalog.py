@@ -1,8 +1,15 @@
-"""The catalogue of known data sets: class names, colours and the ignored label."""
+"""The catalogue of known data sets: each entry says how to load it, its splits, classes, colours,
+default size and where to download it, so that no caller tests data-set names.
+
+This module imports no TensorFlow: loaders are imported by `kerazoo.data.loaders` only when called.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Callable, Mapping
+
+from kerazoo.data import loaders
 
 __all__ = ["DatasetInfo", "DATASETS", "list_datasets"]
 
@@ -22,6 +29,14 @@ class DatasetInfo:
         source: Where the examples come from: "folders", "tfds" or "synthetic".
         image_size: Default `(height, width)` fed to the model; None keeps the native size.
         description: One line for `list_datasets`-style listings.
+        val_split: The split that training validates on and evaluation defaults to.
+        synthetic: Generated in memory: takes `num_examples`, needs no files.
+        splits: The split names `kerazoo.data.load` accepts.
+        loader: `loader(info, split, *, data_dir, download, num_examples, image_size, seed)` returning a
+            `FolderSource` or a `tf.data.Dataset` of raw `(image, mask)` pairs (see `kerazoo.data.loaders`).
+        download: Manifest of files to download (a name in `kerazoo/data/manifests/` or a JSON path),
+            or None when the data cannot be downloaded by kerazoo.
+        augment: `AugmentConfig` keyword arguments for the default training augmentation.
     """
 
     name: str
@@ -33,8 +48,16 @@ class DatasetInfo:
     source: str
     image_size: tuple[int, int] | None
     description: str
+    val_split: str = "val"
+    synthetic: bool = False
+    splits: tuple[str, ...] = ("train", "val")
+    loader: Callable[..., Any] | None = None
+    download: str | None = None
+    augment: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
+        if self.val_split not in self.splits:
+            raise ValueError(f"{self.name}: val_split {self.val_split!r} is not one of splits {self.splits}")
         if len(self.class_names) != self.num_classes:
             raise ValueError(f"{self.name}: {len(self.class_names)} class names for {self.num_classes} classes")
         if len(self.class_colors) != self.num_classes:
@@ -58,7 +81,11 @@ DATASETS: dict[str, DatasetInfo] = {
             source="folders",
             # 360 is not a multiple of 32; 352 x 480 is the nearest size every encoder accepts.
             image_size=(352, 480),
-            description="CamVid road scenes as used by SegNet: 11 classes + void (11), 480x360 RGB; splits train/val",
+            description="CamVid road scenes as used by SegNet: 11 classes + void (11), 480x360 RGB; "
+                        "splits train/val/test",
+            splits=("train", "val", "test"),
+            loader=loaders.camvid,
+            download="camvid",
         ),
         DatasetInfo(
             name="membrane",
@@ -70,6 +97,10 @@ DATASETS: dict[str, DatasetInfo] = {
             source="folders",
             image_size=(512, 512),
             description="ISBI 2012 EM membranes (U-Net paper): 24 grayscale 512x512 slices; val = last 4",
+            loader=loaders.membrane,
+            download="membrane",
+            # EM slices have no up or down; road scenes do.
+            augment={"vertical_flip": True, "brightness": 0.05, "contrast": 0.1},
         ),
         DatasetInfo(
             name="shapes",
@@ -81,6 +112,10 @@ DATASETS: dict[str, DatasetInfo] = {
             source="synthetic",
             image_size=(64, 64),
             description="Synthetic coloured circles, squares and triangles on noise; no files needed",
+            synthetic=True,
+            splits=("train", "val", "test"),
+            loader=loaders.shapes,
+            augment={"vertical_flip": True, "hue": 0.0, "saturation": 0.0},
         ),
         DatasetInfo(
             name="oxford_iiit_pet",
@@ -92,7 +127,12 @@ DATASETS: dict[str, DatasetInfo] = {
             channels=3,
             source="tfds",
             image_size=(128, 128),
-            description="Oxford-IIIT Pet trimaps via tensorflow_datasets (pip install kerazoo[data]); splits train/test",
+            description="Oxford-IIIT Pet trimaps via tensorflow_datasets (pip install kerazoo[data]); "
+                        "splits train/test",
+            val_split="test",
+            # "val" reads TFDS' test split, as before.
+            splits=("train", "test", "val"),
+            loader=loaders.oxford_iiit_pet,
         ),
     )
 }
