@@ -10,7 +10,8 @@ import tensorflow as tf
 
 import kerazoo
 from kerazoo.export import CONTRACTS, ExportedFile, ExportError, ExportReport, export, read_tflite_metadata
-from kerazoo.export import _images_from, _parity
+from kerazoo.export.parity import check_parity
+from kerazoo.export.serving import images_from
 
 pytest.importorskip("tf2onnx")
 onnx = pytest.importorskip("onnx")
@@ -302,25 +303,25 @@ def test_invalid_arguments(tmp_path):
 
 def test_representative_data_forms():
     array = images(5, 8, 8)
-    assert [x.shape for x in _images_from(array, 3)] == [(1, 8, 8, 3)] * 3
+    assert [x.shape for x in images_from(array, 3)] == [(1, 8, 8, 3)] * 3
     dataset = tf.data.Dataset.from_tensor_slices((array, np.zeros((5, 8, 8)))).batch(2)
-    assert len(list(_images_from(dataset, 100))) == 5
+    assert len(list(images_from(dataset, 100))) == 5
     dicts = tf.data.Dataset.from_tensor_slices({"image": array, "mask": np.zeros((5, 8, 8))})
-    np.testing.assert_array_equal(next(_images_from(dicts, 1))[0], array[0])
+    np.testing.assert_array_equal(next(images_from(dicts, 1))[0], array[0])
     with pytest.raises(ValueError, match="images must be"):
-        list(_images_from(np.zeros((2, 3)), 1))
+        list(images_from(np.zeros((2, 3)), 1))
 
 
 def test_parity_contract_detects_a_wrong_file():
     reference = np.random.default_rng(0).normal(size=(1, 4, 4, 3))
     good = ExportedFile("tflite", "float32")
-    _parity(good, reference, reference + 1e-7, argmax_output=False)
+    check_parity(good, reference, reference + 1e-7, argmax_output=False)
     assert good.passed and good.ok
     bad = ExportedFile("tflite", "float32")
-    _parity(bad, reference, reference[..., ::-1], argmax_output=False)
+    check_parity(bad, reference, reference[..., ::-1], argmax_output=False)
     assert bad.passed is False and "parity contract missed" in bad.error and not bad.ok
     int8 = ExportedFile("tflite", "int8")
-    _parity(int8, reference, reference[..., ::-1], argmax_output=False)
+    check_parity(int8, reference, reference[..., ::-1], argmax_output=False)
     assert int8.passed is None and int8.ok  # int8 is measured and reported, not enforced
     assert CONTRACTS["float16"]["min_agreement"] == 0.99
     report = ExportReport("m", "/tmp", files=[good, bad])
@@ -332,14 +333,14 @@ def test_argmax_unpooling_reports_max_diff_but_enforces_agreement():
     moved = reference.copy()
     moved[0, 0, 0, moved[0, 0, 0].argmax()] += 0.5  # one value moved by a whole activation, same classes
     segnet_file = ExportedFile("tflite", "float32")
-    _parity(segnet_file, reference, moved, argmax_output=False, argmax_unpooling=True)
+    check_parity(segnet_file, reference, moved, argmax_output=False, tie_policy="argmax_agreement")
     assert segnet_file.passed and segnet_file.ok
     assert any("reported, not enforced" in note for note in segnet_file.notes)
     other_file = ExportedFile("tflite", "float32")
-    _parity(other_file, reference, moved, argmax_output=False)
+    check_parity(other_file, reference, moved, argmax_output=False)
     assert other_file.passed is False and "relative max |diff|" in other_file.error
     flipped = ExportedFile("tflite", "float32")
-    _parity(flipped, reference, reference[..., ::-1], argmax_output=False, argmax_unpooling=True)
+    check_parity(flipped, reference, reference[..., ::-1], argmax_output=False, tie_policy="argmax_agreement")
     assert flipped.passed is False and "argmax agreement" in flipped.error
 
 

@@ -87,7 +87,7 @@ def export(
     not enforced (see `kerazoo.export.parity`); agreement is.
 
     Before any file is written, each format checks that it can be: ONNX estimates the memory it needs
-    (about 6x the weight bytes plus 1 GB) and raises `InsufficientMemoryError`, naming the model's
+    (about 6x the weight bytes plus 2.5 GB) and raises `InsufficientMemoryError`, naming the model's
     size, when the machine has less free. Large models convert to ONNX in a child process that is
     killed, not the caller, should it pass the free memory.
 

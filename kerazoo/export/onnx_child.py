@@ -40,4 +40,7 @@ def main(work_dir):
 
 
 if __name__ == "__main__":
+    # Run by path, Python puts this folder first on sys.path, where kerazoo's onnx.py would hide the onnx package.
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") != here]
     main(sys.argv[1])
