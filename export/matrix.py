@@ -45,24 +45,10 @@ READING_THE_MISSES = [
     "FCN rows, random as well, keep >= 0.999.",
     "- **unet_paper**: a 188x188 input gives a 4x4 output, so 2 samples are 32 pixels and one flipped "
     "pixel is 0.969 agreement.",
-    "- **ONNX skipped for FCN (VGG16, 134M parameters)**: tf2onnx's conversion peaks near 45x the weight "
-    "bytes (measured: 5.5 GB for SegNet-VGG16's 118 MB of weights), so ~28 GB here. The exporter handles "
-    "it on a machine with the memory; this shared 24 GB one cannot.",
+    "- **ONNX of FCN (VGG16, 134M parameters)**: converted from a weight-free graph (weights as inputs, "
+    "added back as initializers) in a memory-limited child process; a frozen-graph tf2onnx conversion "
+    "was killed at 24 GB.",
 ]
-
-MEMORY_FACTOR = {"saved_model": 12, "onnx": 50}
-
-
-def available_bytes():
-    """MemAvailable from /proc/meminfo (Linux), else a large number."""
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 1 << 60
 
 
 def entries():
@@ -92,50 +78,35 @@ def run_one(key, out_json):
 
     import kerazoo
     from kerazoo.export import export
+    from kerazoo.files import atomic_write_text
 
     (_, label, kwargs, size), = [row for row in entries() if row[0] == key]
     model = kerazoo.create_model(**kwargs)
     channels = model.input_shape[-1]
     rng = np.random.default_rng(0)
     calibration = rng.uniform(0, 255, size=(16, *size, channels)).astype("float32")
-    weight_bytes = sum(int(np.prod(w.shape)) * 4 for w in model.weights)
-    files, notes, keras_latency = [], [], None
-    for formats in (("saved_model", "tflite"), ("onnx",)):
-        # Peak memory measured here per byte of weights: TFLite conversion ~10x, tf2onnx ~45x (SegNet-VGG16:
-        # 5.5 GB for 118 MB of weights). The machine is shared: skip what would not fit, and say so.
-        need = (MEMORY_FACTOR[formats[0]] * weight_bytes + 1.5e9)
-        available = available_bytes()
-        if need > available:
-            for fmt, variant in VARIANTS:
-                if fmt in formats:
-                    files.append({"format": fmt, "variant": variant, "skipped":
-                                  f"skipped: needs ~{need / 1e9:.0f} GB to convert, {available / 1e9:.0f} GB free"})
-            continue
-        with tempfile.TemporaryDirectory(prefix=f"kerazoo_matrix_{key}_") as out_dir:
-            report = export(
-                model, out_dir, formats=formats, quantize=("float32", "float16", "dynamic", "int8"),
-                representative_data=calibration, sample_inputs=calibration[:2], strict=False, latency_runs=5,
-                class_names=[f"class_{i}" for i in range(NUM_CLASSES)],
-            )
-        keras_latency = keras_latency or report.keras_latency_ms
-        notes += [n for n in report.notes if n not in notes]
-        files += [
-            {k: getattr(f, k) for k in ("format", "variant", "size_bytes", "convert_s", "max_abs_diff",
-                                        "relative_diff", "argmax_agreement", "near_tie_fraction", "latency_ms",
-                                        "passed", "error", "notes")} | {"ops": list(f.ops), "ok": f.ok}
-            for f in report.files
-        ]
+    with tempfile.TemporaryDirectory(prefix=f"kerazoo_matrix_{key}_") as out_dir:
+        report = export(
+            model, out_dir, formats=("saved_model", "tflite", "onnx"),
+            quantize=("float32", "float16", "dynamic", "int8"), representative_data=calibration,
+            sample_inputs=calibration[:2], strict=False, latency_runs=5, verbose=False,
+            class_names=[f"class_{i}" for i in range(NUM_CLASSES)],
+        )
+    keras_latency, notes = report.keras_latency_ms, list(report.notes)
+    files = [
+        {k: getattr(f, k) for k in ("format", "variant", "size_bytes", "convert_s", "max_abs_diff",
+                                    "relative_diff", "argmax_agreement", "near_tie_fraction", "latency_ms",
+                                    "passed", "error", "notes")} | {"ops": list(f.ops), "ok": f.ok}
+        for f in report.files
+    ]
     result = {"key": key, "label": label, "params": model.count_params(), "size": size,
               "keras_latency_ms": keras_latency, "notes": notes, "files": files}
-    with open(out_json, "w") as handle:
-        json.dump(result, handle, indent=2)
+    atomic_write_text(out_json, json.dumps(result, indent=2))
 
 
 def _cell(result):
     if result is None:
         return "not run"
-    if result.get("skipped"):
-        return result["skipped"]
     if result.get("error") and result.get("argmax_agreement") is None:
         return "FAIL: " + result["error"].splitlines()[0][:120].replace("|", "\\|")
     size = result["size_bytes"] / 2**20
@@ -151,6 +122,8 @@ def _cell(result):
 
 
 def write_report(results, path, elapsed_s):
+    from kerazoo.files import atomic_write_text
+
     lines = [
         "# kerazoo export matrix",
         "",
@@ -167,9 +140,8 @@ def write_report(results, path, elapsed_s):
         "and full int8 are measured, not enforced); `(static HxW)` = TFLite needed a static height and "
         "width (batch still dynamic), see the notes; `MISSED contract` = the file converted and ran but "
         "missed its parity contract; near-ties = fraction of pixels whose Keras top-2 margin is below the "
-        "file's max |diff| (flips there are within its numeric error); `skipped` = not converted because "
-        "the conversion would not fit in this shared machine's free memory. All weights are random: "
-        "random networks have many near-tied logits, and trained ones (not measured here) will differ.",
+        "file's max |diff| (flips there are within its numeric error). No row is skipped. All weights "
+        "are random: random networks have many near-tied logits, and trained ones (not measured here) will differ.",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores shared with "
         "other jobs: latencies are indicative, not benchmarks.",
@@ -206,8 +178,7 @@ def write_report(results, path, elapsed_s):
     if ops:
         lines += ["", "## TFLite ops used across the matrix (all builtins; no Flex, no custom ops)", ""]
         lines += [f"- {variant}: {', '.join(sorted(names))}" for variant, names in sorted(ops.items())]
-    with open(path, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def main(argv=None):

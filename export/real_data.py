@@ -12,7 +12,6 @@ export/REAL_DATA.md and export/real_data.json.
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import keras
@@ -21,23 +20,13 @@ import tensorflow as tf
 
 import kerazoo
 from kerazoo.export import TFLiteRunner, export, onnx_runner
+from kerazoo.files import atomic_write_text
 from kerazoo.metrics import PerClassIoU, confusion_matrix_scores
 from kerazoo.presets import preset_metadata
+from kerazoo.timing import median_ms
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = (None, "float16", "dynamic", "int8")
-
-
-def latency_ms(run, image, repeats=20):
-    """Median milliseconds of `run` on one image, after two warm-up calls."""
-    for _ in range(2):
-        run(image)
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run(image)
-        seconds.append(time.perf_counter() - start)
-    return 1000 * float(np.median(seconds))
 
 
 def score(run, images, masks, info, reference_labels=None):
@@ -53,7 +42,8 @@ def score(run, images, masks, info, reference_labels=None):
     scores = confusion_matrix_scores(keras.ops.convert_to_numpy(metric.total_cm))
     agreement = 1.0 if reference_labels is None else float((labels == reference_labels).mean())
     row = {"global_accuracy": scores["global_accuracy"], "class_average_accuracy": scores["class_average_accuracy"],
-           "mean_iou": scores["mean_iou"], "argmax_agreement": agreement, "median_ms": latency_ms(run, images[:1])}
+           "mean_iou": scores["mean_iou"], "argmax_agreement": agreement,
+           "median_ms": median_ms(lambda: run(images[:1]), 20, warmup=2)}
     return row, labels
 
 
@@ -122,8 +112,8 @@ def main():
     args = parser.parse_args()
     names = args.presets or [preset.name for preset in kerazoo.list_presets()]
     results = [measure(name, args.data_dir) for name in names]
-    (HERE / "real_data.json").write_text(json.dumps(results, indent=1) + "\n")
-    (HERE / "REAL_DATA.md").write_text(markdown(results))
+    atomic_write_text(HERE / "real_data.json", json.dumps(results, indent=1) + "\n")
+    atomic_write_text(HERE / "REAL_DATA.md", markdown(results))
     print(markdown(results))
 
 

@@ -32,6 +32,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 
+from kerazoo.files import atomic_write_text  # noqa: E402
+from kerazoo.timing import median_ms, timed_runs  # noqa: E402
+
 FORMATS = ("keras", "tflite_float32", "tflite_int8", "onnx")
 # kerazoo.export's file for each format: (export format, TFLite quantize variant)
 _EXPORTED = {"tflite_float32": ("tflite", None), "tflite_int8": ("tflite", "int8"), "onnx": ("onnx", None)}
@@ -102,18 +105,6 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def timed_runs(call, warmup, runs):
-    """Seconds of each of `runs` calls, after `warmup` untimed ones."""
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def measure_peak_flops(size=4096, runs=10):
     """GFLOP/s of a float32 `size`^3 matrix product in TensorFlow (median of `runs`)."""
     import tensorflow as tf
@@ -121,7 +112,7 @@ def measure_peak_flops(size=4096, runs=10):
     a = tf.random.uniform((size, size))
     b = tf.random.uniform((size, size))
     product = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))  # reduce: the result is read back
-    median = statistics.median(timed_runs(lambda: product().numpy(), warmup=2, runs=runs))
+    median = statistics.median(timed_runs(lambda: product().numpy(), runs, warmup=2))
     return {"peak_gflops": 2 * size**3 / median / 1e9, "matmul_size": size}
 
 
@@ -232,7 +223,7 @@ def inference_latency(fmt, path, image_size, batch_sizes, warmup, runs, threads)
             errors[str(batch_size)] = "the file has a static batch of 1"
             continue
         images, _ = _random_batch(batch_size, image_size, 2, seed=2)
-        latency[str(batch_size)] = 1000 * statistics.median(timed_runs(lambda: runner(images), warmup, runs))
+        latency[str(batch_size)] = median_ms(lambda: runner(images), runs, warmup)
     return {"latency_ms": latency, "errors": errors, "peak_rss_mib": peak_rss_mib(),
             "added_rss_mib": peak_rss_mib() - baseline_mib}
 
@@ -380,10 +371,7 @@ def _versions(peer):
 
 
 def _write_text(path, text):
-    from kerazoo.training import atomic_write_text
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, text)
+    atomic_write_text(path, text)  # creates the parent folder
 
 
 def _fmt(value, digits=1):

@@ -88,6 +88,10 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
         tie_tolerance: relative tolerance for ties, >= 0; 0 compares exactly.
     """
 
+    # Read by kerazoo.export: near-tied window values may pick another position in another runtime, so
+    # an exported file is held to argmax agreement, its max |diff| is reported (see kerazoo.export.parity).
+    export_parity = "argmax_agreement"
+
     def __init__(self, pool_size=2, tie_tolerance=1e-5, **kwargs):
         super().__init__(**kwargs)
         self.pool_size = _pair(pool_size, "pool_size")
@@ -140,6 +144,8 @@ class MaxUnpooling2D(keras.layers.Layer):
     Args:
         pool_size: int or (height, width); must match the pooling layer's.
     """
+
+    export_parity = "argmax_agreement"  # as MaxPoolingWithArgmax2D: it moves values by whole pixels
 
     def __init__(self, pool_size=2, **kwargs):
         super().__init__(**kwargs)
