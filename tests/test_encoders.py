@@ -1,5 +1,7 @@
 """Encoder specs describe taps; FCN, SegNet and U-Net pick from them and keep their topology.
 
+The spec's facts are checked against the Keras Applications models themselves.
+
 `encoder_topologies.json` holds a fingerprint (layer names and types, parameter count, hashes of the
 full config and of every weight's path and shape) of each model x encoder built by the code *before*
 the specs were rewritten (main at d47d044). The refactor must not change any of them: presets and
@@ -16,8 +18,8 @@ import sys
 import keras
 import pytest
 
-from kerazoo.encoders import ENCODERS
-from kerazoo.models.fcn import build_fcn
+from kerazoo.encoders import ENCODERS, STRIDES, EncoderSpec
+from kerazoo.models.fcn import build_fcn, skip_layers
 from kerazoo.models.segnet import build_segnet
 from kerazoo.models.unet import build_unet
 
@@ -84,6 +86,110 @@ def test_topology_is_unchanged_by_the_spec_rewrite(model, encoder):
     assert actual["output_shape"] == expected["output_shape"]
     assert actual["weights_sha256"] == expected["weights_sha256"], "a weight's path or shape changed"
     assert actual["config_sha256"] == expected["config_sha256"], "a layer's config or wiring changed"
+
+
+SLOW_ENCODERS = ("resnet101", "resnet152", "vgg19")
+
+
+def encoder_params():
+    return [pytest.param(name, marks=pytest.mark.slow if name in SLOW_ENCODERS else ()) for name in ENCODERS.names()]
+
+
+@pytest.mark.parametrize("name", encoder_params())
+def test_spec_states_the_applications_own_taps_stages_and_classifier(name):
+    """Every fact of the spec read off the Keras Applications model with its classifier (224x224)."""
+    spec = ENCODERS.get(name)
+    application = spec.constructor(include_top=True, weights=None)
+    size = application.input.shape[1]
+    maps = [layer for layer in application.layers if len(layer.output.shape) == 4]
+    for stride in STRIDES:
+        at_stride = [layer.name for layer in maps if layer.output.shape[1] == size // stride]
+        assert spec.features[stride] == at_stride[-1], f"stride {stride}: deepest is {at_stride[-1]}"
+    pooling = {
+        size // layer.output.shape[1]: layer.name
+        for layer in maps if isinstance(layer, keras.layers.MaxPooling2D)
+    }
+    assert dict(spec.pooled_features) == pooling  # every separate pooling, and nothing else
+
+    stages, convolutions = [], []
+    for layer in maps:
+        if isinstance(layer, keras.layers.Conv2D):
+            convolutions.append(layer.filters)
+        elif isinstance(layer, keras.layers.MaxPooling2D):
+            stages.append((len(convolutions), convolutions[-1]))
+            convolutions = []
+    plain = not any(isinstance(layer, keras.layers.Add) for layer in application.layers)
+    assert spec.conv_stages == (tuple(stages) if plain else ())
+
+    hidden = [layer for layer in application.layers
+              if isinstance(layer, keras.layers.Dense) and layer is not application.layers[-1]]
+    extents = [application.get_layer("flatten").input.shape[1] if hidden else None] + [1] * (len(hidden) - 1)
+    assert spec.classifier == tuple((extent, layer.units) for extent, layer in zip(extents, hidden))
+
+
+def test_vgg_facts_read_as_the_papers_state_them():
+    vgg16 = ENCODERS.get("vgg16")
+    assert [stage.convolutions for stage in vgg16.conv_stages] == [2, 2, 3, 3, 3]
+    assert [(layer.kernel_size, layer.filters) for layer in vgg16.classifier] == [(7, 4096), (1, 4096)]
+    assert (vgg16.features[8], vgg16.pooled_features[8]) == ("block4_conv3", "block3_pool")
+    assert sum(stage.convolutions for stage in ENCODERS.get("vgg19").conv_stages) == 16
+
+
+def test_fcn_fuses_pooled_taps_where_the_encoder_pools_and_stride_features_elsewhere():
+    assert skip_layers(ENCODERS.get("vgg16")) == ("block3_pool", "block4_pool")  # pool3, pool4 (Long et al.)
+    for name in ("resnet50", "mobilenetv2"):  # no pooling layer at strides 8 and 16
+        spec = ENCODERS.get(name)
+        assert skip_layers(spec) == (spec.features[8], spec.features[16])
+
+
+def _fed_by(model, layer_name):
+    """The encoder tap (layer name inside the nested encoder) that feeds `layer_name`, from the saved config."""
+    config = next(layer for layer in model.get_config()["layers"] if layer["name"] == layer_name)
+    source, _, index = config["inbound_nodes"][0]["args"][0]["config"]["keras_history"]
+    return model.get_layer(source).get_config()["output_layers"][index][0]
+
+
+def test_fcn16s_fuses_pool4_only_and_upsamples_16x():
+    model = build("fcn16s", "vgg16")
+    names = {layer.name for layer in model.layers}
+    assert {"fc6", "fc7", "score_fr", "upscore2", "score_pool4", "fuse_pool4", "upscore16"} <= names
+    assert not names & {"score_pool3", "fuse_pool3", "upscore_pool4", "upscore8", "upscore32"}
+    assert _fed_by(model, "score_pool4") == "block4_pool"
+    final = model.get_layer("upscore16")
+    assert isinstance(final, keras.layers.Conv2DTranspose) and final.strides == (16, 16)
+    assert final.input.shape[1:3] == (TINY_SHAPE[0] // 16, TINY_SHAPE[1] // 16)
+    assert model.get_layer("upscore2").strides == (2, 2)
+    assert model.output.shape[1:] == (*TINY_SHAPE[:2], NUM_CLASSES)
+    fcn8s = build("fcn8s", "vgg16")  # the same checks tell FCN-8s apart
+    assert "fuse_pool3" in {layer.name for layer in fcn8s.layers}
+    assert _fed_by(fcn8s, "score_pool3") == "block3_pool"
+    assert fcn8s.get_layer("upscore8").strides == (8, 8)
+
+
+def test_segnet_names_the_missing_stages_and_the_valid_encoders():
+    with pytest.raises(ValueError, match=r"'resnet50' has none\. Valid encoders: vgg16, vgg19"):
+        build_segnet(ENCODERS.get("resnet50"), num_classes=2)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"features": {2: "a", 4: "b", 8: "c", 16: "d"}}, r"features must map each of the strides"),
+        ({"pooled_features": {3: "pool"}}, r"pooled_features strides must be among .*got \[3\]"),
+    ],
+)
+def test_spec_rejects_taps_at_unknown_strides(changes, message):
+    arguments = dict(name="custom", constructor=keras.applications.VGG16, preprocessing="caffe",
+                     features=dict(zip(STRIDES, "abcde")))
+    with pytest.raises(ValueError, match=message):
+        EncoderSpec(**{**arguments, **changes})
+
+
+def test_spec_is_read_only():
+    spec = ENCODERS.get("vgg16")
+    with pytest.raises(TypeError):
+        spec.features[8] = "block3_pool"
+    assert hash(spec) == hash(ENCODERS.get("vgg16"))
 
 
 def _record():
