@@ -5,7 +5,8 @@ The spec's facts are checked against the Keras Applications models themselves.
 `encoder_topologies.json` holds a fingerprint (layer names and types, parameter count, hashes of the
 full config and of every weight's path and shape) of each model x encoder built by the code *before*
 the specs were rewritten (main at d47d044). The refactor must not change any of them: presets and
-checkpoints load by layer name and shape. Re-record only for an intended topology change:
+checkpoints load by layer name and shape. Re-record only for an intended topology change, or when a
+Keras upgrade (recorded with 3.15.1) adds config keys while the layers and weights hashes still match:
 `PYTHONPATH=$PWD python tests/test_encoders.py --record`.
 """
 
@@ -26,7 +27,8 @@ from kerazoo.models.unet import build_unet
 TOPOLOGIES = pathlib.Path(__file__).with_name("encoder_topologies.json")
 TINY_SHAPE = (64, 96, 3)
 NUM_CLASSES = 3
-# The brief's matrix runs by default; FCN on the other encoders (large, same code path) is marked slow.
+# By default FCN runs on one encoder of each kind (pooling, residual, inverted residual); the larger
+# members of the same families are marked slow.
 FAST_FCN_ENCODERS = ("vgg16", "resnet50", "mobilenetv2")
 
 
