@@ -1,13 +1,16 @@
 """Encoders: Keras Applications backbones, described once in a spec table.
 
-Every fact a decoder needs about an encoder lives in its `EncoderSpec`: where its features at each
-stride are, how it wants its pixels preprocessed, and (for the decoders that need them) its VGG block
-structure. Decoders read the spec; they never test the encoder's name.
+An `EncoderSpec` states facts about the encoder itself: which layer holds its features at each
+stride, which layer is the output of its pooling into that stride (when it pools in a separate layer),
+its plain convolution stages (VGG), its fully connected classifier as convolutions, and how it wants
+its pixels preprocessed. Decoders pick the taps they need from these facts; they never test the
+encoder's name, and the spec names no decoder.
 """
 
 import dataclasses
 import os
-from typing import Callable
+import types
+from typing import Callable, Mapping, NamedTuple
 
 import keras
 import numpy as np
@@ -17,6 +20,24 @@ from kerazoo.registry import Registry
 STRIDES = (2, 4, 8, 16, 32)
 
 
+class ConvStage(NamedTuple):
+    """One stage of plain 3x3 convolutions that ends in 2x2 max pooling (a VGG block)."""
+
+    convolutions: int
+    filters: int
+
+
+class ClassifierConvolution(NamedTuple):
+    """A fully connected classifier layer as the convolution it equals on a feature map.
+
+    `kernel_size` is the spatial extent the layer saw (VGG's first one, fc6, sees pool5's 7x7 at
+    224x224), `filters` its units.
+    """
+
+    kernel_size: int
+    filters: int
+
+
 @dataclasses.dataclass(frozen=True)
 class EncoderSpec:
     """What kerazoo knows about one encoder.
@@ -24,53 +45,73 @@ class EncoderSpec:
     Attributes:
         name: registry name, e.g. "resnet50".
         constructor: the `keras.applications` function.
-        feature_layers: layer names of the deepest feature map at strides 2, 4, 8, 16, 32.
+        features: stride (2, 4, 8, 16, 32) -> name of the layer whose output is the deepest feature
+            map at that stride, i.e. the last one before the encoder downsamples again.
         preprocessing: `EncoderPreprocessing` mode: "caffe" or "tf".
-        fcn_skip_layers: layers FCN takes its stride-8 and stride-16 skips from, when they differ from
-            `feature_layers` (VGG: pool3 and pool4, as in Long et al.).
-        fully_connected_head: True for VGG, whose fc6/fc7 FCN turns into 7x7 and 1x1 convolutions.
-        conv_blocks: convolutions per block for VGG-style encoders (SegNet mirrors them); None otherwise.
+        pooled_features: stride -> name of a separate pooling layer whose output enters that stride
+            (VGG: block1_pool .. block5_pool; ResNet: only its stem's pool1_pool at stride 4). Strides
+            reached by strided convolutions have no entry; MobileNetV2 has none at all.
+        conv_stages: the encoder's plain convolution stages in order, each a `ConvStage` ending in
+            2x2 max pooling (VGG16: 2, 2, 3, 3, 3 convolutions of 64 .. 512 filters); empty for
+            encoders built of residual or inverted-residual blocks.
+        classifier: the encoder's fully connected classifier layers (dropped with include_top=False)
+            as `ClassifierConvolution`s (VGG: 7x7x4096 and 1x1x4096); empty for encoders whose
+            classifier is global pooling and one dense layer.
     """
 
     name: str
     constructor: Callable
-    feature_layers: tuple
+    features: Mapping[int, str]
     preprocessing: str
-    fcn_skip_layers: tuple | None = None
-    fully_connected_head: bool = False
-    conv_blocks: tuple | None = None
+    pooled_features: Mapping[int, str] = dataclasses.field(default_factory=dict)
+    conv_stages: tuple = ()
+    classifier: tuple = ()
+
+    def __post_init__(self):
+        if tuple(sorted(self.features)) != STRIDES:
+            raise ValueError(f"EncoderSpec {self.name!r}: features must map each of the strides {STRIDES} "
+                             f"to a layer name; got strides {tuple(sorted(self.features))}")
+        unknown = sorted(set(self.pooled_features) - set(STRIDES))
+        if unknown:
+            raise ValueError(f"EncoderSpec {self.name!r}: pooled_features strides must be among {STRIDES}; "
+                             f"got {unknown}")
+        # Read-only views: a spec is shared by every model built on the encoder.
+        object.__setattr__(self, "features", types.MappingProxyType(dict(self.features)))
+        object.__setattr__(self, "pooled_features", types.MappingProxyType(dict(self.pooled_features)))
+        object.__setattr__(self, "conv_stages", tuple(ConvStage(*stage) for stage in self.conv_stages))
+        object.__setattr__(self, "classifier", tuple(ClassifierConvolution(*layer) for layer in self.classifier))
+
+    def __hash__(self):
+        return hash(self.name)  # the mappings are unhashable; the registry name identifies a spec
 
     @property
     def output_stride(self):
-        return STRIDES[-1]
+        """The stride of the deepest features (32 for every registered encoder)."""
+        return max(self.features)
+
+    def feature_names(self, strides=STRIDES):
+        """The `features` layer names at `strides`, in that order (default: 2, 4, 8, 16, 32)."""
+        return tuple(self.features[stride] for stride in strides)
+
+
+def _vgg_spec(name, constructor, stage_convolutions):
+    last = {stage: f"block{stage}_conv{count}" for stage, count in enumerate(stage_convolutions, start=1)}
+    return EncoderSpec(
+        name=name,
+        constructor=constructor,
+        # Stage n+1 runs at the stride pool n reached; the stride-32 map is pool5 itself.
+        features={2: last[2], 4: last[3], 8: last[4], 16: last[5], 32: "block5_pool"},
+        preprocessing="caffe",
+        pooled_features={stride: f"block{stage}_pool" for stage, stride in enumerate(STRIDES, start=1)},
+        conv_stages=tuple(zip(stage_convolutions, (64, 128, 256, 512, 512))),
+        classifier=((7, 4096), (1, 4096)),
+    )
 
 
 ENCODERS = Registry("encoder")
 
-ENCODERS.register(
-    "vgg16",
-    EncoderSpec(
-        name="vgg16",
-        constructor=keras.applications.VGG16,
-        feature_layers=("block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3", "block5_pool"),
-        preprocessing="caffe",
-        fcn_skip_layers=("block3_pool", "block4_pool"),
-        fully_connected_head=True,
-        conv_blocks=(2, 2, 3, 3, 3),
-    ),
-)
-ENCODERS.register(
-    "vgg19",
-    EncoderSpec(
-        name="vgg19",
-        constructor=keras.applications.VGG19,
-        feature_layers=("block2_conv2", "block3_conv4", "block4_conv4", "block5_conv4", "block5_pool"),
-        preprocessing="caffe",
-        fcn_skip_layers=("block3_pool", "block4_pool"),
-        fully_connected_head=True,
-        conv_blocks=(2, 2, 4, 4, 4),
-    ),
-)
+ENCODERS.register("vgg16", _vgg_spec("vgg16", keras.applications.VGG16, (2, 2, 3, 3, 3)))
+ENCODERS.register("vgg19", _vgg_spec("vgg19", keras.applications.VGG19, (2, 2, 4, 4, 4)))
 for _name, _constructor, _stage3_blocks, _stage4_blocks in (
     ("resnet50", keras.applications.ResNet50, 4, 6),
     ("resnet101", keras.applications.ResNet101, 4, 23),
@@ -81,14 +122,16 @@ for _name, _constructor, _stage3_blocks, _stage4_blocks in (
         EncoderSpec(
             name=_name,
             constructor=_constructor,
-            feature_layers=(
-                "conv1_relu",
-                "conv2_block3_out",
-                f"conv3_block{_stage3_blocks}_out",
-                f"conv4_block{_stage4_blocks}_out",
-                "conv5_block3_out",
-            ),
+            features={
+                2: "conv1_relu",
+                4: "conv2_block3_out",
+                8: f"conv3_block{_stage3_blocks}_out",
+                16: f"conv4_block{_stage4_blocks}_out",
+                32: "conv5_block3_out",
+            },
             preprocessing="caffe",
+            # The stem max-pools to stride 4; strides 8, 16 and 32 come from strided convolutions.
+            pooled_features={4: "pool1_pool"},
         ),
     )
 ENCODERS.register(
@@ -96,13 +139,13 @@ ENCODERS.register(
     EncoderSpec(
         name="mobilenetv2",
         constructor=keras.applications.MobileNetV2,
-        feature_layers=(
-            "block_1_expand_relu",
-            "block_3_expand_relu",
-            "block_6_expand_relu",
-            "block_13_expand_relu",
-            "out_relu",
-        ),
+        features={
+            2: "block_1_expand_relu",
+            4: "block_3_expand_relu",
+            8: "block_6_expand_relu",
+            16: "block_13_expand_relu",
+            32: "out_relu",
+        },
         preprocessing="tf",
     ),
 )
@@ -192,14 +235,14 @@ def set_batch_norm_momentum(model, momentum):
 
 def build_encoder(spec, in_channels=3, encoder_weights=None, trainable=True, tap_layers=None,
                   bn_momentum=None):
-    """A Keras model from raw-size preprocessed images to the encoder's features at strides 2..32.
+    """A Keras model from raw-size preprocessed images to the encoder's taps (features at strides 2..32).
 
     Args:
         spec: an `EncoderSpec`.
         in_channels: number of input channels.
         encoder_weights: None, "imagenet" or a weights file path.
         trainable: False freezes the encoder (BatchNormalization then runs in inference mode).
-        tap_layers: layer names to output instead of `spec.feature_layers`.
+        tap_layers: layer names to output instead of `spec.feature_names()` (strides 2..32).
         bn_momentum: momentum for the encoder's BatchNormalization layers; None keeps Keras Applications'.
 
     Returns:
@@ -208,7 +251,7 @@ def build_encoder(spec, in_channels=3, encoder_weights=None, trainable=True, tap
     application = build_application(spec, in_channels, encoder_weights)
     if bn_momentum is not None:
         set_batch_norm_momentum(application, bn_momentum)
-    names = tuple(tap_layers or spec.feature_layers)
+    names = tuple(tap_layers or spec.feature_names())
     outputs = [application.get_layer(name).output for name in names]
     encoder = keras.Model(application.inputs, outputs, name=f"{spec.name}_encoder")
     encoder.trainable = trainable

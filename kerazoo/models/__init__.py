@@ -34,7 +34,7 @@ class ModelEntry:
 
 MODELS = Registry("model")
 _ALL_ENCODERS = tuple(ENCODERS.names())
-_VGG_ENCODERS = tuple(name for name, spec in ENCODERS.items() if spec.conv_blocks)
+_VGG_ENCODERS = tuple(name for name, spec in ENCODERS.items() if spec.conv_stages)
 _FCN_PAPER = "Long, Shelhamer, Darrell. Fully Convolutional Networks for Semantic Segmentation. CVPR 2015"
 for _stride in (32, 16, 8):
     MODELS.register(

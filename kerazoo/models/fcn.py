@@ -24,39 +24,42 @@ def build_fcn(
 ):
     """FCN with skip fusion down to `output_stride` (32, 16 or 8).
 
-    On VGG encoders fc6 and fc7 become 7x7x4096 and 1x1x4096 convolutions with dropout, as in the
-    paper; other encoders score their stride-32 features directly. Scores from the stride-16 (pool4)
-    and stride-8 (pool3) features are fused by addition after 2x upsampling, and the last upsampling
-    goes back to the input size. Every upsampling is a learnable transposed convolution initialised to
-    bilinear interpolation. The paper pads the input by 100 pixels and crops; here the input is padded
-    to a multiple of 32 and the output cropped back, which gives the same alignment without the
-    wasted border.
+    The encoder's classifier convolutions (`spec.classifier`; VGG's fc6 and fc7 as 7x7x4096 and
+    1x1x4096 convolutions) follow its stride-32 features, each with dropout, as in the paper; encoders
+    without one score their stride-32 features directly. FCN-16s adds scores from the stride-16 tap
+    (pool4), FCN-8s also from the stride-8 tap (pool3), each fused by addition after 2x upsampling; the
+    last upsampling goes back to the input size. Every upsampling is a learnable transposed
+    convolution initialised to bilinear interpolation. The paper pads the input by 100 pixels and
+    crops; here the input is padded to a multiple of 32 and the output cropped back, which gives the
+    same alignment without the wasted border.
 
     Args:
-        spec: the encoder's `EncoderSpec`.
+        spec: the encoder's `EncoderSpec`; see `skip_layers` for the taps FCN takes.
         num_classes: number of classes scored by the score layers.
         output_stride: 32 (FCN-32s), 16 (FCN-16s) or 8 (FCN-8s).
         encoder_bn_momentum: momentum of the encoder's BatchNormalization layers (None keeps Keras
             Applications' value).
-        dropout: dropout rate after fc6 and fc7 (VGG only).
+        dropout: dropout rate after each classifier convolution (encoders with a classifier only).
         Other arguments: see `kerazoo.create_model`.
     """
     if output_stride not in (8, 16, 32):
         raise ValueError(f"output_stride must be 8, 16 or 32; got {output_stride!r}")
-    skip8, skip16 = spec.fcn_skip_layers or spec.feature_layers[2:4]
+    skip8, skip16 = skip_layers(spec)
     inputs = model_input(input_shape, in_channels)
     x = layers.EncoderPreprocessing(spec.preprocessing, name="preprocessing")(inputs)
     x = layers.PadToMultiple(spec.output_stride, name="pad_to_stride")(x)
     encoder = build_encoder(
         spec, in_channels, encoder_weights, trainable=not freeze_encoder,
-        tap_layers=(skip8, skip16, spec.feature_layers[-1]), bn_momentum=encoder_bn_momentum,
+        tap_layers=(skip8, skip16, spec.features[spec.output_stride]), bn_momentum=encoder_bn_momentum,
     )
     pool3, pool4, x = encoder(x)
-    if spec.fully_connected_head:
-        x = keras.layers.Conv2D(4096, 7, padding="same", activation="relu", name="fc6")(x)
-        x = keras.layers.Dropout(dropout, name="drop6")(x)
-        x = keras.layers.Conv2D(4096, 1, activation="relu", name="fc7")(x)
-        x = keras.layers.Dropout(dropout, name="drop7")(x)
+    # Caffe's names: fc6 and fc7 follow VGG's five convolution stages.
+    for number, convolution in enumerate(spec.classifier, start=6):
+        # 1x1 keeps "valid" padding (same result): the saved config stays what it was.
+        padding = "same" if convolution.kernel_size > 1 else "valid"
+        x = keras.layers.Conv2D(convolution.filters, convolution.kernel_size, padding=padding, activation="relu",
+                                name=f"fc{number}")(x)
+        x = keras.layers.Dropout(dropout, name=f"drop{number}")(x)
     x = score_conv(num_classes, name="score_fr")(x)
     if output_stride <= 16:
         x = layers.BilinearConv2DTranspose(num_classes, 2, name="upscore2")(x)
@@ -68,3 +71,12 @@ def build_fcn(
     x = layers.CropToReference(name="crop_to_input")([x, inputs])
     outputs = output_activation(activation)(x)
     return keras.Model(inputs, outputs, name=f"fcn{output_stride}s_{spec.name}")
+
+
+def skip_layers(spec):
+    """The encoder layers FCN fuses at strides 8 and 16.
+
+    The outputs of the encoder's pooling into those strides where it pools in a separate layer (VGG:
+    pool3 and pool4, as in Long et al.), else its deepest features at those strides.
+    """
+    return tuple(spec.pooled_features.get(stride, spec.features[stride]) for stride in (8, 16))

@@ -7,8 +7,6 @@ from kerazoo.encoders import ENCODERS, build_application
 from kerazoo.models.blocks import conv_bn_relu, model_input
 from kerazoo.models.heads import apply_head
 
-VGG_BLOCK_FILTERS = (64, 128, 256, 512, 512)
-
 
 def _copy_convolutions(application, model):
     """Copies the VGG convolution weights (same layer names) from a Keras Applications model."""
@@ -19,38 +17,43 @@ def _copy_convolutions(application, model):
 
 def build_segnet(spec, num_classes, encoder_weights=None, in_channels=3, input_shape=None, activation=None,
                  freeze_encoder=False):
-    """SegNet on a VGG-style encoder: the encoder's convolutions with batch normalisation, 2x2 argmax
-    pooling, and a mirrored decoder that upsamples with `MaxUnpooling2D` using the matching indices.
+    """SegNet on an encoder of plain convolution stages: its convolutions with batch normalisation,
+    2x2 argmax pooling, and a mirrored decoder that upsamples with `MaxUnpooling2D` using the
+    matching indices.
 
     Unpooling restores each stage's exact pre-pool size, so any height and width work without padding.
-    With `encoder_weights` the encoder convolutions come from the Keras Applications VGG.
+    With `encoder_weights` the encoder convolutions come from the Keras Applications model (the layers
+    are named as there: "block{stage}_conv{n}").
 
     Args:
-        spec: an `EncoderSpec` with `conv_blocks` (VGG16: 13 convolutions, VGG19: 16).
+        spec: an `EncoderSpec` with `conv_stages` (VGG16: 13 convolutions, VGG19: 16).
         Other arguments: see `kerazoo.create_model`.
     """
-    if spec.conv_blocks is None:
-        valid = [name for name, entry in ENCODERS.items() if entry.conv_blocks]
-        raise ValueError(f"segnet needs a VGG-style encoder; got {spec.name!r}. Valid encoders: {', '.join(valid)}")
+    stages = spec.conv_stages
+    if not stages:
+        valid = [name for name, entry in ENCODERS.items() if entry.conv_stages]
+        raise ValueError(f"segnet mirrors the encoder's plain convolution stages (EncoderSpec.conv_stages), and "
+                         f"encoder {spec.name!r} has none. Valid encoders: {', '.join(valid)}")
     inputs = model_input(input_shape, in_channels)
     x = layers.EncoderPreprocessing(spec.preprocessing, name="preprocessing")(inputs)
-    encoder_layers, pools = [], []
-    for block, (convs, filters) in enumerate(zip(spec.conv_blocks, VGG_BLOCK_FILTERS), start=1):
-        for conv in range(1, convs + 1):
-            x = conv_bn_relu(x, filters, use_bias=True, name=f"block{block}_conv{conv}")
-        pooled, indices = layers.MaxPoolingWithArgmax2D(2, name=f"block{block}_pool")(x)
+    pools = []
+    for number, stage in enumerate(stages, start=1):
+        for conv in range(1, stage.convolutions + 1):
+            x = conv_bn_relu(x, stage.filters, use_bias=True, name=f"block{number}_conv{conv}")
+        pooled, indices = layers.MaxPoolingWithArgmax2D(2, name=f"block{number}_pool")(x)
         pools.append((indices, x))
         x = pooled
     encoder_end = x
-    decoder_filters = (64,) + VGG_BLOCK_FILTERS[:-1]  # each decoder block ends at the previous block's width
-    for block in range(len(spec.conv_blocks), 0, -1):
-        indices, reference = pools[block - 1]
-        x = layers.MaxUnpooling2D(2, name=f"block{block}_unpool")([x, indices, reference])
-        convs, filters = spec.conv_blocks[block - 1], VGG_BLOCK_FILTERS[block - 1]
-        last = 1 if block == 1 else 0  # decoder block 1's last convolution is the classifier
-        for conv in range(convs, last, -1):
-            out = decoder_filters[block - 1] if conv == 1 else filters
-            x = conv_bn_relu(x, out, use_bias=True, name=f"block{block}_conv{conv}_decoder")
+    # Each decoder stage ends at the previous stage's width (the first at its own).
+    decoder_widths = (stages[0].filters,) + tuple(stage.filters for stage in stages[:-1])
+    for number in range(len(stages), 0, -1):
+        indices, reference = pools[number - 1]
+        x = layers.MaxUnpooling2D(2, name=f"block{number}_unpool")([x, indices, reference])
+        stage = stages[number - 1]
+        last = 1 if number == 1 else 0  # decoder stage 1's last convolution is the classifier
+        for conv in range(stage.convolutions, last, -1):
+            width = decoder_widths[number - 1] if conv == 1 else stage.filters
+            x = conv_bn_relu(x, width, use_bias=True, name=f"block{number}_conv{conv}_decoder")
     outputs = apply_head(x, num_classes, activation, kernel_size=3)
     model = keras.Model(inputs, outputs, name=f"segnet_{spec.name}")
     if encoder_weights is not None:

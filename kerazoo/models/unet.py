@@ -3,7 +3,7 @@
 import keras
 
 from kerazoo import layers
-from kerazoo.encoders import build_encoder
+from kerazoo.encoders import STRIDES, build_encoder
 from kerazoo.models.blocks import UPSAMPLING, conv_bn_relu, model_input, upsample
 from kerazoo.models.heads import apply_head
 
@@ -26,9 +26,9 @@ def build_unet(
     """U-Net decoder on a Keras Applications encoder.
 
     Five decoder stages go from stride 32 back to stride 1; each upsamples by 2, concatenates the
-    encoder's feature at that stride (strides 16, 8, 4, 2) and applies two 3x3 convolutions. The
-    input is padded to a multiple of 32 inside the model and the output cropped back, so any height
-    and width work.
+    encoder's features at that stride (`spec.features` at strides 16, 8, 4, 2) and applies two 3x3
+    convolutions. The input is padded to a multiple of 32 inside the model and the output cropped
+    back, so any height and width work.
 
     Args:
         spec: the encoder's `EncoderSpec`.
@@ -49,7 +49,7 @@ def build_unet(
     x = layers.EncoderPreprocessing(spec.preprocessing, name="preprocessing")(inputs)
     x = layers.PadToMultiple(spec.output_stride, name="pad_to_stride")(x)
     encoder = build_encoder(spec, in_channels, encoder_weights, trainable=not freeze_encoder,
-                            bn_momentum=encoder_bn_momentum)
+                            tap_layers=spec.feature_names(STRIDES), bn_momentum=encoder_bn_momentum)
     *skips, x = encoder(x)
     skips = skips[::-1] + [None]  # strides 16, 8, 4, 2, then 1 without a skip
     for stage, (filters, skip) in enumerate(zip(decoder_filters, skips)):
