@@ -290,6 +290,21 @@ def test_mixed_precision_exports_float32_twin_or_raises(tmp_path):
     assert twin_vs_mixed and float(twin_vs_mixed[0].rsplit(" ", 1)[1]) >= 0.95
 
 
+def test_float32_twin_of_a_zoo_model_while_mixed_policy_is_still_set():
+    # A ZooModel rebuilds from create_model arguments, so the twin must not inherit the global policy.
+    from kerazoo.export.serving import float32_model
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = kerazoo.create_model("segnet_basic", num_classes=3, filters=4, kernel_size=3, depth=2)
+        twin, notes = float32_model(model, "float32")
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"  # restored for the caller
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert {layer.dtype_policy.name for layer in twin.layers} == {"float32"}
+    assert notes and "float32 twin" in notes[0]
+
+
 def test_invalid_arguments(tmp_path):
     model = small_segnet_basic()
     with pytest.raises(ValueError, match="Unknown export format 'coreml'"):

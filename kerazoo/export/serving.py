@@ -101,7 +101,14 @@ def float32_model(model, mixed_precision):
     if mixed_precision != "float32":
         raise ValueError(f"mixed_precision must be 'float32' or 'error'; got {mixed_precision!r}")
     config = _replace_policies(keras.saving.serialize_keras_object(model))
-    twin = keras.saving.deserialize_keras_object(config)
+    # A ZooModel's config holds create_model arguments, not layer policies: it rebuilds under the
+    # global policy, which the user may still have set to mixed precision.
+    global_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        twin = keras.saving.deserialize_keras_object(config)
+    finally:
+        keras.mixed_precision.set_global_policy(global_policy)
     twin.set_weights([np.asarray(w, dtype="float32") for w in model.get_weights()])
     return twin, [f"model uses dtype policies {reduced}: exported a float32 twin with the same weights; "
                   "parity is measured against that twin"]
