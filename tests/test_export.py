@@ -109,9 +109,20 @@ def test_int8_file_is_integer_inside(segnet_export):
     _, _, report = segnet_export
     exported = report.get("tflite", "int8")
     assert "QUANTIZE" in exported.ops
-    details = tflite_interpreter(exported.path).get_tensor_details()
-    conv_weights = [d for d in details if d["dtype"] == np.int8]
-    assert conv_weights, "a full-integer file must hold int8 tensors"
+    # A dynamic-range file also holds int8 weights and a QUANTIZE op; only a full-integer file runs its
+    # convolutions on int8 activations, so every CONV_2D's input, weights and output must be int8.
+    interpreter = tflite_interpreter(exported.path)
+    dtypes = {d["index"]: d["dtype"] for d in interpreter.get_tensor_details()}
+    convolutions = [op for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D"]
+    assert convolutions
+    for op in convolutions:
+        activation, kernel = op["inputs"][:2]
+        assert dtypes[activation] == dtypes[kernel] == np.int8, op
+        assert all(dtypes[index] == np.int8 for index in op["outputs"]), op
+    dynamic = tflite_interpreter(report.get("tflite", "dynamic").path)
+    dynamic_dtypes = {d["index"]: d["dtype"] for d in dynamic.get_tensor_details()}
+    assert any(dynamic_dtypes[op["inputs"][0]] == np.float32
+               for op in dynamic._get_ops_details() if op["op_name"] == "CONV_2D")  # the check tells them apart
     assert report.get("tflite", "int8").size_bytes < report.get("tflite", "float32").size_bytes
 
 
@@ -368,6 +379,7 @@ def test_argmax_unpooling_reports_max_diff_but_enforces_agreement():
 
 FAST = {"segnet_basic": {"filters": 8, "depth": 3}}
 SIZES = {"unet_paper": (188, 188)}
+FLOAT16_NEAR_TIE_MISSES = {("segnet", "float16")}  # (model, variant) pairs measured to miss by near-ties
 # Each model on its smallest encoder: the decoder is what differs between models. The export matrix
 # (export/matrix.py, one subprocess per model) covers the default encoders; FCN on VGG16 (134M
 # parameters) to ONNX is tested below.
@@ -389,9 +401,11 @@ def test_every_registered_model_exports(name, encoder, tmp_path):
     report = export(model, str(tmp_path), formats=("saved_model", "tflite"), quantize=(None, "float16", "int8"),
                     representative_data=calibration, latency_runs=0, verbose=False, strict=False)
     # Random-weight SegNet-VGG16 misses the float16 argmax contract (0.987 < 0.99) because ~45% of its
-    # pixels are near-ties within float16's error (export/REPORT.md). Only such a miss is tolerated here.
-    unexplained = [f for f in report.failures()
-                   if not (f.variant == "float16" and f.passed is False and (f.near_tie_fraction or 0) > 0.2)]
+    # pixels are near-ties within float16's error (export/REPORT.md). Only that named miss is excused,
+    # and only down to a floor: a badly wrong file still fails.
+    excused = [f for f in report.failures() if (name, f.variant) in FLOAT16_NEAR_TIE_MISSES]
+    assert all(f.argmax_agreement is not None and f.argmax_agreement >= 0.95 for f in excused), excused
+    unexplained = [f for f in report.failures() if f not in excused]
     assert not unexplained, unexplained
     assert report.get("tflite").passed and report.get("saved_model").passed
     report = export(model, str(tmp_path / "onnx"), formats="onnx", sample_inputs=calibration[:2], latency_runs=0,
