@@ -22,6 +22,7 @@ def test_shipped_presets_are_listed_with_metrics():
         assert name in listed, sorted(listed)
         preset = listed[name]
         assert {"global_accuracy", "class_average_accuracy", "mean_iou"} <= set(preset.metrics)
+        assert preset.metrics == preset_metadata(name, offline=True)["metrics"]  # the figures the file records
         assert preset.evaluation_command.startswith(f"kerazoo evaluate {name}")
 
 
@@ -30,12 +31,17 @@ def test_shipped_preset_loads_offline_and_is_small(name, monkeypatch, tmp_path):
     monkeypatch.setenv("KERAZOO_HOME", str(tmp_path))  # an empty cache: the package itself must suffice
     metadata = preset_metadata(name, offline=True)
     assert metadata["weights_bytes"] < 8e6, metadata["weights_bytes"]
+    keras.utils.set_random_seed(1)
     model = kerazoo.from_preset(name, offline=True)
     assert model.class_names == tuple(metadata["class_names"]) and model.input_size == tuple(metadata["input_size"])
     channels = metadata["model"].get("in_channels", 3)
     height, width = metadata["input_size"]
-    outputs = model(np.full((1, height, width, channels), 128.0, "float32"))
+    image = np.random.default_rng(0).uniform(0, 255, (1, height, width, channels)).astype("float32")
+    outputs = keras.ops.convert_to_numpy(model(image))
     assert outputs.shape == (1, height, width, len(metadata["class_names"]))
+    # The shipped weights, not a fresh initialisation: a load under another seed gives the same outputs.
+    keras.utils.set_random_seed(2)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(kerazoo.from_preset(name, offline=True)(image)), outputs)
     assert not list(tmp_path.iterdir())  # nothing was downloaded or cached
 
 
