@@ -141,16 +141,75 @@ def test_unet_paper_rejects_invalid_sizes_naming_the_nearest_valid_ones():
         kerazoo.create_model("unet_paper", num_classes=2, input_shape=(None, None, 1))
 
 
+# What each `upsampling` option must build: the layer class and its settings (blocks.upsample).
+UPSAMPLING_LAYERS = {
+    "transpose": (keras.layers.Conv2DTranspose, {"kernel_size": (2, 2), "strides": (2, 2)}),
+    "nearest": (keras.layers.UpSampling2D, {"interpolation": "nearest", "size": (2, 2)}),
+    "bilinear": (keras.layers.UpSampling2D, {"interpolation": "bilinear", "size": (2, 2)}),
+    "bed_of_nails": (kerazoo.layers.BedOfNailsUpSampling2D, {"size": (2, 2)}),
+}
+
+
+def _upsampled_by_hand(method, x, layer):
+    """NumPy reference of a 2x upsampling of x (B, H, W, C) by `method` (with the layer's weights if learnable)."""
+    if method == "nearest":
+        return x.repeat(2, axis=1).repeat(2, axis=2)
+    if method == "bed_of_nails":
+        out = np.zeros((x.shape[0], 2 * x.shape[1], 2 * x.shape[2], x.shape[3]), x.dtype)
+        out[:, ::2, ::2] = x
+        return out
+    if method == "bilinear":
+        # Half-pixel centres, edges clamped: output i samples input (i + 0.5) / 2 - 0.5.
+        def along(axis, size):
+            source = np.clip((np.arange(2 * size) + 0.5) / 2 - 0.5, 0, size - 1)
+            low = np.floor(source).astype(int)
+            high = np.minimum(low + 1, size - 1)
+            weight = (source - low).reshape([-1 if a == axis else 1 for a in range(4)])
+            return low, high, weight
+
+        low, high, weight = along(1, x.shape[1])
+        x = x[:, low] * (1 - weight) + x[:, high] * weight
+        low, high, weight = along(2, x.shape[2])
+        return x[:, :, low] * (1 - weight) + x[:, :, high] * weight
+    # Transposed convolution, kernel 2, stride 2: each input pixel paints its own 2x2 block.
+    kernel, bias = (keras.ops.convert_to_numpy(w) for w in (layer.kernel, layer.bias))  # (2, 2, out, in)
+    blocks = np.einsum("bhwc,ijoc->bhiwjo", x, kernel)
+    b, h, _, w, _, o = blocks.shape
+    return blocks.reshape(b, 2 * h, 2 * w, o) + bias
+
+
 @pytest.mark.parametrize("upsampling", ["transpose", "nearest", "bilinear", "bed_of_nails"])
 @pytest.mark.parametrize("batch_norm", [True, False])
 def test_unet_decoder_options(upsampling, batch_norm):
-    model = kerazoo.create_model("unet", encoder="mobilenetv2", num_classes=4, decoder_filters=(32, 16, 16, 8, 4),
+    decoder_filters = (32, 16, 16, 8, 4)
+    model = kerazoo.create_model("unet", encoder="mobilenetv2", num_classes=4, decoder_filters=decoder_filters,
                                  upsampling=upsampling, batch_norm=batch_norm)
     assert model(np.zeros((1, 37, 41, 3), "float32")).shape == (1, 37, 41, 4)
     has_bn = any(isinstance(layer, keras.layers.BatchNormalization) and layer.name.startswith("decoder")
                  for layer in model.layers)
     assert has_bn == batch_norm
+    assert model.get_layer("decoder_stage1_conv1").use_bias == (not batch_norm)  # batch norm cancels a bias
     assert model.get_layer("decoder_stage4_conv2").filters == 4
+    assert model.get_config()["upsampling"] == upsampling
+
+    # Every stage upsamples with the requested layer, not merely something that doubles the size.
+    layer_class, settings = UPSAMPLING_LAYERS[upsampling]
+    for stage, filters in enumerate(decoder_filters):
+        layer = model.get_layer(f"decoder_stage{stage}_upsample")
+        assert type(layer) is layer_class, (stage, type(layer))
+        assert {key: getattr(layer, key) for key in settings} == settings, stage
+        if upsampling == "transpose":
+            assert layer.filters == filters
+
+    # And it computes that method: a ramp through the stage-1 layer against a NumPy reference.
+    layer = model.get_layer("decoder_stage1_upsample")
+    channels = layer.kernel.shape[-1] if upsampling == "transpose" else 2
+    ramp = np.arange(3 * 4 * channels, dtype="float32").reshape(1, 3, 4, channels) ** 1.5
+    outputs = keras.ops.convert_to_numpy(layer(ramp))
+    np.testing.assert_allclose(outputs, _upsampled_by_hand(upsampling, ramp, layer), rtol=1e-5, atol=1e-3)
+    if upsampling in ("nearest", "bilinear"):  # the two interpolations differ on a ramp
+        other = "bilinear" if upsampling == "nearest" else "nearest"
+        assert np.abs(outputs - _upsampled_by_hand(other, ramp, layer)).max() > 1
 
 
 def test_fcn_structure_follows_the_paper():
@@ -181,12 +240,31 @@ def test_segnet_unpools_with_the_matching_encoder_indices():
 
 
 def test_regression_head_and_activations():
-    model = kerazoo.create_model("unet", encoder="mobilenetv2", num_classes=1, head="regression",
-                                 activation="sigmoid", decoder_filters=(16, 16, 8, 8, 8))
-    out = np.asarray(model(np.random.default_rng(0).uniform(0, 255, (2, 33, 35, 3)).astype("float32")))
-    assert out.shape == (2, 33, 35, 1) and out.min() >= 0 and out.max() <= 1
+    images = np.random.default_rng(0).uniform(0, 255, (2, 33, 35, 3)).astype("float32")
+    outputs = {}
+    for activation in (None, "tanh"):  # neither is a segmentation activation: both need head="regression"
+        model = kerazoo.create_model("unet", encoder="mobilenetv2", num_classes=1, head="regression",
+                                     activation=activation, decoder_filters=(16, 16, 8, 8, 8))
+        assert model.head == "regression" and model.activation == activation
+        assert (model.get_config()["head"], model.get_config()["activation"]) == ("regression", activation)
+        if activation is None:
+            # A fresh decoder gives outputs near 0, where tanh(x) ~ x: scale the head to reach |x| = 2.
+            head = model.get_layer("head_conv")
+            head.kernel.assign(head.kernel * (2 / np.abs(keras.ops.convert_to_numpy(model(images))).max()))
+            weights = model.get_weights()
+        else:
+            model.set_weights(weights)
+        outputs[activation] = keras.ops.convert_to_numpy(model(images))
+        assert outputs[activation].shape == (2, 33, 35, 1)
+    # Real-valued outputs: negative values appear, which no softmax or sigmoid head could give ...
+    assert outputs[None].min() < -0.1 and outputs[None].max() > 0, (outputs[None].min(), outputs[None].max())
+    # ... and the activation is the one asked for, applied to the same linear outputs.
+    np.testing.assert_allclose(outputs["tanh"], np.tanh(outputs[None]), rtol=1e-5, atol=1e-6)
+    for activation in ("tanh", "linear", "relu"):
+        with pytest.raises(ValueError, match=r"activation for head='segmentation' must be one of .*got '" + activation):
+            kerazoo.create_model("unet", encoder="mobilenetv2", num_classes=1, activation=activation)
     binary = kerazoo.create_model("segnet_basic", num_classes=1, activation="sigmoid")
-    assert binary.output.shape[-1] == 1
+    assert binary.output.shape[-1] == 1 and binary.head == "segmentation"
 
 
 def test_in_channels_other_than_three():
