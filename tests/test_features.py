@@ -194,6 +194,7 @@ def test_readme_parameter_table_matches_the_built_models(model, encoder):
 # `kerazoo benchmark`
 
 
+@pytest.mark.benchmark  # about 2 min: the peak matmul and the fresh processes
 def test_cli_benchmark_writes_json_and_markdown(tmp_path):
     json_path, markdown_path = tmp_path / "bench.json", tmp_path / "bench.md"
     _kerazoo("benchmark", "--model", "segnet_basic", "--option", "filters=4", "--option", "kernel_size=3",
