@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import kerazoo
+from kerazoo import evaluation
 from kerazoo.training import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,8 +46,11 @@ def test_export_matrix_one_row(tmp_path):
     cells = [cell.strip() for cell in rows[0].strip("|").split("|")]
     params = kerazoo.create_model("segnet_basic", num_classes=5).count_params()
     assert cells[1] == f"{params / 1e6:.1f}M"
-    # saved_model, tflite float32 / float16 / dynamic / int8, onnx: each converted and ran (no FAIL, no skip)
-    assert len(cells) == 3 + 6 and all(cell.startswith("ok") for cell in cells[3:]), cells
+    # saved_model, tflite float32 / float16 / dynamic / int8, onnx: each converted and ran (no FAIL, no skip);
+    # the float32 files met their parity contract (float16 on a random SegNet-Basic may miss its own).
+    assert len(cells) == 3 + 6, cells
+    assert all(cell.startswith(("ok", "MISSED contract")) for cell in cells[3:]), cells
+    assert all(cells[3 + i].startswith("ok:") for i in (0, 1, 5)), cells
 
 
 def test_build_presets_from_a_tiny_run(tmp_path):
@@ -60,8 +64,8 @@ def test_build_presets_from_a_tiny_run(tmp_path):
     assert "argmax agreement with the checkpoint" in run.stdout
     metadata = json.loads((zoo / "camvid_segnet_basic" / "metadata.json").read_text())
     assert metadata["dataset"] == "shapes" and metadata["input_size"] == [32, 32]
-    report = kerazoo.evaluation.evaluate_checkpoint(str(zoo / "camvid_segnet_basic"), dataset="shapes",
-                                                    image_size=(32, 32))
+    report = evaluation.evaluate_checkpoint(str(zoo / "camvid_segnet_basic"), dataset="shapes",
+                                          image_size=(32, 32))
     # The recorded metrics are those of the written preset (rounded to 4 places).
     assert metadata["metrics"]["mean_iou"] == pytest.approx(report["mean_iou"], abs=6e-5)
 
@@ -75,9 +79,9 @@ def test_real_data_on_a_few_images(tmp_path):
     (result,) = json.loads((tmp_path / "real_data.json").read_text())
     assert result["preset"] == "camvid_segnet_basic" and result["val_images"] == 4
     rows = result["rows"]
-    assert {"keras", "tflite None", "tflite float16", "tflite dynamic", "tflite int8", "onnx None"} <= set(rows)
+    assert {"keras", "tflite float32", "tflite float16", "tflite dynamic", "tflite int8", "onnx float32"} <= set(rows)
     for label, row in rows.items():
         assert "error" not in row, (label, row)
         assert 0 < row["mean_iou"] <= 1
-    assert rows["onnx None"]["argmax_agreement"] > 0.99 and rows["tflite None"]["argmax_agreement"] > 0.99
+    assert rows["onnx float32"]["argmax_agreement"] > 0.99 and rows["tflite float32"]["argmax_agreement"] > 0.99
     assert "## camvid_segnet_basic (camvid val, 4 images" in (tmp_path / "REAL_DATA.md").read_text()
