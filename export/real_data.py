@@ -47,13 +47,15 @@ def score(run, images, masks, info, reference_labels=None):
     return row, labels
 
 
-def measure(name, data_dir):
+def measure(name, data_dir, max_images=None):
     metadata = preset_metadata(name, offline=True)
     dataset, size = metadata["dataset"], tuple(metadata["input_size"])
     info = kerazoo.data.DATASETS[dataset]
     model = kerazoo.from_preset(name, offline=True)
     val = kerazoo.data.load(dataset, "val", data_dir=data_dir, image_size=size, batch_size=None, augment=False,
                             shuffle=False)
+    if max_images:
+        val = val.take(max_images)
     images = np.stack([np.asarray(image) for image, _ in val])
     masks = np.stack([np.asarray(mask) for _, mask in val])
     calibration = kerazoo.data.load(dataset, "train", data_dir=data_dir, image_size=size, batch_size=None,
@@ -109,11 +111,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--presets", nargs="+", default=None)
+    parser.add_argument("--max-images", type=int, default=None, help="first N val images only (default: all)")
+    parser.add_argument("--out-dir", default=str(HERE), help="where real_data.json and REAL_DATA.md go")
     args = parser.parse_args()
     names = args.presets or [preset.name for preset in kerazoo.list_presets()]
-    results = [measure(name, args.data_dir) for name in names]
-    atomic_write_text(HERE / "real_data.json", json.dumps(results, indent=1) + "\n")
-    atomic_write_text(HERE / "REAL_DATA.md", markdown(results))
+    results = [measure(name, args.data_dir, args.max_images) for name in names]
+    atomic_write_text(Path(args.out_dir) / "real_data.json", json.dumps(results, indent=1) + "
+")
+    atomic_write_text(Path(args.out_dir) / "REAL_DATA.md", markdown(results))
     print(markdown(results))
 
 

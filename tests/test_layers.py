@@ -134,10 +134,31 @@ def test_bed_of_nails_hand_worked_example():
     np.testing.assert_array_equal(out, [[1, 0, 0, 2, 0, 0], [3, 0, 0, 4, 0, 0]])
 
 
-def test_nearest_upsampling_hand_worked_example():
+UPSAMPLED = {  # [[1, 2], [3, 4]] doubled by each method, worked by hand
+    "nearest": [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]],
+    # half-pixel centres: output pixel k samples input position (k + 0.5) / 2 - 0.5, clamped at the edges
+    "bilinear": [[1, 1.25, 1.75, 2], [1.5, 1.75, 2.25, 2.5], [2.5, 2.75, 3.25, 3.5], [3, 3.25, 3.75, 4]],
+    "bed_of_nails": [[1, 0, 2, 0], [0, 0, 0, 0], [3, 0, 4, 0], [0, 0, 0, 0]],
+}
+
+
+@pytest.mark.parametrize("method", sorted(UPSAMPLED) + ["transpose"])
+def test_decoder_upsample_methods_hand_worked(method):
+    """kerazoo's decoder wiring: each `upsampling=` name gives its own operation."""
+    from kerazoo.models.blocks import upsample
+
+    inputs = keras.Input((2, 2, 1))
+    model = keras.Model(inputs, upsample(inputs, 1, method))
     x = np.array([[1, 2], [3, 4]], "float32").reshape(1, 2, 2, 1)
-    out = np.asarray(keras.layers.UpSampling2D(2, interpolation="nearest")(x))[0, :, :, 0]
-    np.testing.assert_array_equal(out, [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]])
+    out = np.asarray(model(x))[0, :, :, 0]
+    if method == "transpose":  # a learnable 2x2 stride-2 kernel: each input pixel times the kernel, plus bias
+        kernel, bias = (np.asarray(w) for w in model.layers[-1].weights)
+        expected = np.kron(x[0, :, :, 0], kernel[:, :, 0, 0]) + bias[0]
+        np.testing.assert_allclose(out, expected, rtol=1e-6)
+    else:
+        np.testing.assert_allclose(out, UPSAMPLED[method], rtol=1e-6)
+    with pytest.raises(ValueError, match="bed_of_nails"):
+        upsample(inputs, 1, "cubic")
 
 
 def test_bilinear_transposed_conv_interpolates_like_fcn():
@@ -153,14 +174,6 @@ def test_bilinear_transposed_conv_interpolates_like_fcn():
     np.testing.assert_allclose(const[:, 2:-2, 2:-2], 1.0, rtol=1e-6)
     with pytest.raises(ValueError, match="square kernel with as many output as input channels"):
         layers.BilinearInitializer()((4, 4, 3, 2))
-
-
-@pytest.mark.parametrize("width, kernel, padding, stride", [(7, 3, 0, 1), (7, 3, 1, 2), (227, 11, 0, 4), (32, 5, 2, 1)])
-def test_convolution_output_size_formula(width, kernel, padding, stride):
-    """W2 = (W1 - F + 2P) / S + 1, checked against a real convolution."""
-    conv = keras.Sequential([keras.layers.ZeroPadding2D(padding), keras.layers.Conv2D(1, kernel, strides=stride)])
-    out = conv(np.zeros((1, width, width, 1), "float32"))
-    assert out.shape[1] == (width - kernel + 2 * padding) // stride + 1
 
 
 def test_pad_to_multiple_and_crop_back():

@@ -129,17 +129,28 @@ def test_combined_loss_is_weighted_sum_and_round_trips():
     assert np.isclose(restored(y, logits), combined(y, logits), rtol=1e-6)
 
 
-@pytest.mark.parametrize("loss", [
-    losses.SegmentationLoss(from_logits=False, ignore_class=11, class_weights=[1.0, 2.0]),
-    losses.FocalLoss(gamma=1.5, ignore_class=3),
-    losses.DiceLoss(smooth=0.5, class_weights=[1, 2, 3]),
-    losses.JaccardLoss(ignore_class=0),
+# Every argument differs from its default, so a key that get_config drops changes the restored value.
+@pytest.mark.parametrize("loss, default, probabilities", [
+    (losses.SegmentationLoss(from_logits=False, ignore_class=3, class_weights=[0.5, 2.0, 1.0, 3.0]),
+     losses.SegmentationLoss(), True),
+    (losses.FocalLoss(gamma=1.5, from_logits=False, ignore_class=3, class_weights=[1.0, 3.0, 0.5, 2.0]),
+     losses.FocalLoss(), True),
+    (losses.DiceLoss(from_logits=False, smooth=5.0, ignore_class=3, class_weights=[1, 2, 3, 4]),
+     losses.DiceLoss(), True),
+    (losses.JaccardLoss(ignore_class=0, smooth=5.0, class_weights=[4, 3, 2, 1]), losses.JaccardLoss(), False),
 ])
-def test_config_round_trip(loss):
-    config = keras.saving.serialize_keras_object(loss)
-    restored = keras.saving.deserialize_keras_object(config)
+def test_config_round_trip(loss, default, probabilities):
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert type(restored) is type(loss)
-    assert restored.get_config() == loss.get_config()
+    y, logits = _batch(5, ignore=None)  # labels 0-3: each ignore_class above is also a valid class
+    y_pred = _softmax(logits) if probabilities else logits
+    assert np.isclose(restored(y, y_pred), loss(y, y_pred), rtol=1e-6)
+    for key in set(loss.get_config()) - {"name", "reduction", "dtype"}:
+        if loss.get_config()[key] == default.get_config()[key]:
+            continue
+        # The same object with this one argument at its default scores this data differently.
+        config = {**loss.get_config(), key: default.get_config()[key]}
+        assert not np.isclose(type(loss).from_config(config)(y, y_pred), loss(y, y_pred), rtol=1e-4), key
 
 
 def test_bad_arguments_raise():

@@ -121,15 +121,51 @@ def test_confusion_matrix_scores_agree_with_metrics():
         np.testing.assert_allclose(np.asarray(m.result()), scores[key], rtol=1e-6)
 
 
-@pytest.mark.parametrize("metric", [
-    metrics.MeanIoU(11, ignore_class=11), metrics.PerClassIoU(3, from_logits=False),
-    metrics.PixelAccuracy(4, ignore_class=0), metrics.ClassAverageAccuracy(2),
-    metrics.DiceCoefficient(threshold=0.3, ignore_class=2),
+def _round_trip_data(channels, probabilities, seed=7):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, max(channels, 2), (2, 6, 7))
+    scores = rng.normal(size=(2, 6, 7, channels)).astype("float32")
+    scores += 2.0 * (np.eye(max(channels, 2))[y][..., :channels] if channels > 1 else y[..., None] - 0.5)
+    if probabilities:
+        scores = 1 / (1 + np.exp(-scores)) if channels == 1 else np.exp(scores) / np.exp(scores).sum(-1, keepdims=True)
+    return y, scores
+
+
+def _score(metric, y, y_pred):
+    metric.update_state(y, y_pred)
+    return np.asarray(metric.result())
+
+
+# Arguments off their defaults where the data can show them (from_logits only matters for one channel),
+# so a key dropped from get_config changes the restored metric's value.
+@pytest.mark.parametrize("make, channels, probabilities", [
+    (lambda: metrics.MeanIoU(3, ignore_class=2), 3, False),
+    (lambda: metrics.PerClassIoU(2, from_logits=False), 1, True),
+    (lambda: metrics.PixelAccuracy(4, ignore_class=0), 4, False),
+    (lambda: metrics.ClassAverageAccuracy(2, ignore_class=1, from_logits=False), 1, True),
+    (lambda: metrics.DiceCoefficient(threshold=0.3, ignore_class=0, from_logits=False), 1, True),
 ])
-def test_config_round_trip(metric):
+def test_config_round_trip(make, channels, probabilities):
+    metric = make()
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(metric))
     assert type(restored) is type(metric)
-    assert restored.get_config() == metric.get_config()
+    y, y_pred = _round_trip_data(channels, probabilities)
+    expected = _score(make(), y, y_pred)
+    np.testing.assert_allclose(_score(restored, y, y_pred), expected, rtol=1e-6)
+    defaults = {"ignore_class": None, "from_logits": True, "threshold": 0.5}
+    for key, default in defaults.items():
+        config = metric.get_config()
+        if key in config and config[key] != default:
+            # The same metric with this one argument at its default scores this data differently.
+            changed = type(metric).from_config({**config, key: default})
+            assert not np.allclose(_score(changed, y, y_pred), expected, equal_nan=True), key
+
+
+def _np_confusion_from(y, predicted, k, ignore):
+    keep = y != ignore
+    confusion = np.zeros((k, k), np.int64)
+    np.add.at(confusion, (y[keep], predicted[keep]), 1)
+    return confusion
 
 
 def test_compile_fit_evaluate_with_losses_and_metrics():
@@ -146,6 +182,11 @@ def test_compile_fit_evaluate_with_losses_and_metrics():
                            metrics.PerClassIoU(3, ignore_class=3)])
     history = model.fit(x, y, batch_size=2, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    results = model.evaluate(x, y, verbose=0, return_dict=True)
-    assert 0.0 <= results["mean_iou"] <= 1.0 and 0.0 <= results["pixel_accuracy"] <= 1.0
-    assert np.shape(results["per_class_iou"]) == (3,)
+    results = model.evaluate(x, y, batch_size=2, verbose=0, return_dict=True)
+    # The same scores from the trained model's own predictions, counted in NumPy.
+    predicted = np.asarray(model.predict(x, verbose=0)).argmax(-1)
+    confusion = _np_confusion_from(y, predicted, 3, ignore=3)
+    expected = _np_scores(confusion)
+    assert results["mean_iou"] == pytest.approx(expected["mean_iou"], rel=1e-5)
+    assert results["pixel_accuracy"] == pytest.approx(expected["global_accuracy"], rel=1e-5)
+    np.testing.assert_allclose(results["per_class_iou"], expected["per_class_iou"], rtol=1e-5)

@@ -73,12 +73,25 @@ def test_bad_arguments_name_the_valid_values(tmp_path, kwargs, message):
         train(model, **arguments)
 
 
+def _rate_at(optimizer, step):
+    optimizer.iterations.assign(step)
+    return float(optimizer.learning_rate)
+
+
 def test_make_optimizer_schedules():
-    cosine = make_optimizer("adam", 1e-3, "cosine", total_steps=10)
-    assert float(cosine.learning_rate) == pytest.approx(1e-3)
-    poly = make_optimizer("sgd", 0.1, "poly", total_steps=10)
+    total = 10
+    # Closed forms: cosine lr * (1 + cos(pi t / T)) / 2; poly lr * (1 - t / T) ** 0.9 (DeepLab); both 0 at T.
+    cosine = make_optimizer("adam", 1e-3, "cosine", total_steps=total)
+    for step in (0, 3, total // 2, total):
+        expected = 1e-3 * (1 + np.cos(np.pi * step / total)) / 2
+        assert _rate_at(cosine, step) == pytest.approx(expected, rel=1e-5, abs=1e-9), step
+    poly = make_optimizer("sgd", 0.1, "poly", total_steps=total)
     assert isinstance(poly, keras.optimizers.SGD)
-    assert float(make_optimizer("rmsprop", 0.5, "constant", 10).learning_rate) == pytest.approx(0.5)
+    for step in (0, 3, total // 2, total):
+        expected = 0.1 * (1 - step / total) ** 0.9
+        assert _rate_at(poly, step) == pytest.approx(expected, rel=1e-5, abs=1e-9), step
+    constant = make_optimizer("rmsprop", 0.5, "constant", total)
+    assert _rate_at(constant, total) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="adamw"):
         make_optimizer("adam", 1e-3, "constant", 10, weight_decay=1e-4)
 

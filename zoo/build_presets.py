@@ -57,7 +57,7 @@ def scores(report):
     return {key: round(float(value), 4) for key, value in flat.items()}
 
 
-def build(name, recipe, runs, data_dir):
+def build(name, recipe, runs, data_dir, zoo_dir=ZOO):
     run_dir = Path(runs) / recipe["run"]
     run = json.loads((run_dir / "run.json").read_text())
     model = evaluation.load_model(run_dir / "best.keras")
@@ -88,9 +88,9 @@ def build(name, recipe, runs, data_dir):
         print(f"{name}: float16 storage moves the metrics by up to {100 * worst:.2f} points -> ship {dtype}")
         metadata["evaluation"]["float16_storage_max_metric_change"] = round(worst, 4)
         metrics = float16 if dtype == "float16" else float32
-        directory = kerazoo.save_to_preset(model, ZOO / name, {**metadata, "metrics": metrics}, weights_dtype=dtype,
-                                           overwrite=True)
-    shipped = kerazoo.from_preset(name, offline=True)
+        directory = kerazoo.save_to_preset(model, Path(zoo_dir) / name, {**metadata, "metrics": metrics},
+                                           weights_dtype=dtype, overwrite=True)
+    shipped = kerazoo.from_preset(str(directory), offline=True)
     images = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, model.input.shape[-1])).astype("float32")
     agreement = (np.argmax(shipped(images), -1) == np.argmax(model(images), -1)).mean()
     print(f"{name}: {directory} ({(directory / 'model.weights.h5').stat().st_size / 1e6:.2f} MB), mIoU "
@@ -102,10 +102,11 @@ def main():
     parser.add_argument("--runs", default="runs", help="directory holding the training runs")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--only", choices=sorted(RECIPES), default=None)
+    parser.add_argument("--zoo-dir", default=str(ZOO), help="where the presets go (default: the package's zoo)")
     args = parser.parse_args()
     for name, recipe in RECIPES.items():
         if args.only in (None, name):
-            build(name, recipe, args.runs, args.data_dir)
+            build(name, recipe, args.runs, args.data_dir, args.zoo_dir)
     shutil.rmtree(ZOO / "__pycache__", ignore_errors=True)
 
 

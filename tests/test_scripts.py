@@ -1,0 +1,77 @@
+"""The repository's scripts at a tiny size: export/matrix.py, export/real_data.py, zoo/build_presets.py.
+
+Each runs as a user runs it (a child process from the repository root) and writes only under tmp_path.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import kerazoo
+from kerazoo import evaluation
+from kerazoo.training import train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(*argv, timeout=900):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
+    run = subprocess.run([sys.executable, *map(str, argv)], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=timeout)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    return run
+
+
+
+@pytest.mark.slow
+def test_export_matrix_one_row(tmp_path):
+    report = tmp_path / "REPORT.md"
+    _run("export/matrix.py", "--models", "segnet_basic", "--report", report)
+    rows = [line for line in report.read_text().splitlines() if line.startswith("| segnet_basic |")]
+    assert len(rows) == 1, report.read_text()
+    cells = [cell.strip() for cell in rows[0].strip("|").split("|")]
+    params = kerazoo.create_model("segnet_basic", num_classes=5).count_params()
+    assert cells[1] == f"{params / 1e6:.1f}M"
+    # saved_model, tflite float32 / float16 / dynamic / int8, onnx: each converted and ran (no FAIL, no skip);
+    # the float32 files met their parity contract (float16 on a random SegNet-Basic may miss its own).
+    assert len(cells) == 3 + 6, cells
+    assert all(cell.startswith(("ok", "MISSED contract")) for cell in cells[3:]), cells
+    assert all(cells[3 + i].startswith("ok:") for i in (0, 1, 5)), cells
+
+
+def test_build_presets_from_a_tiny_run(tmp_path):
+    # A tiny run where the recipe expects it, on the synthetic shapes (evaluation needs no files).
+    train("segnet_basic", model_options=dict(filters=4, kernel_size=3, depth=2), dataset="shapes",
+          image_size=(32, 32), num_examples=16, val_examples=16, batch_size=8, epochs=1,
+          output_dir=tmp_path / "runs" / "camvid_segnet_basic", tensorboard=False, verbose=0)
+    zoo = tmp_path / "zoo"
+    run = _run("zoo/build_presets.py", "--runs", tmp_path / "runs", "--only", "camvid_segnet_basic",
+               "--zoo-dir", zoo)
+    assert "argmax agreement with the checkpoint" in run.stdout
+    metadata = json.loads((zoo / "camvid_segnet_basic" / "metadata.json").read_text())
+    assert metadata["dataset"] == "shapes" and metadata["input_size"] == [32, 32]
+    report = evaluation.evaluate_checkpoint(str(zoo / "camvid_segnet_basic"), dataset="shapes",
+                                          image_size=(32, 32))
+    # The recorded metrics are those of the written preset (rounded to 4 places).
+    assert metadata["metrics"]["mean_iou"] == pytest.approx(report["mean_iou"], abs=6e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_real_data_on_a_few_images(tmp_path, shared_data_dir):
+    data = shared_data_dir("camvid")
+    _run("export/real_data.py", "--data-dir", data, "--presets", "camvid_segnet_basic", "--max-images", "4",
+         "--out-dir", tmp_path)
+    (result,) = json.loads((tmp_path / "real_data.json").read_text())
+    assert result["preset"] == "camvid_segnet_basic" and result["val_images"] == 4
+    rows = result["rows"]
+    assert {"keras", "tflite float32", "tflite float16", "tflite dynamic", "tflite int8", "onnx float32"} <= set(rows)
+    for label, row in rows.items():
+        assert "error" not in row, (label, row)
+        assert 0 < row["mean_iou"] <= 1
+    assert rows["onnx float32"]["argmax_agreement"] > 0.99 and rows["tflite float32"]["argmax_agreement"] > 0.99
+    assert "## camvid_segnet_basic (camvid val, 4 images" in (tmp_path / "REAL_DATA.md").read_text()
