@@ -33,6 +33,8 @@ class DatasetInfo:
     source: str
     image_size: tuple[int, int] | None
     description: str
+    val_split: str = "val"      # the split that training validates on and evaluation defaults to
+    synthetic: bool = False     # generated in memory: takes num_examples, needs no files
 
     def __post_init__(self):
         if len(self.class_names) != self.num_classes:
@@ -81,6 +83,7 @@ DATASETS: dict[str, DatasetInfo] = {
             source="synthetic",
             image_size=(64, 64),
             description="Synthetic coloured circles, squares and triangles on noise; no files needed",
+            synthetic=True,
         ),
         DatasetInfo(
             name="oxford_iiit_pet",
@@ -93,6 +96,7 @@ DATASETS: dict[str, DatasetInfo] = {
             source="tfds",
             image_size=(128, 128),
             description="Oxford-IIIT Pet trimaps via tensorflow_datasets (pip install kerazoo[data]); splits train/test",
+            val_split="test",
         ),
     )
 }
