@@ -83,8 +83,9 @@ REPRODUCIBILITY = (
 # Bands of val mIoU (%), measured on a 2-core machine here (tensorflow-cpu 2.21) with
 # `python -m kerazoo.demo` and the same training with TF_ENABLE_ONEDNN_OPTS=0 (other CPU kernels, as on
 # another machine); the same seed twice gave bit-identical figures. Test mode (1 epoch, 32 images):
-# seeds 0-3 gave 17.1, 8.8, 13.1, 7.8; seed 0 without oneDNN 17.1 (a 0.002-point change).
-FULL_RECIPE_BAND = (90.0, 100.0)
+# seeds 0-3 gave 17.1, 8.8, 13.1, 7.8; seed 0 without oneDNN 17.1 (a 0.002-point change). Full recipe,
+# seed 0: 91.1 (best epoch 27), without oneDNN 89.6; the band adds a margin around those two.
+FULL_RECIPE_BAND = (88.0, 94.0)
 SHORT_MODE = dict(epochs=1, num_examples=32)  # what the unit test runs: it checks the pipeline, not quality
 SHORT_MODE_BAND = (5.0, 25.0)
 

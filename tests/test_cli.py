@@ -192,4 +192,4 @@ def test_demo_writes_model_report_and_overlay(tmp_path):
 def test_demo_recipe_reaches_its_stated_band(tmp_path):
     report = demo.run_demo(tmp_path, export_formats=())
     low, high = demo.FULL_RECIPE_BAND
-    assert low >= 90 and low <= 100 * report["mean_iou"] <= high
+    assert low <= 100 * report["mean_iou"] <= high
