@@ -2,6 +2,7 @@
 
     kerazoo list [--table]
     kerazoo train --model unet --encoder mobilenetv2 --dataset membrane --image-size 256x256 ...
+    kerazoo train --config runs/x/run.json --epochs 20     # a recorded TrainConfig, flags override
     kerazoo evaluate runs/x/best.keras --dataset camvid --split val --json out.json
     kerazoo predict runs/x/best.keras image1.png image2.png --out-dir predictions/
     kerazoo export runs/x/best.keras --out-dir exported/ --quantize float32 float16 int8
@@ -11,14 +12,20 @@
 A checkpoint argument is a .keras file or a preset (name, directory or URI). Sub-commands register
 themselves in `COMMANDS` (name -> function adding the sub-parser), so that new ones are added next to
 these without touching the others.
+
+TensorFlow's C++ log lines (oneDNN, absl, CPU features) are silenced unless `kerazoo --verbose ...`.
 """
 
 import argparse
 import ast
+import json
 import os
 import sys
+import tempfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from kerazoo.train_config import MIXED_PRECISION, OPTIMIZERS, SCHEDULES, TrainConfig
+
+QUIET_FLAGS = ("--verbose", "-v")
 
 
 def _list(args):
@@ -90,19 +97,43 @@ def _verbosity(text):
     return int(text)
 
 
+def _read_config(path):
+    """The `TrainConfig` fields in a `run.json` (its "config"), a preset's `metadata.json`, or a JSON file of them."""
+    try:
+        data = json.loads(open(path).read())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--config {path}: cannot read a JSON file ({error})") from None
+    if "config" in data:
+        return TrainConfig.from_dict(data["config"])
+    if "training" in data and "model" in data:
+        return TrainConfig.from_metadata(data)
+    return TrainConfig.from_dict(data)
+
+
+# Flags of `kerazoo train` that are not TrainConfig fields, or hold it in another form.
+_TRAIN_RUNTIME = ("config", "option", "no_augment", "no_tensorboard", "verbose", "command", "run", "show_tf_logs")
+
+
+def train_config_from_args(args) -> TrainConfig:
+    """`TrainConfig` from parsed `kerazoo train` flags: `--config` (if given), then the flags given."""
+    given = vars(args)
+    fields = {k: v for k, v in given.items() if k not in _TRAIN_RUNTIME}
+    if "option" in given:
+        fields["model_options"] = dict(given["option"])
+    if given.get("no_augment"):
+        fields["augment"] = False
+    if fields.get("mixed_precision") == "off":
+        fields["mixed_precision"] = None
+    base = _read_config(given["config"]) if given.get("config") else TrainConfig()
+    return base.replace(**fields)
+
+
 def _train(args):
+    config = train_config_from_args(args)
     from kerazoo.training import train
 
-    result = train(
-        args.model, encoder=args.encoder, dataset=args.dataset, data_dir=args.data_dir, image_size=args.image_size,
-        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, learning_rate=args.learning_rate,
-        schedule=args.schedule, weight_decay=args.weight_decay,
-        mixed_precision=args.mixed_precision if args.mixed_precision != "off" else False,
-        output_dir=args.output_dir, class_weights=args.class_weights, encoder_weights=args.encoder_weights,
-        model_options=dict(args.option), augment=not args.no_augment, num_examples=args.num_examples,
-        steps_per_epoch=args.steps_per_epoch, devices=args.devices, seed=args.seed,
-        tensorboard=not args.no_tensorboard and "auto", verbose=args.verbose,
-    )
+    result = train(config, tensorboard=not getattr(args, "no_tensorboard", False) and "auto",
+                   verbose=getattr(args, "verbose", "auto"))
     return 0 if result.best else 1
 
 
@@ -182,37 +213,41 @@ def _add_list(commands):
 
 
 def _add_train(commands):
-    from kerazoo.training import OPTIMIZERS, SCHEDULES
-
+    defaults = TrainConfig.__dataclass_fields__
+    default = {name: field.default for name, field in defaults.items()}
+    # Flags left out stay out of the namespace (SUPPRESS), so that --config's values survive them and
+    # TrainConfig holds the one set of defaults.
     parser = commands.add_parser("train", help="train a model on a data set; keeps best.keras by val mIoU",
+                                 argument_default=argparse.SUPPRESS,
                                  description="Train a model. Re-run the same command after a crash to resume.")
-    parser.add_argument("--model", default="unet", help="model name (kerazoo list), default unet")
-    parser.add_argument("--encoder", default=None, help="encoder name; default: the model's")
-    parser.add_argument("--encoder-weights", default=None, help="None (random), imagenet, or a weights file")
-    parser.add_argument("--option", action="append", type=model_option, default=[], metavar="KEY=VALUE",
+    parser.add_argument("--config", help="start from a TrainConfig: a run.json, a preset's metadata.json, or a "
+                                         "JSON file of TrainConfig fields; the flags given override it")
+    parser.add_argument("--model", help=f"model name (kerazoo list), default {default['model']}")
+    parser.add_argument("--encoder", help="encoder name; default: the model's")
+    parser.add_argument("--encoder-weights", help="None (random), imagenet, or a weights file")
+    parser.add_argument("--option", action="append", type=model_option, metavar="KEY=VALUE",
                         help="create_model option, repeatable, e.g. decoder_filters=64,32,16,16,8")
-    parser.add_argument("--dataset", default="shapes", help="camvid, membrane, shapes or oxford_iiit_pet")
-    parser.add_argument("--data-dir", default=None, help="root of the data sets (else $KERAZOO_DATA, else ~/.keras/datasets)")
-    parser.add_argument("--image-size", type=image_size, default=None, metavar="HxW")
-    parser.add_argument("--num-examples", type=int, default=None, help="shapes only: training images")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--steps-per-epoch", type=int, default=None)
-    parser.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--schedule", default="cosine", choices=SCHEDULES)
-    parser.add_argument("--weight-decay", type=float, default=0.0)
-    parser.add_argument("--mixed-precision", nargs="?", const="mixed_float16", default="off",
-                        choices=("off", "mixed_float16", "mixed_bfloat16"))
-    parser.add_argument("--class-weights", type=_class_weights, default=None,
-                        help="none, median_frequency, or one number per class")
+    parser.add_argument("--dataset", help=f"camvid, membrane, shapes or oxford_iiit_pet; default {default['dataset']}")
+    parser.add_argument("--data-dir", help="root of the data sets (else $KERAZOO_DATA, else ~/.keras/datasets)")
+    parser.add_argument("--image-size", type=image_size, metavar="HxW", help="default: the data set's")
+    parser.add_argument("--num-examples", type=int, help="synthetic data sets only: training images")
+    parser.add_argument("--val-examples", type=int, help="synthetic data sets only: validation images")
+    parser.add_argument("--epochs", type=int, help=f"default {default['epochs']}")
+    parser.add_argument("--batch-size", type=int, help=f"default {default['batch_size']}")
+    parser.add_argument("--steps-per-epoch", type=int, help="default: the whole train split")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, help=f"default {default['optimizer']}")
+    parser.add_argument("--learning-rate", type=float, help=f"default {default['learning_rate']}")
+    parser.add_argument("--schedule", choices=SCHEDULES, help=f"default {default['schedule']}")
+    parser.add_argument("--weight-decay", type=float, help=f"default {default['weight_decay']}")
+    parser.add_argument("--mixed-precision", nargs="?", const="mixed_float16", choices=("off",) + MIXED_PRECISION,
+                        help="default off")
+    parser.add_argument("--class-weights", type=_class_weights, help="none, median_frequency, or one number per class")
     parser.add_argument("--no-augment", action="store_true")
-    parser.add_argument("--devices", default=None,
-                        help="'mirrored' (all GPUs, else all CPUs) or a list like /cpu:0,/cpu:1")
-    parser.add_argument("--output-dir", default="runs/train")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--devices", help="'mirrored' (all GPUs, else all CPUs) or a list like /cpu:0,/cpu:1")
+    parser.add_argument("--output-dir", help=f"default {default['output_dir']}")
+    parser.add_argument("--seed", type=int, help=f"default {default['seed']}")
     parser.add_argument("--no-tensorboard", action="store_true")
-    parser.add_argument("--verbose", type=_verbosity, default="auto",
+    parser.add_argument("--verbose", type=_verbosity,
                         help="0 silent, 1 progress bar, 2 one line per epoch; default: 1 on a terminal")
     parser.set_defaults(run=_train)
 
@@ -316,9 +351,54 @@ COMMANDS = {"list": _add_list, "train": _add_train, "evaluate": _add_evaluate, "
             "export": _add_export, "fetch": _add_fetch, "benchmark": _add_benchmark}
 
 
+# Lines TensorFlow's native libraries write straight to the stderr file descriptor while it is imported;
+# some (oneDNN's, through absl before it is initialised) ignore TF_CPP_MIN_LOG_LEVEL.
+TF_IMPORT_NOISE = ("All log messages before absl::InitializeLog", "oneDNN custom operations",
+                   "cpu_feature_guard", "rebuild TensorFlow with the appropriate compiler flags")
+
+
+def _import_tensorflow_filtered():
+    """Imports TensorFlow with stderr captured at the file-descriptor level, then writes back every
+    captured line except `TF_IMPORT_NOISE`, so a real error still shows."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode("utf-8", errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not any(noise in line for noise in TF_IMPORT_NOISE)))
+
+
+def quiet_tensorflow(argv) -> bool:
+    """Silences TensorFlow's C++ log lines (oneDNN, absl, CPU features) unless `--verbose` (or `-v`)
+    comes before the sub-command; call it before anything imports TensorFlow.
+
+    Returns:
+        True when TensorFlow stays quiet.
+    """
+    leading = []
+    for token in argv:
+        if not token.startswith("-"):
+            break
+        leading.append(token)
+    verbose = any(flag in leading for flag in QUIET_FLAGS)
+    # Explicit either way: some modules set a default of their own when imported.
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else "3"
+    if not verbose and "tensorflow" not in sys.modules:
+        _import_tensorflow_filtered()
+    return not verbose
+
+
 def build_parser():
     """The argument parser with every registered sub-command."""
     parser = argparse.ArgumentParser(prog="kerazoo", description=__doc__.split("\n")[0])
+    parser.add_argument(*QUIET_FLAGS, dest="show_tf_logs", action="store_true",
+                        help="show TensorFlow's own log lines (before the sub-command: kerazoo --verbose list)")
     commands = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS.values():
         add(commands)
@@ -327,6 +407,8 @@ def build_parser():
 
 def main(argv=None):
     """Runs the command line; bad values end with a one-line error and exit status 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    quiet_tensorflow(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

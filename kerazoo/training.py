@@ -1,4 +1,4 @@
-"""Training on a named data set: `kerazoo.training.train(...)`, the engine behind `kerazoo train`.
+"""Training on a named data set: `kerazoo.training.train(TrainConfig(...))`, the engine behind `kerazoo train`.
 
 Everything goes through `model.fit`: the best checkpoint, resumption after a crash, logs and several
 devices are Keras callbacks and a `tf.distribute` strategy, not a loop of our own. An output
@@ -10,7 +10,8 @@ directory holds:
                      arguments resumes at the epoch it stopped in (deleted when training finishes)
     log.csv          one row per epoch (appended across resumptions)
     tensorboard/     TensorBoard scalars
-    run.json         the arguments, the `create_model` call, the data set facts and the outcome
+    run.json         the `TrainConfig` ("config"), the `create_model` call, the data set facts, what the
+                     config resolved to (class weights, steps, devices) and the outcome
 """
 
 from __future__ import annotations
@@ -19,47 +20,28 @@ import dataclasses
 import importlib.util
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import keras
+import numpy as np
+import tensorflow as tf
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import kerazoo  # noqa: E402
-from kerazoo import data as kz_data  # noqa: E402
-from kerazoo.losses import SegmentationLoss  # noqa: E402
-from kerazoo.metrics import MeanIoU, PixelAccuracy  # noqa: E402
+import kerazoo
+from kerazoo import data as kz_data
+from kerazoo.files import atomic_path, atomic_write_text  # atomic_write_text: still imported from here by others
+from kerazoo.losses import SegmentationLoss
+from kerazoo.metrics import MeanIoU, PixelAccuracy
+from kerazoo.train_config import OPTIMIZERS, SCHEDULES, TrainConfig
 
 __all__ = [
-    "OPTIMIZERS", "SCHEDULES", "BestCheckpoint", "EpochTimer", "TrainResult", "atomic_write_text",
-    "make_optimizer", "make_strategy", "train",
+    "OPTIMIZERS", "SCHEDULES", "BestCheckpoint", "EpochTimer", "TrainConfig", "TrainResult", "make_optimizer",
+    "make_strategy", "train",
 ]
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-SCHEDULES = ("cosine", "poly", "constant")
-CLASS_WEIGHTING = ("none", "median_frequency")
 MONITOR = "val_mean_iou"
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes `text` to `path` through a temp file and a rename, so readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _atomic_save_model(model: keras.Model, path: Path) -> None:
-    # Keras wants the ".keras" suffix on the file it writes, so the temp name keeps it.
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
 
 
 def _json_default(value):
@@ -122,7 +104,8 @@ class BestCheckpoint(keras.callbacks.Callback):
             return
         previous = self.best
         self.best, self.best_epoch = value, epoch
-        _atomic_save_model(self.model, self.path)
+        with atomic_path(self.path) as tmp:  # keeps the ".keras" suffix that model.save wants
+            self.model.save(tmp)
         state = {"epoch": epoch, **{k: float(v) for k, v in logs.items() if np.ndim(v) == 0}}
         atomic_write_text(self.state_path, _to_json(state))
         if self.verbose:
@@ -214,22 +197,6 @@ def make_strategy(devices: str | Sequence[str] | None):
     return tf.distribute.MirroredStrategy(list(devices))
 
 
-def _resolve_class_weights(class_weights, dataset, info, data_dir, image_size, num_examples, seed):
-    if class_weights is None or (isinstance(class_weights, str) and class_weights == "none"):
-        return None
-    if isinstance(class_weights, str):
-        if class_weights != "median_frequency":
-            raise ValueError(f"Unknown class_weights {class_weights!r}; valid: {', '.join(CLASS_WEIGHTING)}, "
-                             "or a list of one weight per class")
-        masks = kz_data.load(dataset, "train", data_dir=data_dir, batch_size=16, image_size=image_size,
-                             augment=False, shuffle=False, seed=seed, num_examples=num_examples)
-        return [float(w) for w in kz_data.median_frequency_weights(masks, info.num_classes, info.ignore_class)]
-    weights = [float(w) for w in class_weights]
-    if len(weights) != info.num_classes:
-        raise ValueError(f"class_weights has {len(weights)} entries; {dataset} has {info.num_classes} classes")
-    return weights
-
-
 @dataclasses.dataclass
 class TrainResult:
     """What `train` returns.
@@ -242,6 +209,7 @@ class TrainResult:
         best: Best validation metrics (`best.json`), including its 0-based `epoch`.
         initial_epoch: Epoch this call started at (> 0 when it resumed a killed run).
         wall_seconds: Wall time of this call.
+        config: The `TrainConfig` it ran.
     """
 
     model: keras.Model
@@ -251,6 +219,7 @@ class TrainResult:
     best: dict
     initial_epoch: int
     wall_seconds: float
+    config: TrainConfig
 
 
 def _resume_epoch(backup_dir: Path) -> int:
@@ -268,77 +237,122 @@ def _device_names(strategy) -> list[str]:
     return ["default"]
 
 
-def _val_split(dataset: str) -> str:
-    return "test" if dataset == "oxford_iiit_pet" else "val"
+def _resolve_class_weights(config: TrainConfig, info, image_size, num_examples):
+    if not isinstance(config.class_weights, str):
+        return None if config.class_weights is None else list(config.class_weights)
+    # "median_frequency" (TrainConfig checked the name): computed on the unaugmented train split.
+    masks = kz_data.load(config.dataset, "train", data_dir=config.data_dir, batch_size=16, image_size=image_size,
+                         augment=False, shuffle=False, seed=config.seed, num_examples=num_examples)
+    return [float(w) for w in kz_data.median_frequency_weights(masks, info.num_classes, info.ignore_class)]
+
+
+def _load_splits(config: TrainConfig, info, image_size, replicas):
+    """The train split (shuffled, augmented) and `info.val_split` (as it is), and the steps per epoch."""
+    train_counts, val_counts = {}, {}
+    if info.synthetic:
+        train_counts = {"num_examples": config.num_examples or 256}
+        val_counts = {"num_examples": config.val_examples or max(16, train_counts["num_examples"] // 4)}
+    common = dict(data_dir=config.data_dir, batch_size=config.batch_size, image_size=image_size, seed=config.seed)
+    train_data = kz_data.load(config.dataset, "train", augment=config.augment, shuffle=True, **common,
+                              **train_counts)
+    val_data = kz_data.load(config.dataset, info.val_split, augment=False, shuffle=False, **common, **val_counts)
+    if replicas > 1:
+        # Batches are split across replicas, not files across workers: say so, and keep TF quiet.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        train_data, val_data = train_data.with_options(options), val_data.with_options(options)
+    batches = int(train_data.cardinality())
+    if batches < 1:
+        raise ValueError(f"The {config.dataset} train split yields no batches (cardinality {batches})")
+    steps = min(batches, config.steps_per_epoch) if config.steps_per_epoch else batches
+    if steps < batches:
+        train_data = train_data.repeat()  # so that short epochs keep drawing fresh batches
+    return train_data, val_data, steps, train_counts.get("num_examples")
+
+
+def model_for_dataset(config: TrainConfig, info, image_size) -> tuple[keras.Model, dict]:
+    """Builds `config.model` for a data set; the one place where a trained model learns its task.
+
+    The data set gives the classes, channels, class names and colours; the model also keeps the input
+    size it is trained at, so that `model.segment` resizes to it and `kerazoo predict` needs no run.json.
+
+    Returns:
+        The model and `create_model`'s arguments (written to `run.json`).
+    """
+    arguments = config.create_model_arguments(info.num_classes, info.channels)
+    arguments.update(class_names=list(info.class_names), class_colors=[list(c) for c in info.class_colors],
+                     input_size=list(image_size) if image_size else None)
+    return kerazoo.create_model(**arguments), arguments
+
+
+def _compile(net, config: TrainConfig, info, total_steps, class_weights):
+    net.compile(
+        optimizer=make_optimizer(config.optimizer, config.learning_rate, config.schedule, total_steps,
+                                 config.weight_decay),
+        loss=SegmentationLoss(from_logits=True, ignore_class=info.ignore_class, class_weights=class_weights),
+        metrics=[MeanIoU(info.num_classes, ignore_class=info.ignore_class),
+                 PixelAccuracy(info.num_classes, ignore_class=info.ignore_class)],
+    )
+
+
+def _callbacks(output_dir: Path, tensorboard, verbose, extra):
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(output_dir / "backup"), save_freq="epoch", delete_checkpoint=True,
+                                         double_checkpoint=True),
+        EpochTimer(),
+        BestCheckpoint(output_dir / "best.keras", monitor=MONITOR, mode="max", verbose=bool(verbose)),
+        keras.callbacks.CSVLogger(str(output_dir / "log.csv"), append=True),
+    ]
+    if tensorboard == "auto":
+        tensorboard = importlib.util.find_spec("tensorboard") is not None
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(str(output_dir / "tensorboard"), write_graph=False,
+                                                     profile_batch=0))
+    return callbacks + list(extra)
+
+
+def _as_config(config, model, options) -> TrainConfig:
+    if isinstance(config, keras.Model):
+        config, model = None, config
+    if isinstance(config, str):
+        options = {"model": config, **options}
+        config = None
+    if config is None:
+        if model is not None:
+            options.setdefault("model", None)
+        return TrainConfig(**options)
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"train() takes a TrainConfig, a model name or a keras.Model, got {type(config).__name__}")
+    return config.replace(**options) if options else config
 
 
 def train(
-    model: str | keras.Model = "unet",
+    config: TrainConfig | str | keras.Model | None = None,
+    /,
     *,
-    encoder: str | None = None,
-    dataset: str = "shapes",
-    data_dir: str | os.PathLike | None = None,
-    image_size: tuple[int, int] | None = None,
-    epochs: int = 10,
-    batch_size: int = 8,
-    optimizer: str = "adam",
-    learning_rate: float = 1e-3,
-    schedule: str = "cosine",
-    weight_decay: float = 0.0,
-    mixed_precision: bool | str = False,
-    output_dir: str | os.PathLike = "runs/train",
-    class_weights: str | Sequence[float] | None = None,
-    encoder_weights: str | None = None,
-    model_options: dict[str, Any] | None = None,
-    augment: bool = True,
-    num_examples: int | None = None,
-    val_examples: int | None = None,
-    steps_per_epoch: int | None = None,
-    devices: str | Sequence[str] | None = None,
-    seed: int = 0,
-    tensorboard: bool | str = "auto",
+    model: keras.Model | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    tensorboard: bool | str = "auto",
     verbose: int | str = "auto",
+    **options: Any,
 ) -> TrainResult:
     """Trains a segmentation model on a named data set and keeps the best checkpoint.
 
-    Re-running with the same `output_dir` after the process was killed resumes at the epoch it
-    stopped in (model, optimizer and schedule state from `BackupAndRestore`). A finished run
-    re-run with the same directory trains again from scratch, but keeps `best.keras` unless it is
-    beaten.
+    `train(TrainConfig(model="unet", epochs=5))` and `train("unet", epochs=5)` are the same run: keyword
+    options are `TrainConfig` fields, applied over `config`. Re-running with the same `output_dir` after
+    the process was killed resumes at the epoch it stopped in (model, optimizer and schedule state from
+    `BackupAndRestore`). A finished run re-run with the same directory trains again from scratch, but
+    keeps `best.keras` unless it is beaten.
 
     Args:
-        model: A name from `kerazoo.list_models()`, or a compiled-or-not `keras.Model` built for the
-            data set (then `encoder`, `encoder_weights`, `model_options` must be left out; with
+        config: A `TrainConfig`, a model name (then `options` complete the config), or a built
+            `keras.Model` (same as `model=`).
+        model: A compiled-or-not `keras.Model` built for the data set, instead of `config.model` (with
             `devices` it must have been built inside the strategy's scope).
-        encoder: Encoder name for encoder models (None: the model's default).
-        dataset: A name from `kerazoo.data.list_datasets()`; its classes, channels and
-            ignore_class configure the model, loss and metrics.
-        data_dir: Root of the data sets (see `kerazoo.data.load`).
-        image_size: `(height, width)` of training and validation images; None: the data set default.
-        epochs: Total epochs (also when resuming).
-        batch_size: Global batch size (split over the devices).
-        optimizer: One of `OPTIMIZERS`.
-        learning_rate: Initial learning rate.
-        schedule: One of `SCHEDULES`.
-        weight_decay: Decoupled weight decay for "adamw"/"sgd"/"rmsprop".
-        mixed_precision: False, True ("mixed_float16") or a Keras dtype policy name such as
-            "mixed_bfloat16". Outputs and losses stay float32.
-        output_dir: Run directory (created).
-        class_weights: None, "median_frequency" (computed on the train split, void ignored) or
-            one weight per class.
-        encoder_weights: None (random init) or "imagenet" or a weights file.
-        model_options: Extra `create_model` options, e.g. `{"decoder_filters": (64, 32, 16, 16, 8)}`.
-        augment: Augment the train split with the data set's default augmentation.
-        num_examples: "shapes" only: training images (validation gets a quarter, at least 16).
-        val_examples: "shapes" only: validation images (overrides the quarter).
-        steps_per_epoch: Limit each epoch to this many batches (None: the whole split).
-        devices: See `make_strategy`; e.g. `["/cpu:0", "/cpu:1"]` or "mirrored".
-        seed: Seed for weights, shuffling and augmentation.
-        tensorboard: Write TensorBoard logs; "auto" does so when the `tensorboard` package is installed
-            (`tf.summary` needs it).
         callbacks: Extra Keras callbacks, run after the built-in ones.
+        tensorboard: Write TensorBoard logs; "auto" does so when the `tensorboard` package is installed.
         verbose: Keras verbosity; "auto" shows a progress bar on a terminal and one line per epoch otherwise.
+        **options: `TrainConfig` fields.
 
     Returns:
         A `TrainResult`.
@@ -347,121 +361,56 @@ def train(
         ValueError: an unknown name or a bad value, naming the valid ones.
     """
     start = time.perf_counter()
-    if dataset not in kz_data.DATASETS:
-        raise ValueError(f"Unknown data set {dataset!r}; available: {', '.join(kz_data.list_datasets())}")
-    info = kz_data.DATASETS[dataset]
-    if int(epochs) < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if isinstance(mixed_precision, bool):
-        policy = "mixed_float16" if mixed_precision else None
-    else:
-        policy = mixed_precision
-    if policy is not None and policy not in ("mixed_float16", "mixed_bfloat16", "float32"):
-        raise ValueError(f"mixed_precision must be a bool, 'mixed_float16', 'mixed_bfloat16' or 'float32'; "
-                         f"got {mixed_precision!r}")
-    model_options = dict(model_options or {})
-    if not isinstance(model, keras.Model):
-        from kerazoo.models import MODELS
-
-        MODELS.get(model)  # fail on an unknown name before any data is read or a directory made
-    if isinstance(model, keras.Model) and (encoder or encoder_weights or model_options):
-        raise ValueError("encoder, encoder_weights and model_options apply to a model name, not a keras.Model")
+    config = _as_config(config, model, options)
+    if model is not None and config.model is not None:
+        raise ValueError(f"pass either a model name (got {config.model!r}) or a keras.Model, not both")
+    info = kz_data.DATASETS[config.dataset]
+    image_size = config.image_size or info.image_size
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
-    image_size = tuple(image_size) if image_size is not None else info.image_size
-    output_dir = Path(output_dir)
+    output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    backup_dir = output_dir / "backup"
 
-    keras.utils.set_random_seed(seed)
-    strategy = make_strategy(devices)
-    replicas = strategy.num_replicas_in_sync
-
-    # --- data: the train split shuffled and augmented, the validation split as it is.
-    shapes_counts = {}
-    if dataset == "shapes":
-        train_count = num_examples or 256
-        shapes_counts = {"num_examples": train_count}
-        val_shapes = {"num_examples": val_examples or max(16, train_count // 4)}
-    elif num_examples is not None or val_examples is not None:
-        raise ValueError("num_examples and val_examples apply to the synthetic 'shapes' data set only")
-    else:
-        val_shapes = {}
-    train_data = kz_data.load(dataset, "train", data_dir=data_dir, batch_size=batch_size, image_size=image_size,
-                              augment=augment, shuffle=True, seed=seed, **shapes_counts)
-    val_data = kz_data.load(dataset, _val_split(dataset), data_dir=data_dir, batch_size=batch_size,
-                            image_size=image_size, augment=False, shuffle=False, seed=seed, **val_shapes)
-    if replicas > 1:
-        # Batches are split across replicas, not files across workers: say so, and keep TF quiet.
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        train_data, val_data = train_data.with_options(options), val_data.with_options(options)
-    batches = int(train_data.cardinality())
-    if batches < 1:
-        raise ValueError(f"The {dataset} train split yields no batches (cardinality {batches})")
-    steps = min(batches, steps_per_epoch) if steps_per_epoch else batches
-    if steps < batches:
-        train_data = train_data.repeat()  # so that short epochs keep drawing fresh batches
-    weights = _resolve_class_weights(class_weights, dataset, info, data_dir, image_size,
-                                     shapes_counts.get("num_examples"), seed)
+    keras.utils.set_random_seed(config.seed)
+    strategy = make_strategy(config.devices)
+    train_data, val_data, steps, num_examples = _load_splits(config, info, image_size,
+                                                             strategy.num_replicas_in_sync)
+    class_weights = _resolve_class_weights(config, info, image_size, num_examples)
 
     create_args = None
     previous_policy = keras.mixed_precision.global_policy().name
     try:
-        if policy is not None:
-            keras.mixed_precision.set_global_policy(policy)
+        if config.mixed_precision is not None:
+            keras.mixed_precision.set_global_policy(config.mixed_precision)
         with strategy.scope():
-            if isinstance(model, keras.Model):
-                net = model
-            else:
-                create_args = dict(name=model, encoder=encoder, num_classes=info.num_classes,
-                                   encoder_weights=encoder_weights, in_channels=info.channels, **model_options)
-                net = kerazoo.create_model(**create_args)
-            net.compile(
-                optimizer=make_optimizer(optimizer, learning_rate, schedule, epochs * steps, weight_decay),
-                loss=SegmentationLoss(from_logits=True, ignore_class=info.ignore_class, class_weights=weights),
-                metrics=[MeanIoU(info.num_classes, ignore_class=info.ignore_class),
-                         PixelAccuracy(info.num_classes, ignore_class=info.ignore_class)],
-            )
+            net = model
+            if net is None:
+                net, create_args = model_for_dataset(config, info, image_size)
+            _compile(net, config, info, config.epochs * steps, class_weights)
             if not net.built:
                 net.build((None, *image_size, info.channels))
 
         run = {
-            "dataset": dataset, "class_names": list(info.class_names), "ignore_class": info.ignore_class,
+            "dataset": config.dataset, "class_names": list(info.class_names), "ignore_class": info.ignore_class,
             "image_size": list(image_size), "create_model": create_args,
             "model_name": net.name, "parameters": int(net.count_params()),
-            "train": dict(epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
-                          schedule=schedule, weight_decay=weight_decay, mixed_precision=policy,
-                          class_weights=weights, augment=augment, steps_per_epoch=steps, seed=seed,
-                          devices=_device_names(strategy), data_dir=data_dir),
+            "config": config.to_dict(),
+            "resolved": {"class_weights": class_weights, "steps_per_epoch": steps,
+                         "devices": _device_names(strategy)},
         }
         atomic_write_text(output_dir / "run.json", _to_json(run))
 
-        initial_epoch = _resume_epoch(backup_dir)
+        initial_epoch = _resume_epoch(output_dir / "backup")
         if verbose:
+            replicas = strategy.num_replicas_in_sync
             where = f"{replicas} replicas ({', '.join(_device_names(strategy))})" if replicas > 1 else "1 device"
             resumed = f", resuming at epoch {initial_epoch + 1}" if initial_epoch else ""
-            print(f"kerazoo train: {net.name} ({net.count_params():,} parameters) on {dataset} "
-                  f"{image_size[0]}x{image_size[1]}, {epochs} epochs x {steps} steps, batch {batch_size}, "
-                  f"{where}{resumed} -> {output_dir}", flush=True)
-
-        extra_callbacks = callbacks
-        callbacks = [
-            keras.callbacks.BackupAndRestore(str(backup_dir), save_freq="epoch", delete_checkpoint=True,
-                                             double_checkpoint=True),
-            EpochTimer(),
-            BestCheckpoint(output_dir / "best.keras", monitor=MONITOR, mode="max", verbose=bool(verbose)),
-            keras.callbacks.CSVLogger(str(output_dir / "log.csv"), append=True),
-        ]
-        if tensorboard == "auto":
-            tensorboard = importlib.util.find_spec("tensorboard") is not None
-        if tensorboard:
-            callbacks.append(keras.callbacks.TensorBoard(str(output_dir / "tensorboard"), write_graph=False,
-                                                         profile_batch=0))
-        history = net.fit(train_data, validation_data=val_data, epochs=epochs, steps_per_epoch=steps,
-                          callbacks=callbacks + list(extra_callbacks), verbose=verbose, shuffle=False)  # shuffled by tf.data
+            print(f"kerazoo train: {net.name} ({net.count_params():,} parameters) on {config.dataset} "
+                  f"{image_size[0]}x{image_size[1]}, {config.epochs} epochs x {steps} steps, batch "
+                  f"{config.batch_size}, {where}{resumed} -> {output_dir}", flush=True)
+        history = net.fit(train_data, validation_data=val_data, epochs=config.epochs, steps_per_epoch=steps,
+                          callbacks=_callbacks(output_dir, tensorboard, verbose, callbacks), verbose=verbose,
+                          shuffle=False)  # shuffled by tf.data
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -473,4 +422,4 @@ def train(
     if verbose and best:
         print(f"done in {wall:.0f} s; best {MONITOR} {best.get(MONITOR, float('nan')):.4f} "
               f"at epoch {best.get('epoch', -1) + 1}: {best_path}", flush=True)
-    return TrainResult(net, history.history, output_dir, best_path, best, initial_epoch, wall)
+    return TrainResult(net, history.history, output_dir, best_path, best, initial_epoch, wall, config)

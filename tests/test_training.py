@@ -1,6 +1,8 @@
-"""Training: checkpoints, logs, resumption after SIGKILL, MirroredStrategy, mixed precision, evaluation."""
+"""Training: TrainConfig, checkpoints, logs, resumption after SIGKILL, MirroredStrategy, mixed precision,
+evaluation, and the lazy `import kerazoo`."""
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -17,6 +19,8 @@ import pytest
 import kerazoo
 import kerazoo.data
 from kerazoo import evaluation
+from kerazoo import cli
+from kerazoo.train_config import TrainConfig
 from kerazoo.training import BestCheckpoint, make_optimizer, make_strategy, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,6 +46,9 @@ def test_train_writes_best_checkpoint_logs_and_run_json(tmp_path):
                                    "encoder_weights": None, "in_channels": 3, "filters": 4, "kernel_size": 3,
                                    "depth": 2}
     assert run["dataset"] == "shapes" and run["result"]["wall_seconds"] > 0
+    assert TrainConfig.from_dict(run["config"]) == result.config  # run.json reproduces the run
+    assert result.config == TrainConfig(model="segnet_basic", epochs=2, output_dir=str(tmp_path),
+                                        **{k: v for k, v in TINY.items() if k not in ("tensorboard", "verbose")})
     assert not (tmp_path / "backup").exists()  # deleted once training finished
     assert not list(tmp_path.glob(".*tmp*"))  # nothing half-written left behind
     restored = keras.saving.load_model(result.best_path, compile=False)
@@ -50,7 +57,7 @@ def test_train_writes_best_checkpoint_logs_and_run_json(tmp_path):
 
 def test_median_frequency_class_weights_are_recorded(tmp_path):
     train("segnet_basic", epochs=1, output_dir=tmp_path, class_weights="median_frequency", **TINY)
-    weights = json.loads((tmp_path / "run.json").read_text())["train"]["class_weights"]
+    weights = json.loads((tmp_path / "run.json").read_text())["resolved"]["class_weights"]
     masks = kerazoo.data.load("shapes", "train", batch_size=8, image_size=(32, 32), augment=False,
                               shuffle=False, num_examples=16)
     assert weights == pytest.approx(kerazoo.data.median_frequency_weights(masks, 4).tolist())
@@ -64,13 +71,67 @@ def test_median_frequency_class_weights_are_recorded(tmp_path):
     (dict(class_weights="inverse"), "median_frequency"),
     (dict(class_weights=[1.0, 2.0]), "4 classes"),
     (dict(mixed_precision="float16"), "mixed_float16"),
-    (dict(epochs=0), "epochs must be >= 1"),
+    (dict(epochs=0), "epochs must be an int >= 1, got 0"),
+    (dict(batch_size=2.5), "batch_size must be an int >= 1, got 2.5"),
+    (dict(learning_rate=-1), "learning_rate must be > 0, got -1"),
+    (dict(image_size=(32,)), "image_size must be"),
+    (dict(optimizer="adam", weight_decay=1e-4), "adamw"),
+    (dict(dataset="membrane", num_examples=8), r"synthetic data sets \(shapes\) only, not .membrane."),
+    (dict(model=None, encoder="vgg16"), "keras.Model"),
 ])
-def test_bad_arguments_name_the_valid_values(tmp_path, kwargs, message):
-    arguments = {**TINY, "epochs": 1, "output_dir": tmp_path, **kwargs}
-    model = arguments.pop("model", "segnet_basic")
+def test_train_config_names_the_bad_value_and_the_valid_ones(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        train(model, **arguments)
+        TrainConfig(**kwargs)
+
+
+def test_train_rejects_bad_arguments_before_writing_anything(tmp_path):
+    with pytest.raises(ValueError, match="cosine, poly, constant"):
+        train("segnet_basic", schedule="linear", output_dir=tmp_path / "run", **TINY)
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_config_round_trips_through_json():
+    config = TrainConfig(model="unet", encoder="mobilenetv2", model_options={"decoder_filters": [16, 8, 8, 8, 8]},
+                         dataset="camvid", image_size=[64, 96], class_weights=[1] * 11, mixed_precision=True,
+                         devices="/cpu:0,/cpu:1", output_dir=Path("runs/x"))
+    assert config.model_options == {"decoder_filters": (16, 8, 8, 8, 8)} and config.image_size == (64, 96)
+    assert config.mixed_precision == "mixed_float16" and config.class_weights == (1.0,) * 11
+    again = TrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config
+    with pytest.raises(ValueError, match="Unknown TrainConfig field.*epoch.*valid: model"):
+        TrainConfig.from_dict({"epoch": 3})
+
+
+def test_train_config_reads_a_shipped_preset_recipe():
+    metadata = json.loads((REPO / "kerazoo/zoo/camvid_segnet_basic/metadata.json").read_text())
+    config = TrainConfig.from_metadata(metadata)
+    # The command that trained it, parsed by the CLI, is the same recipe except what train() resolved
+    # (the median-frequency weights and the steps per epoch are recorded as numbers in the metadata).
+    args = cli.build_parser().parse_args(metadata["training"]["command"].split()[1:])
+    commanded = cli.train_config_from_args(args)
+    resolved = {"class_weights", "steps_per_epoch"}
+    differing = {f.name for f in dataclasses.fields(TrainConfig)
+                 if getattr(config, f.name) != getattr(commanded, f.name)}
+    assert differing <= resolved | {"output_dir"}, differing
+    assert config.model == "segnet_basic" and config.model_options == {"filters": 32}
+    assert config.image_size == (176, 240) and config.epochs == 12 and len(config.class_weights) == 11
+
+
+def test_train_validates_on_the_registry_split(tmp_path, monkeypatch):
+    # A data set whose validation split is "test" (as oxford_iiit_pet's) is validated on "test".
+    registry = dict(kerazoo.data.DATASETS)
+    registry["shapes"] = dataclasses.replace(registry["shapes"], val_split="test")
+    monkeypatch.setattr(kerazoo.data, "DATASETS", registry)
+    loaded = []
+    real_load = kerazoo.data.load
+
+    def recording_load(name, split="train", **kwargs):
+        loaded.append((name, split, kwargs.get("num_examples")))
+        return real_load(name, split, **kwargs)
+
+    monkeypatch.setattr(kerazoo.data, "load", recording_load)
+    train("segnet_basic", epochs=1, output_dir=tmp_path, **{**TINY, "num_examples": 24, "val_examples": 8})
+    assert loaded == [("shapes", "train", 24), ("shapes", "test", 8)]
 
 
 def _rate_at(optimizer, step):
@@ -188,7 +249,7 @@ result = train("segnet_basic", model_options=dict(filters=4, kernel_size=3, dept
                image_size=(32, 32), num_examples=16, val_examples=16, batch_size=8, epochs=2,
                output_dir=sys.argv[1], devices=["/cpu:0", "/cpu:1"], tensorboard=False, verbose=2)
 strategy = tf.distribute.get_strategy()
-print("RESULT", json.dumps({"replicas": len(json.load(open(sys.argv[1] + "/run.json"))["train"]["devices"]),
+print("RESULT", json.dumps({"replicas": len(json.load(open(sys.argv[1] + "/run.json"))["resolved"]["devices"]),
                             "loss": result.history["loss"], "best": result.best_path.exists()}))
 """
 
@@ -244,3 +305,41 @@ def test_camvid_trains_and_evaluates_with_void_ignored(tmp_path, shared_data_dir
     # void (11) is left out: the counted pixels are fewer than all val pixels
     assert 0 < sum(report["class_pixels"].values()) < 101 * 64 * 96
     assert len(report["per_class_iou"]) == 11
+
+
+_LAZY_SCRIPT = """
+import sys, tempfile, keras
+import kerazoo
+heavy = ("kerazoo.data", "kerazoo.export", "tensorflow_datasets", "tf2onnx", "onnx", "ai_edge_litert")
+loaded = lambda: sorted(n for n in sys.modules if n.split(".")[0] in heavy or n.startswith(heavy))
+assert loaded() == [], loaded()
+model = kerazoo.create_model("segnet_basic", num_classes=4, filters=4, kernel_size=3, depth=2)
+kerazoo.layers.MaxUnpooling2D
+assert loaded() == [], loaded()
+assert callable(kerazoo.export)
+from kerazoo.export import export  # the sub-module imported: kerazoo.export stays the function
+assert kerazoo.export is export and callable(kerazoo.export)
+print("LAZY OK")
+"""
+
+_LOAD_SCRIPT = """
+import sys, keras, numpy as np
+import kerazoo  # after keras: kerazoo's layers, losses and metrics are registered at once
+model = keras.saving.load_model(sys.argv[1])
+model.evaluate(np.zeros((1, 32, 32, 3)), np.zeros((1, 32, 32), "int32"), verbose=0)  # builds the metrics
+print("LOADED", type(model.loss).__name__, [type(m).__name__ for m in model.metrics[-1].metrics])
+"""
+
+
+def test_import_kerazoo_is_lazy():
+    run = subprocess.run([sys.executable, "-c", _LAZY_SCRIPT], env=_script_env(), capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0 and "LAZY OK" in run.stdout, run.stdout + run.stderr
+
+
+def test_a_trained_checkpoint_loads_with_its_kerazoo_loss_and_metrics(tmp_path):
+    result = train("segnet_basic", epochs=1, output_dir=tmp_path, **TINY)
+    run = subprocess.run([sys.executable, "-c", _LOAD_SCRIPT, str(result.best_path)], env=_script_env(),
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "LOADED SegmentationLoss ['MeanIoU', 'PixelAccuracy']" in run.stdout

@@ -1,0 +1,230 @@
+"""`TrainConfig`: one training recipe that `kerazoo train`, `run.json` and preset metadata share.
+
+This module imports neither Keras nor TensorFlow at import time, so the command line can build its
+parser from `OPTIMIZERS` and `SCHEDULES` cheaply; names of models and data sets are checked against
+their registries when a config is made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Mapping
+
+__all__ = ["CLASS_WEIGHTING", "MIXED_PRECISION", "OPTIMIZERS", "SCHEDULES", "TrainConfig"]
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+SCHEDULES = ("cosine", "poly", "constant")
+CLASS_WEIGHTING = ("none", "median_frequency")
+MIXED_PRECISION = ("mixed_float16", "mixed_bfloat16", "float32")
+
+
+def _tuple(value):
+    """Lists (from JSON or the command line) become tuples, recursively, so configs compare equal."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_tuple(v) for v in value)
+    return value
+
+
+def _jsonable(value):
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that decides a training run, validated when made.
+
+    `to_dict()` gives plain JSON values; `TrainConfig.from_dict(d)` rebuilds an equal config, so
+    `run.json`'s `"config"` and a preset's `"training"` recipe reproduce the run.
+
+    Attributes:
+        model: A name from `kerazoo.list_models()`, or None when a built `keras.Model` is passed to
+            `train(..., model=...)`.
+        encoder: Encoder name for encoder models (None: the model's default).
+        encoder_weights: None (random init), "imagenet" or a weights file.
+        model_options: Extra `create_model` options, e.g. `{"decoder_filters": (64, 32, 16, 16, 8)}`.
+        dataset: A name from `kerazoo.data.list_datasets()`; its classes, channels and ignore_class
+            configure the model, loss and metrics.
+        data_dir: Root of the data sets (see `kerazoo.data.load`).
+        image_size: `(height, width)` of training and validation images; None: the data set default.
+        num_examples: Synthetic data sets only: training images (default 256).
+        val_examples: Synthetic data sets only: validation images (default a quarter of
+            `num_examples`, at least 16).
+        augment: Augment the train split with the data set's default augmentation.
+        epochs: Total epochs (also when resuming).
+        batch_size: Global batch size (split over the devices).
+        steps_per_epoch: Limit each epoch to this many batches (None: the whole split).
+        optimizer: One of `OPTIMIZERS`; "sgd" uses momentum 0.9.
+        learning_rate: Initial (peak) learning rate.
+        schedule: One of `SCHEDULES`.
+        weight_decay: Decoupled weight decay (adamw, sgd, rmsprop); 0 for none.
+        mixed_precision: None (float32) or a Keras policy in `MIXED_PRECISION`; True means
+            "mixed_float16". Outputs and losses stay float32.
+        class_weights: None, "median_frequency" (computed on the train split, void ignored) or one
+            weight per class.
+        devices: None (one device), "mirrored"/"all", or device names such as `("/cpu:0", "/cpu:1")`.
+        seed: Seed for weights, shuffling and augmentation.
+        output_dir: Run directory.
+    """
+
+    model: str | None = "unet"
+    encoder: str | None = None
+    encoder_weights: str | None = None
+    model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    dataset: str = "shapes"
+    data_dir: str | None = None
+    image_size: tuple[int, int] | None = None
+    num_examples: int | None = None
+    val_examples: int | None = None
+    augment: bool = True
+    epochs: int = 10
+    batch_size: int = 8
+    steps_per_epoch: int | None = None
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    schedule: str = "cosine"
+    weight_decay: float = 0.0
+    mixed_precision: str | None = None
+    class_weights: str | tuple[float, ...] | None = None
+    devices: str | tuple[str, ...] | None = None
+    seed: int = 0
+    output_dir: str = "runs/train"
+
+    def __post_init__(self):
+        self._normalise()
+        self._check_names()
+        self._check_numbers()
+        self._check_dataset_options()
+
+    def _normalise(self):
+        if self.data_dir is not None:
+            self.data_dir = os.fspath(self.data_dir)
+        self.output_dir = os.fspath(self.output_dir)
+        self.model_options = {str(k): _tuple(v) for k, v in dict(self.model_options or {}).items()}
+        if self.image_size is not None:
+            size = _tuple(self.image_size)
+            if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size):
+                raise ValueError(f"image_size must be (height, width) of positive ints, got {self.image_size!r}")
+            self.image_size = size
+        if isinstance(self.mixed_precision, bool):
+            self.mixed_precision = "mixed_float16" if self.mixed_precision else None
+        if self.class_weights == "none":
+            self.class_weights = None
+        elif isinstance(self.class_weights, (list, tuple)):
+            try:
+                self.class_weights = tuple(float(w) for w in self.class_weights)
+            except (TypeError, ValueError):
+                raise ValueError(f"class_weights must be numbers, got {self.class_weights!r}") from None
+        if isinstance(self.devices, (list, tuple)):
+            self.devices = tuple(self.devices)
+            if self.devices == ("default",):  # what run.json files before TrainConfig recorded for one device
+                self.devices = None
+        elif self.devices == "":
+            self.devices = None
+
+    def _check_names(self):
+        from kerazoo.data.catalog import DATASETS, list_datasets
+        from kerazoo.models import MODELS
+
+        if self.model is not None:
+            MODELS.get(self.model)
+        elif self.encoder or self.encoder_weights or self.model_options:
+            raise ValueError("encoder, encoder_weights and model_options apply to a model name, "
+                             "not to a keras.Model passed to train()")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"Unknown data set {self.dataset!r}; available: {', '.join(list_datasets())}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"Unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"Unknown learning-rate schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
+        if self.mixed_precision is not None and self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be a bool or one of {', '.join(MIXED_PRECISION)}; "
+                             f"got {self.mixed_precision!r}")
+        if isinstance(self.class_weights, str) and self.class_weights != "median_frequency":
+            raise ValueError(f"Unknown class_weights {self.class_weights!r}; valid: {', '.join(CLASS_WEIGHTING)}, "
+                             "or a list of one weight per class")
+        num_classes = DATASETS[self.dataset].num_classes
+        if isinstance(self.class_weights, tuple) and len(self.class_weights) != num_classes:
+            raise ValueError(f"class_weights has {len(self.class_weights)} entries; {self.dataset} has "
+                             f"{num_classes} classes")
+
+    def _check_numbers(self):
+        for name in ("epochs", "batch_size", "steps_per_epoch", "num_examples", "val_examples"):
+            value = getattr(self, name)
+            if value is None and name not in ("epochs", "batch_size"):
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if not isinstance(self.learning_rate, (int, float)) or not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.weight_decay and self.optimizer == "adam":
+            raise ValueError("weight_decay needs optimizer 'adamw', 'sgd' or 'rmsprop', not 'adam'")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ValueError(f"seed must be an int, got {self.seed!r}")
+
+    def _check_dataset_options(self):
+        from kerazoo.data.catalog import DATASETS
+
+        if not DATASETS[self.dataset].synthetic and (self.num_examples or self.val_examples):
+            synthetic = sorted(name for name, info in DATASETS.items() if info.synthetic)
+            raise ValueError(f"num_examples and val_examples apply to synthetic data sets ({', '.join(synthetic)}) "
+                             f"only, not {self.dataset!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain JSON values (tuples become lists)."""
+        return {field.name: _jsonable(getattr(self, field.name)) for field in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], ignore_unknown: bool = False) -> "TrainConfig":
+        """Rebuilds a config from `to_dict()` output, e.g. `run.json`'s `"config"`.
+
+        Args:
+            data: Field name -> value; missing fields take their defaults.
+            ignore_unknown: Skip keys that are not fields (a preset's `"training"` recipe also holds
+                `command`, `wall_seconds`, ...); otherwise they are an error naming the valid fields.
+
+        Returns:
+            A validated `TrainConfig`.
+        """
+        names = [field.name for field in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown and not ignore_unknown:
+            raise ValueError(f"Unknown TrainConfig field(s) {', '.join(unknown)}; valid: {', '.join(names)}")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> "TrainConfig":
+        """The recipe a preset was trained with, from its `metadata.json`.
+
+        The model comes from `"model"` (`create_model`'s arguments; the data set decides `num_classes`
+        and `in_channels`), the data set from `"dataset"`, the size from `"input_size"` and the rest
+        from the `"training"` recipe (its other keys, such as `command`, are ignored).
+        """
+        if "model" not in metadata or "dataset" not in metadata:
+            raise ValueError(f"preset metadata needs \"model\" and \"dataset\" to give a TrainConfig; it has "
+                             f"{', '.join(sorted(metadata))}")
+        options = {k: v for k, v in metadata["model"].items() if k not in ("name", "num_classes", "in_channels")}
+        fields = {"model": metadata["model"]["name"], "encoder": options.pop("encoder", None),
+                  "encoder_weights": options.pop("encoder_weights", None), "model_options": options,
+                  "dataset": metadata["dataset"], "image_size": metadata.get("input_size")}
+        return cls.from_dict({**dict(metadata.get("training", {})), **fields}, ignore_unknown=True)
+
+    def replace(self, **changes) -> "TrainConfig":
+        """A validated copy with `changes` applied."""
+        return dataclasses.replace(self, **changes)
+
+    def create_model_arguments(self, num_classes: int, channels: int) -> dict[str, Any] | None:
+        """`create_model`'s arguments for this recipe on a data set of `num_classes` and `channels`."""
+        if self.model is None:
+            return None
+        return dict(name=self.model, encoder=self.encoder, num_classes=num_classes,
+                    encoder_weights=self.encoder_weights, in_channels=channels, **self.model_options)
+
