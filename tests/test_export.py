@@ -165,6 +165,16 @@ def test_class_names_metadata_embedded_and_sidecar(segnet_export):
     tflite_interpreter(path)  # the metadata buffer does not disturb the runtime
 
 
+def test_zoo_model_carries_its_classes_and_trained_size_into_the_files(tmp_path):
+    model = kerazoo.create_model("segnet_basic", num_classes=3, filters=8, depth=2, class_names=CLASSES,
+                                 class_colors=[(0, 0, 0), (255, 0, 0), (0, 255, 0)], input_size=(24, 32))
+    report = export(model, str(tmp_path), formats=("tflite",), latency_runs=0, verbose=False)
+    embedded = read_tflite_metadata(report.get("tflite").path)
+    assert embedded["class_names"] == CLASSES  # no class_names argument: the model's own
+    assert embedded["class_colors"] == [[0, 0, 0], [255, 0, 0], [0, 255, 0]]
+    assert embedded["trained_input_size"] == [24, 32]
+
+
 # --------------------------------------------------------------------------------------------------
 # Mobile options: argmax in the graph, uint8 pixels, integer interfaces.
 

@@ -106,7 +106,7 @@ def export(
             dataset of images or (image, mask) pairs (batched or not), or an iterable of those.
         sample_inputs: images (B, H, W, C) raw pixels for the parity check; by default the first two
             representative images, else two uniform-random images of the model's size (64x64 when free).
-        class_names: optional list of class names, stored as metadata in every file.
+        class_names: class names stored as metadata in every file; None takes a ZooModel's own.
         argmax_output: put the per-pixel argmax inside the graph; the output becomes int32 classes.
         uint8_input: the files take uint8 pixels (cast to float32 inside), as a camera frame comes.
         io_dtype: interface of the int8 TFLite file: "float32" (quantize inside), "int8" or "uint8".

@@ -238,8 +238,14 @@ def _traced_module(model, options, input_size, samples, report):
         return module, module.serve.get_concrete_function(), spec
 
 
+def _listed(value):
+    return None if value is None else [list(v) if isinstance(v, (tuple, list)) else v for v in value]
+
+
 def prepare_job(model, exported_model, out_dir, options, report, sample_inputs, input_size, class_names):
     """Traces the serving function, computes the Keras reference on the samples and the metadata."""
+    if class_names is None:
+        class_names = getattr(model, "class_names", None)
     samples = sample_inputs_for(exported_model, sample_inputs, options.representative_data, input_size)
     module, concrete_function, spec = _traced_module(exported_model, options, input_size, samples, report)
     if options.uint8_input:
@@ -264,6 +270,9 @@ def prepare_job(model, exported_model, out_dir, options, report, sample_inputs, 
     job.metadata = {
         "model": model.name,
         "class_names": list(class_names) if class_names is not None else None,
+        # A ZooModel knows its classes and the size it was trained at: an app resizes frames to it.
+        "class_colors": _listed(getattr(model, "class_colors", None)),
+        "trained_input_size": _listed(getattr(model, "input_size", None)),
         "input": {"name": INPUT_NAME, "dtype": "uint8" if options.uint8_input else "float32",
                   "layout": "NHWC", "pixels": "raw 0..255 (preprocessing is inside the model)",
                   "shape": list(spec.shape)},
