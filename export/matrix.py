@@ -3,8 +3,9 @@
 Each model (on its default encoder, plus U-Net on MobileNetV2) is built with random weights
 (weights=None) at a small size and exported by `kerazoo.export.export` to SavedModel, TFLite
 (float32, float16, dynamic-range int8, full int8) and ONNX. Every file is reloaded and run in its
-own runtime and compared with the Keras model. Each model runs in its own subprocess, so that one
-crash or out-of-memory does not lose the rest, and its files are deleted once measured.
+own runtime and compared with the Keras model. Each model runs in two subprocesses (SavedModel and
+TFLite, then ONNX), so that one crash or out-of-memory does not lose the rest and a VGG16 FCN never
+holds the TFLite converter and the ONNX conversion at once; its files are deleted once measured.
 
 Usage:
     python export/matrix.py                     # every model, writes export/REPORT.md
@@ -72,8 +73,12 @@ def entries():
     return rows
 
 
-def run_one(key, out_json):
-    """Exports one matrix row (in this process) and writes its results as JSON."""
+# Formats exported together in one subprocess.
+GROUPS = {"tf": ("saved_model", "tflite"), "onnx": ("onnx",)}
+
+
+def run_one(key, out_json, group="tf"):
+    """Exports one matrix row's `group` of formats (in this process) and writes its results as JSON."""
     import numpy as np
 
     import kerazoo
@@ -87,7 +92,7 @@ def run_one(key, out_json):
     calibration = rng.uniform(0, 255, size=(16, *size, channels)).astype("float32")
     with tempfile.TemporaryDirectory(prefix=f"kerazoo_matrix_{key}_") as out_dir:
         report = export(
-            model, out_dir, formats=("saved_model", "tflite", "onnx"),
+            model, out_dir, formats=GROUPS[group],
             quantize=("float32", "float16", "dynamic", "int8"), representative_data=calibration,
             sample_inputs=calibration[:2], strict=False, latency_runs=5, verbose=False,
             class_names=[f"class_{i}" for i in range(NUM_CLASSES)],
@@ -188,17 +193,19 @@ def main(argv=None):
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per model")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--json", help=argparse.SUPPRESS)
+    parser.add_argument("--group", default="tf", choices=sorted(GROUPS), help=argparse.SUPPRESS)
     parser.add_argument("--from-json", help="rewrite the report from a previous run's JSON directory")
     args = parser.parse_args(argv)
     if args.one:
-        run_one(args.one, args.json)
+        run_one(args.one, args.json, args.group)
         return 0
     if args.from_json:
         results = {}
         for name in sorted(os.listdir(args.from_json)):
             with open(os.path.join(args.from_json, name)) as handle:
                 result = json.load(handle)
-            results[result["key"]] = result
+            earlier = results.get(result["key"])
+            results[result["key"]] = result if earlier is None else {**earlier, "files": earlier["files"] + result["files"]}
         write_report(results, args.report, float(results.get("_elapsed", {}).get("s", 0)))
         print(f"wrote {args.report}")
         return 0
@@ -207,15 +214,23 @@ def main(argv=None):
     results_dir = tempfile.mkdtemp(prefix="kerazoo_matrix_")
     print(f"per-model JSON in {results_dir}", flush=True)
     for key in keys:
-        out_json = os.path.join(results_dir, f"{key}.json")
         print(f"== {key}", flush=True)
-        try:
-            subprocess.run([sys.executable, __file__, "--one", key, "--json", out_json], cwd=REPO,
-                           timeout=args.timeout, check=True)
-            with open(out_json) as handle:
-                results[key] = json.load(handle)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as error:
-            results[key] = {"crash": type(error).__name__}
+        parts = []
+        for group in GROUPS:
+            out_json = os.path.join(results_dir, f"{key}.{group}.json")
+            try:
+                subprocess.run([sys.executable, __file__, "--one", key, "--json", out_json, "--group", group],
+                               cwd=REPO, timeout=args.timeout, check=True)
+                with open(out_json) as handle:
+                    parts.append(json.load(handle))
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as error:
+                parts.append({"crash": f"{group}: {type(error).__name__}"})
+        crashes = [part["crash"] for part in parts if "crash" in part]
+        if crashes:
+            results[key] = {"crash": "; ".join(crashes)}
+        else:  # one row: the first group's figures, every group's files and notes
+            results[key] = {**parts[0], "files": [f for part in parts for f in part["files"]],
+                            "notes": list(dict.fromkeys(n for part in parts for n in part["notes"]))}
         write_report(results, args.report, time.time() - start)  # after every model: partial runs still report
     print(f"wrote {args.report}")
     return 0

@@ -32,7 +32,7 @@ _LAZY = {
     "presets": ("kerazoo.presets", None),
 }
 # Modules whose import registers serializable classes with Keras; they import Keras and nothing heavier.
-_REGISTERING = ("kerazoo.layers", "kerazoo.losses", "kerazoo.metrics")
+_REGISTERING = ("kerazoo.layers", "kerazoo.losses", "kerazoo.metrics", "kerazoo.model")
 
 __all__ = sorted(_LAZY)
 

@@ -211,7 +211,9 @@ class TrainConfig:
         if "model" not in metadata or "dataset" not in metadata:
             raise ValueError(f"preset metadata needs \"model\" and \"dataset\" to give a TrainConfig; it has "
                              f"{', '.join(sorted(metadata))}")
-        options = {k: v for k, v in metadata["model"].items() if k not in ("name", "num_classes", "in_channels")}
+        # The data set decides the classes, channels, class names and colours; the size comes next.
+        derived = ("name", "num_classes", "in_channels", "class_names", "class_colors", "input_size")
+        options = {k: v for k, v in metadata["model"].items() if k not in derived}
         fields = {"model": metadata["model"]["name"], "encoder": options.pop("encoder", None),
                   "encoder_weights": options.pop("encoder_weights", None), "model_options": options,
                   "dataset": metadata["dataset"], "image_size": metadata.get("input_size")}

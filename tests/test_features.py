@@ -129,7 +129,7 @@ def test_cli_train_devices_mirrored_uses_both_logical_cpus(tmp_path):
         env=_env(), capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "2 replicas" in run.stdout
-    devices = json.loads((out / "run.json").read_text())["train"]["devices"]
+    devices = json.loads((out / "run.json").read_text())["resolved"]["devices"]
     assert len(devices) == 2 and all("cpu" in device.lower() for device in devices), devices
 
 

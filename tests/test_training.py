@@ -44,7 +44,9 @@ def test_train_writes_best_checkpoint_logs_and_run_json(tmp_path):
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["create_model"] == {"name": "segnet_basic", "encoder": None, "num_classes": 4,
                                    "encoder_weights": None, "in_channels": 3, "filters": 4, "kernel_size": 3,
-                                   "depth": 2}
+                                   "depth": 2, "class_names": ["background", "circle", "square", "triangle"],
+                                   "class_colors": [[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200]],
+                                   "input_size": [32, 32]}
     assert run["dataset"] == "shapes" and run["result"]["wall_seconds"] > 0
     assert TrainConfig.from_dict(run["config"]) == result.config  # run.json reproduces the run
     assert result.config == TrainConfig(model="segnet_basic", epochs=2, output_dir=str(tmp_path),

@@ -64,14 +64,16 @@ def build(name, recipe, runs, data_dir, zoo_dir=ZOO):
     evaluate = dict(dataset=run["dataset"], data_dir=data_dir, image_size=tuple(run["image_size"]))
     float32 = scores(evaluation.evaluate_checkpoint(model, **evaluate))
 
-    arguments = {key: value for key, value in run["create_model"].items() if value is not None}
+    # The model's arguments; class names, colours and input size have keys of their own in the metadata.
+    arguments = {key: value for key, value in run["create_model"].items()
+                 if value is not None and key not in ("class_names", "class_colors", "input_size")}
     metadata = {
         "model": arguments,
         "dataset": run["dataset"],
         "input_size": run["image_size"],
         "description": recipe["description"],
         "license": recipe["license"],
-        "training": {"command": recipe["train_command"], **run["train"],
+        "training": {"command": recipe["train_command"], **run["config"], "resolved": run["resolved"],
                      "best_epoch": run["result"]["best"]["epoch"] + 1,
                      "wall_seconds": round(run["result"]["wall_seconds"]),
                      "hardware": "2-core CPU shared with other jobs, tensorflow-cpu 2.21"},
