@@ -387,14 +387,16 @@ _FUSED_MIN_EPSILON = 1.001e-5
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class FusedBatchNormalization(keras.layers.BatchNormalization):
+class BatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` that runs as one fused kernel on the TensorFlow backend.
 
     Keras 3 normalises in several ops on TensorFlow (moments, then `tf.nn.batch_normalization`, with
     float32 casts around bfloat16 inputs); this layer calls `FusedBatchNormV3` (what
     `tf.compat.v1.nn.fused_batch_norm` wraps), which takes float32 and bfloat16 inputs as they are.
     Weights (gamma, beta, moving_mean, moving_variance, kept in float32 under mixed precision), their
-    paths and the config are Keras', so weight files load into either class. It trains like Keras:
+    paths and the config are Keras', so weight files load into either class. The class keeps Keras'
+    name on purpose: `.weights.h5` and `.keras` files key each layer's weights by its class name
+    ("batch_normalization_3"), so another name would not load Keras-built checkpoints. It trains like Keras:
     batch statistics (the biased variance) normalise, and the moving statistics follow
     `moving = moving * momentum + batch * (1 - momentum)`; inference, or `trainable=False`, uses the
     moving statistics.
@@ -446,3 +448,25 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             outputs = tf.raw_ops.FusedBatchNormV3(mean=moving_mean, variance=moving_variance, is_training=False,
                                                   **fused)[0]
         return ops.cast(outputs, self.compute_dtype)
+
+
+def fuse_batch_norm(model):
+    """A copy of functional `model` whose `keras.layers.BatchNormalization` layers are kerazoo's fused one.
+
+    Layer names, configs (trainable included) and weights are kept, so weight files and checkpoints of
+    `model` load into the copy and back. Used on Keras Applications encoders, whose own batch-norm
+    layers are Keras'.
+    """
+
+    def clone_layer(layer):
+        if type(layer) is keras.layers.BatchNormalization:
+            return BatchNormalization.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+
+    # New inputs under the old names: clone_model would otherwise auto-name them.
+    inputs = [keras.Input(**{key: layer.get_config()[key] for key in ("batch_shape", "dtype", "name")})
+              for layer in model.layers if isinstance(layer, keras.layers.InputLayer)]
+    inputs = inputs[0] if len(inputs) == 1 and not isinstance(model.input, (list, tuple, dict)) else inputs
+    fused = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone_layer)
+    fused.set_weights(model.get_weights())
+    return fused

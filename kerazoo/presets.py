@@ -495,7 +495,7 @@ def _copy_weights(source, target, prefix="") -> list[str]:
                           f"preset and {len(target.layers)} when rebuilt with the new arguments")
     reinitialised = []
     for old, new in zip(source.layers, target.layers):
-        # FusedBatchNormalization holds keras.layers.BatchNormalization's weights: presets saved with either load.
+        # kerazoo.layers.BatchNormalization (fused) holds keras.layers.BatchNormalization's weights: either loads.
         batch_norms = all(isinstance(layer, keras.layers.BatchNormalization) for layer in (old, new))
         if type(old) is not type(new) and not batch_norms:
             raise PresetError(f"Cannot transfer weights: layer {prefix}{new.name} is a {type(new).__name__} "

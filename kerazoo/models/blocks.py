@@ -30,12 +30,12 @@ def conv_bn_relu(x, filters, kernel_size=3, batch_norm=True, relu=True, padding=
 
     The convolution's bias defaults to off when batch normalisation follows (it would be cancelled);
     SegNet keeps it so that VGG's pretrained biases load. Batch normalisation is
-    `layers.FusedBatchNormalization`: one fused kernel on TensorFlow, Keras' own math elsewhere.
+    `layers.BatchNormalization` (fused): one fused kernel on TensorFlow, Keras' own math elsewhere.
     """
     use_bias = not batch_norm if use_bias is None else use_bias
     x = keras.layers.Conv2D(filters, kernel_size, padding=padding, use_bias=use_bias, name=name)(x)
     if batch_norm:
-        x = layers.FusedBatchNormalization(name=None if name is None else f"{name}_bn")(x)
+        x = layers.BatchNormalization(name=None if name is None else f"{name}_bn")(x)
     if relu:
         x = keras.layers.ReLU(name=None if name is None else f"{name}_relu")(x)
     return x
