@@ -15,6 +15,7 @@ Speed is a ratio measured side by side in one process; the machines here are sha
 
 import argparse
 import contextlib
+import gc
 import os
 import statistics
 import subprocess
@@ -65,27 +66,28 @@ def keras_path_while(build_name):
     return mock.patch.object(layers.BatchNormalization, "_fused_applies", lambda *args: False)
 
 
-def measure(case, precision, batch_size, image_size, warmup, runs):
+def measure(case, precision, batch_size, image_size, warmup, runs, builds=BUILDS):
     keras.backend.clear_session()
+    gc.collect()
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (batch_size, *image_size, 3)).astype("float32")
     masks = rng.integers(0, 12, (batch_size, *image_size)).astype("int32")
-    models, first_step, times = {}, {}, {name: [] for name in BUILDS}
-    for name in BUILDS:
+    models, first_step, times = {}, {}, {name: [] for name in builds}
+    for name in builds:
         models[name] = build(case, name)
         start = time.perf_counter()
         with keras_path_while(name):
             models[name].train_on_batch(images, masks)
         first_step[name] = time.perf_counter() - start
     for round_number in range(warmup + runs):
-        for name in BUILDS:  # alternate, so that load from other jobs hits every build alike
+        for name in builds:  # alternate, so that load from other jobs hits every build alike
             start = time.perf_counter()
             models[name].train_on_batch(images, masks)
             if round_number >= warmup:
                 times[name].append(time.perf_counter() - start)
-    medians = {name: 1000 * statistics.median(times[name]) for name in BUILDS}
-    for name in BUILDS:
+    medians = {name: 1000 * statistics.median(times[name]) for name in builds}
+    for name in builds:
         print(f"{case:16s} {precision:9s} {name:8s} step {medians[name]:7.1f} ms  ratio {medians[name] / medians['keras']:.3f}"
               f"  first step {first_step[name]:5.1f} s", flush=True)
     keras.mixed_precision.set_global_policy("float32")
@@ -100,6 +102,8 @@ def main(argv=None):
     parser.add_argument("--image-size", type=int, nargs=2, default=(256, 256), metavar=("HEIGHT", "WIDTH"))
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--runs", type=int, default=8)
+    parser.add_argument("--builds", nargs="+", default=list(BUILDS), choices=BUILDS,
+                        help="which builds to compare (keras is the reference and always runs)")
     parser.add_argument("--max-rss-mib", type=int, default=6000)
     args = parser.parse_args(argv)
     rss_watchdog(args.max_rss_mib)
@@ -108,7 +112,8 @@ def main(argv=None):
     print(f"backend {keras.backend.backend()}, keras {keras.__version__}, CPU bfloat16 units: {', '.join(cpu) or 'none'}")
     for case in args.cases:
         for precision in args.precisions:
-            measure(case, precision, args.batch_size, tuple(args.image_size), args.warmup, args.runs)
+            builds = ("keras",) + tuple(name for name in args.builds if name != "keras")
+            measure(case, precision, args.batch_size, tuple(args.image_size), args.warmup, args.runs, builds)
 
 
 if __name__ == "__main__":
