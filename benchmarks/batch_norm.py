@@ -11,6 +11,8 @@ Each build's first step (tracing) is timed once, then `--warmup` untimed rounds,
     PYTHONPATH=$PWD .venv/bin/python benchmarks/batch_norm.py --cases unet:resnet50 --precisions float32
 
 Speed is a ratio measured side by side in one process; the machines here are shared and noisy.
+Measured (2-core Xeon with AVX512-BF16, no AMX, shared), batch 4, 256x256, ratio all / keras:
+U-Net ResNet50 0.885 float32, 0.763 mixed_bfloat16; SegNet-Basic 0.92-0.93 float32, 0.69-0.90 mixed_bfloat16.
 """
 
 import argparse
@@ -88,7 +90,8 @@ def measure(case, precision, batch_size, image_size, warmup, runs, builds=BUILDS
                 times[name].append(time.perf_counter() - start)
     medians = {name: 1000 * statistics.median(times[name]) for name in builds}
     for name in builds:
-        print(f"{case:16s} {precision:9s} {name:8s} step {medians[name]:7.1f} ms  ratio {medians[name] / medians['keras']:.3f}"
+        ratio = medians[name] / medians["keras"]
+        print(f"{case:16s} {precision:9s} {name:8s} step {medians[name]:7.1f} ms  ratio {ratio:.3f}"
               f"  first step {first_step[name]:5.1f} s", flush=True)
     keras.mixed_precision.set_global_policy("float32")
 
@@ -109,7 +112,8 @@ def main(argv=None):
     rss_watchdog(args.max_rss_mib)
     cpu = subprocess.run("lscpu | grep -o 'amx[a-z_0-9]*\\|avx512_bf16' | sort -u", shell=True, capture_output=True,
                          text=True).stdout.split()
-    print(f"backend {keras.backend.backend()}, keras {keras.__version__}, CPU bfloat16 units: {', '.join(cpu) or 'none'}")
+    print(f"backend {keras.backend.backend()}, keras {keras.__version__}, "
+          f"CPU bfloat16 units: {', '.join(cpu) or 'none'}")
     for case in args.cases:
         for precision in args.precisions:
             builds = ("keras",) + tuple(name for name in args.builds if name != "keras")

@@ -416,7 +416,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
             and len(inputs.shape) == 4
             and self.axis in (-1, 3)
             and keras.backend.standardize_dtype(inputs.dtype) in _FUSED_DTYPES
-            and training in (None, True, False)  # a Python flag, as Keras' own test `if training` needs
+            and (training is None or isinstance(training, bool))  # a Python flag, as Keras' `if training` needs
         )
 
     def call(self, inputs, training=None, mask=None):
