@@ -15,9 +15,13 @@ from typing import Callable, Mapping, NamedTuple
 import keras
 import numpy as np
 
+from kerazoo import layers
 from kerazoo.registry import Registry
 
 STRIDES = (2, 4, 8, 16, 32)
+# Encoders' own BatchNormalization layers become `layers.BatchNormalization` (fused) (same names, weights):
+# one fused kernel per layer on TensorFlow. benchmarks/batch_norm.py turns it off to measure the gain.
+FUSE_BATCH_NORM = True
 
 
 class ConvStage(NamedTuple):
@@ -251,6 +255,8 @@ def build_encoder(spec, in_channels=3, encoder_weights=None, trainable=True, tap
     application = build_application(spec, in_channels, encoder_weights)
     if bn_momentum is not None:
         set_batch_norm_momentum(application, bn_momentum)
+    if FUSE_BATCH_NORM:
+        application = layers.fuse_batch_norm(application)
     names = tuple(tap_layers or spec.feature_names())
     outputs = [application.get_layer(name).output for name in names]
     encoder = keras.Model(application.inputs, outputs, name=f"{spec.name}_encoder")

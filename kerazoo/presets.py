@@ -495,7 +495,9 @@ def _copy_weights(source, target, prefix="") -> list[str]:
                           f"preset and {len(target.layers)} when rebuilt with the new arguments")
     reinitialised = []
     for old, new in zip(source.layers, target.layers):
-        if type(old) is not type(new):
+        # kerazoo.layers.BatchNormalization (fused) holds keras.layers.BatchNormalization's weights: either loads.
+        batch_norms = all(isinstance(layer, keras.layers.BatchNormalization) for layer in (old, new))
+        if type(old) is not type(new) and not batch_norms:
             raise PresetError(f"Cannot transfer weights: layer {prefix}{new.name} is a {type(new).__name__} "
                               f"but the preset has a {type(old).__name__} there")
         old_weights, new_weights = old.weights, new.weights

@@ -29,12 +29,13 @@ def conv_bn_relu(x, filters, kernel_size=3, batch_norm=True, relu=True, padding=
     """Convolution, optional batch normalisation, optional ReLU.
 
     The convolution's bias defaults to off when batch normalisation follows (it would be cancelled);
-    SegNet keeps it so that VGG's pretrained biases load.
+    SegNet keeps it so that VGG's pretrained biases load. Batch normalisation is
+    `layers.BatchNormalization` (fused): one fused kernel on TensorFlow, Keras' own math elsewhere.
     """
     use_bias = not batch_norm if use_bias is None else use_bias
     x = keras.layers.Conv2D(filters, kernel_size, padding=padding, use_bias=use_bias, name=name)(x)
     if batch_norm:
-        x = keras.layers.BatchNormalization(name=None if name is None else f"{name}_bn")(x)
+        x = layers.BatchNormalization(name=None if name is None else f"{name}_bn")(x)
     if relu:
         x = keras.layers.ReLU(name=None if name is None else f"{name}_relu")(x)
     return x
