@@ -4,9 +4,9 @@
 never loads the data pipelines, the exporters, TensorFlow Datasets, tf2onnx, ONNX or LiteRT, and the
 command line can quiet TensorFlow before anything imports it.
 
-Keras finds kerazoo's custom layers, losses and metrics (needed to load a trained `.keras` file) once
-they are registered: at `import kerazoo` when Keras is already imported, else on first use of any name
-below. `import kerazoo.losses, kerazoo.metrics` registers them explicitly.
+Keras finds kerazoo's custom layers, losses, metrics and ZooModel (needed to load a trained `.keras`
+file) once they are registered: at `import kerazoo` when Keras is already imported, else on first use
+of any name below or of any module that imports `kerazoo.layers` (models, export, presets, evaluation).
 """
 
 import importlib

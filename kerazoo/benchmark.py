@@ -203,7 +203,7 @@ def keras_export(case, num_classes, out_dir, fmt):
 def _keras_runner(path):
     import tensorflow as tf
 
-    import kerazoo  # noqa: F401  (registers kerazoo's layers and losses for loading)
+    import kerazoo.layers  # noqa: F401  (registers every kerazoo class, ZooModel included, for loading)
 
     model = keras.models.load_model(path)
     call = tf.function(lambda x: model(x, training=False))

@@ -470,3 +470,8 @@ def fuse_batch_norm(model):
     fused = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone_layer)
     fused.set_weights(model.get_weights())
     return fused
+
+
+# Loading a `.keras` file needs every kerazoo class registered with Keras. Every path that builds or
+# exports a model imports these layers, so it registers the losses, metrics and ZooModel too.
+from kerazoo import losses, metrics, model  # noqa: E402,F401

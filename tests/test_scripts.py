@@ -13,6 +13,7 @@ import pytest
 
 import kerazoo
 from kerazoo import evaluation
+from kerazoo.presets import preset_metadata
 from kerazoo.training import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +53,7 @@ def test_build_presets_from_a_tiny_run(tmp_path):
     run = _run("zoo/build_presets.py", "--runs", tmp_path / "runs", "--only", "camvid_segnet_basic",
                "--zoo-dir", zoo)
     assert "argmax agreement with the checkpoint" in run.stdout
-    metadata = json.loads((zoo / "camvid_segnet_basic" / "metadata.json").read_text())
+    metadata = preset_metadata(str(zoo / "camvid_segnet_basic"))  # input_size: config.json in format 2
     assert metadata["dataset"] == "shapes" and metadata["input_size"] == [32, 32]
     report = evaluation.evaluate_checkpoint(str(zoo / "camvid_segnet_basic"), dataset="shapes",
                                           image_size=(32, 32))

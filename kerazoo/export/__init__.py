@@ -30,6 +30,7 @@ import os
 import sys
 import types
 
+import kerazoo.layers  # noqa: F401  (registers kerazoo's classes: exported models are often loaded first)
 from kerazoo.export.parity import CONTRACTS, TIE_POLICIES, declared_tie_policy
 from kerazoo.export.report import (
     ConversionError, ExportedFile, ExportError, ExportReport, InsufficientMemoryError, UnsupportedOpsError,
