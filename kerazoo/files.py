@@ -11,6 +11,12 @@ import tempfile
 from pathlib import Path
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Writes `data` to `path` through a temp file in the same folder and a rename."""
     path = Path(path)
@@ -33,6 +39,7 @@ def atomic_path(path: str | os.PathLike):
     handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
     os.close(handle)
     tmp = Path(name)
+    tmp.chmod(0o666 & ~_umask())  # mkstemp makes it private; the result is as readable as any new file
     try:
         yield tmp
         os.replace(tmp, path)
@@ -53,6 +60,7 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False):
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
+    staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the result is as readable as any new folder
     try:
         yield staging
         if path.exists():

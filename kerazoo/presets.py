@@ -59,6 +59,7 @@ import keras
 import numpy as np
 
 from kerazoo import layers as _layers  # noqa: F401  registers the custom layers for deserialization
+from kerazoo.files import atomic_directory, atomic_path
 from kerazoo.download import ChecksumError, DownloadError, download, extract_archive, sha256_file
 from kerazoo.registry import Registry
 
@@ -691,11 +692,7 @@ def save_to_preset(model, directory, metadata, *, weights_dtype="float32", overw
     metadata.setdefault("preprocessing", "raw pixels 0..255 in, (B, H, W, channels) float32; the model "
                                          "normalises them itself")
     directory = Path(directory)
-    if directory.exists() and not overwrite:
-        raise FileExistsError(f"{directory} exists; pass overwrite=True to replace it")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".partial"))
-    try:
+    with atomic_directory(directory, overwrite=overwrite) as staging:
         kept_float32 = _write_weights(model, staging / WEIGHTS_FILE, weights_dtype)
         (staging / CONFIG_FILE).write_text(json.dumps(config))
         metadata.update(
@@ -706,18 +703,6 @@ def save_to_preset(model, directory, metadata, *, weights_dtype="float32", overw
         if kept_float32:
             metadata["weights_kept_float32"] = kept_float32
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; a preset is as readable as any directory
-        if directory.exists():
-            old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".old"))
-            os.replace(directory, old / "preset")
-            os.replace(staging, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return directory
 
 
@@ -803,21 +788,16 @@ def archive_preset(directory, output) -> str:
 
     directory, output = Path(directory), Path(output)
     _check_preset_dir(directory, where=str(directory))
-    partial = output.with_name(f".{output.name}.partial")
-    try:
-        # Fixed owners, modes and times (tar and gzip headers): the same preset packs to the same bytes.
-        with open(partial, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed, \
-                tarfile.open(fileobj=packed, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for name in PRESET_FILES:
-                info = tar.gettarinfo(directory / name, arcname=f"{directory.name}/{name}")
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                info.mtime, info.mode = 0, 0o644
-                with open(directory / name, "rb") as file:
-                    tar.addfile(info, file)
-        os.replace(partial, output)
-    finally:
-        if partial.exists():
-            partial.unlink()
+    # Fixed owners, modes and times (tar and gzip headers): the same preset packs to the same bytes.
+    with atomic_path(output) as partial, open(partial, "wb") as raw, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed, \
+            tarfile.open(fileobj=packed, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in PRESET_FILES:
+            info = tar.gettarinfo(directory / name, arcname=f"{directory.name}/{name}")
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mtime, info.mode = 0, 0o644
+            with open(directory / name, "rb") as file:
+                tar.addfile(info, file)
     return sha256_file(output)
 

@@ -57,3 +57,17 @@ def test_median_ms_warms_up_then_takes_the_median():
     assert len(calls) == 4
     assert 1.9 <= ms < 3.0
     assert timing.median_ms(run, runs=0) is None
+
+
+def test_atomic_results_get_ordinary_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        files.atomic_write_text(tmp_path / "a.txt", "x")
+        with files.atomic_directory(tmp_path / "d"):
+            pass
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0o600
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
