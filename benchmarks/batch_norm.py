@@ -11,7 +11,7 @@ Each build's first step (tracing) is timed once, then `--warmup` untimed rounds,
     PYTHONPATH=$PWD .venv/bin/python benchmarks/batch_norm.py --cases unet:resnet50 --precisions float32
 
 Speed is a ratio measured side by side in one process; the machines here are shared and noisy.
-Measured (2-core Xeon with AVX512-BF16, no AMX, shared), batch 4, 256x256, ratio all / keras:
+Measured 2026-12-01 (2-core AMD EPYC with AVX-512 and AVX512-BF16, no AMX; shared with other jobs), batch 4, 256x256, ratio all / keras:
 U-Net ResNet50 0.885 float32, 0.763 mixed_bfloat16; SegNet-Basic 0.92-0.93 float32, 0.69-0.90 mixed_bfloat16.
 """
 
