@@ -86,6 +86,9 @@ def run_one(key, out_json, group="tf"):
     from kerazoo.files import atomic_write_text
 
     (_, label, kwargs, size), = [row for row in entries() if row[0] == key]
+    import keras
+
+    keras.utils.set_random_seed(0)  # random weights, but the same ones in every run: near-ties stay put
     model = kerazoo.create_model(**kwargs)
     channels = model.input_shape[-1]
     rng = np.random.default_rng(0)
