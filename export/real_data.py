@@ -116,8 +116,7 @@ def main():
     args = parser.parse_args()
     names = args.presets or [preset.name for preset in kerazoo.list_presets()]
     results = [measure(name, args.data_dir, args.max_images) for name in names]
-    atomic_write_text(Path(args.out_dir) / "real_data.json", json.dumps(results, indent=1) + "
-")
+    atomic_write_text(Path(args.out_dir) / "real_data.json", json.dumps(results, indent=1) + "\n")
     atomic_write_text(Path(args.out_dir) / "REAL_DATA.md", markdown(results))
     print(markdown(results))
 
