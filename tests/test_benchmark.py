@@ -59,10 +59,14 @@ def test_run_rejects_bad_settings_before_measuring(kwargs, message):
 
 
 FLOAT32_FORMATS = ("keras", "tflite_float32", "onnx")
+# The peak is TensorFlow's own float32 matmul rate, which bounds what TensorFlow runs (training, Keras
+# inference). Other runtimes' kernels (ONNX Runtime's MLAS, LiteRT's XNNPACK) can beat TensorFlow's matmul:
+# measured here, ONNX at 1.10 of it. They get a bound that still catches a factor-2 error in the FLOP count.
+RUNTIME_BOUND = {"keras": 1.0, "tflite_float32": 1.5, "onnx": 1.5}
 
 
 def _assert_float32_fractions_within_peak(measured, peak_gflops):
-    """Fractions of peak recomputed from the recorded times: float32 cannot beat the float32 peak."""
+    """Fractions of peak recomputed from the recorded times: TensorFlow cannot beat its own float32 peak."""
     flops = measured["forward_gflops"] * 1e9
     training = measured["training"]
     assert training["step_seconds"] == statistics.median(training["step_seconds_all"])
@@ -73,7 +77,7 @@ def _assert_float32_fractions_within_peak(measured, peak_gflops):
         for batch, ms in measured["inference"].get(fmt, {}).get("latency_ms", {}).items():
             fraction = int(batch) * flops / (ms / 1000) / (peak_gflops * 1e9)
             assert measured["inference"][fmt]["fraction_of_peak"][batch] == pytest.approx(fraction, rel=1e-9)
-            assert 0 < fraction <= 1, (fmt, batch)
+            assert 0 < fraction <= RUNTIME_BOUND[fmt], (fmt, batch)
 
 
 @pytest.mark.benchmark
