@@ -11,7 +11,7 @@ samples, metadata: an `ExportJob`), `parity` (contracts, declared tie policies),
 format in its runtime, timed by `kerazoo.timing`), `writers` (the registry) and one module per format:
 `saved_model`, `tflite`, `onnx` (with `onnx_child`, the converting child process).
 
-Rules the writers keep, each learned the hard way (see ../shared/MEASURED.md):
+Rules the writers keep, each learned the hard way (measured on these exporters; see the README's Export section):
 - SavedModel goes through `tf.Module` + `tf.saved_model.save`; `keras.Model.export` stores every
   variable twice.
 - TFLite uses builtin ops only, never SELECT_TF_OPS: a model that needs a TensorFlow (Flex) op fails
