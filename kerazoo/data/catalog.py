@@ -11,12 +11,16 @@ from typing import Any, Callable, Mapping
 
 from kerazoo.data import loaders
 
-__all__ = ["DatasetInfo", "DATASETS", "list_datasets"]
+__all__ = ["DatasetInfo", "DATASETS", "TASKS", "list_datasets"]
+
+TASKS = ("segmentation", "denoise", "super_resolution", "depth")
 
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
-    """Facts about a segmentation data set that the loaders, losses and metrics share.
+    """Facts about a data set that the loaders, losses and metrics share.
+
+    Restoration and depth data sets have no classes: `num_classes=0`, empty names and colours.
 
     Attributes:
         name: Name used by `kerazoo.data.load`.
@@ -26,17 +30,25 @@ class DatasetInfo:
         ignore_class: Label of "void" pixels that losses and metrics skip, or None.
             It may equal `num_classes` (CamVid's void is 11 for 11 classes).
         channels: Image channels: 3 for RGB, 1 for grayscale.
-        source: Where the examples come from: "folders", "tfds" or "synthetic".
+        source: Where the examples come from: "folders", "tfds", "synthetic", or "pairs" (ready-made
+            LR/HR pairs in the Set5 layout, `image_SRF_{scale}/<name>_{LR,HR}.png`).
         image_size: Default `(height, width)` fed to the model; None keeps the native size.
         description: One line for `list_datasets`-style listings.
         val_split: The split that training validates on and evaluation defaults to.
         synthetic: Generated in memory: takes `num_examples`, needs no files.
         splits: The split names `kerazoo.data.load` accepts.
         loader: `loader(info, split, *, data_dir, download, num_examples, image_size, seed)` returning a
-            `FolderSource` or a `tf.data.Dataset` of raw `(image, mask)` pairs (see `kerazoo.data.loaders`).
+            `FolderSource` or a `tf.data.Dataset` of raw `(image, mask)` pairs (see `kerazoo.data.loaders`);
+            `(image, depth)` pairs for depth; None for restoration sets, whose folder is read by
+            `kerazoo.data.restoration`.
         download: Manifest of files to download (a name in `kerazoo/data/manifests/` or a JSON path),
             or None when the data cannot be downloaded by kerazoo.
         augment: `AugmentConfig` keyword arguments for the default training augmentation.
+        task: The task the data set serves, one of `TASKS`.
+        task_options: Defaults of the task's options for `kerazoo.data.load` (restoration:
+            `noise_sigma`, `scale`, `patch_size`, `patches_per_image`).
+        eval_dataset: The data set that measures a model trained on this one (train400 -> set12,
+            t91 -> set5), or None when `val_split` serves.
     """
 
     name: str
@@ -54,8 +66,13 @@ class DatasetInfo:
     loader: Callable[..., Any] | None = None
     download: str | None = None
     augment: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    task: str = "segmentation"
+    task_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    eval_dataset: str | None = None
 
     def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"{self.name}: task {self.task!r} is not one of {TASKS}")
         if self.val_split not in self.splits:
             raise ValueError(f"{self.name}: val_split {self.val_split!r} is not one of splits {self.splits}")
         if len(self.class_names) != self.num_classes:
@@ -133,6 +150,47 @@ DATASETS: dict[str, DatasetInfo] = {
             # "val" reads TFDS' test split, as before.
             splits=("train", "test", "val"),
             loader=loaders.oxford_iiit_pet,
+        ),
+        DatasetInfo(
+            name="train400", num_classes=0, class_names=(), class_colors=(), ignore_class=None, channels=1,
+            source="folders", image_size=None,
+            description="DnCNN's denoising training set: 400 grey 180x180 BSD crops; noisy patches made on the fly",
+            splits=("train",), val_split="train", download="train400", task="denoise",
+            # DnCNN-S trains at one sigma on 40x40 patches; 48 is a multiple of 16 for the encoders.
+            task_options={"noise_sigma": 25, "patch_size": 48, "patches_per_image": 64}, eval_dataset="set12",
+        ),
+        DatasetInfo(
+            name="set12", num_classes=0, class_names=(), class_colors=(), ignore_class=None, channels=1,
+            source="folders", image_size=None,
+            description="Set12 denoising test set: 12 grey images, 256x256 and 512x512; noise seeded per image",
+            splits=("test",), val_split="test", download="set12", task="denoise",
+            task_options={"noise_sigma": 25},
+        ),
+        DatasetInfo(
+            name="t91", num_classes=0, class_names=(), class_colors=(), ignore_class=None, channels=3,
+            source="folders", image_size=None,
+            description="T91 super-resolution training set (Yang et al.): 91 RGB images; LR by MATLAB bicubic",
+            splits=("train",), val_split="train", download="t91", task="super_resolution",
+            task_options={"scale": 4, "patches_per_image": 64}, eval_dataset="set5",
+        ),
+        DatasetInfo(
+            name="set5", num_classes=0, class_names=(), class_colors=(), ignore_class=None, channels=3,
+            source="pairs", image_size=None,
+            description="Set5 super-resolution test pairs (MATLAB bicubic LR) at x2, x3, x4",
+            splits=("test",), val_split="test", download="set5", task="super_resolution",
+            task_options={"scale": 4},
+        ),
+        DatasetInfo(
+            name="depth_scenes", num_classes=0, class_names=(), class_colors=(), ignore_class=None, channels=3,
+            source="synthetic", image_size=(64, 64),
+            description="Synthetic depth: a floor, a wall and boxes, shaded from depth (metres); no files needed",
+            synthetic=True, splits=("train", "val", "test"), loader=loaders.depth_scenes, task="depth",
+        ),
+        DatasetInfo(
+            name="nyu_depth_v2", num_classes=0, class_names=(), class_colors=(), ignore_class=None, channels=3,
+            source="tfds", image_size=(240, 320),
+            description="NYU Depth V2 indoor RGB-D via tensorflow_datasets (pip install kerazoo[data]), 480x640",
+            splits=("train", "val"), loader=loaders.nyu_depth_v2, task="depth",
         ),
     )
 }

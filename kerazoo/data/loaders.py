@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["MEMBRANE_VAL_SLICES", "camvid", "dataset_folder", "membrane", "oxford_iiit_pet", "shapes"]
+__all__ = ["MEMBRANE_VAL_SLICES", "camvid", "dataset_folder", "depth_scenes", "membrane", "nyu_depth_v2",
+           "oxford_iiit_pet", "shapes"]
 
 MEMBRANE_VAL_SLICES = 4
 # Membrane labels are 0 (membrane) and 255 (cell); intermediate values are thresholded at 128.
@@ -67,3 +68,21 @@ def oxford_iiit_pet(info, split, *, data_dir=None, download=True, **_):
     from kerazoo.data.tfds_source import oxford_iiit_pet as load_pet
 
     return load_pet(split, data_dir=data_dir, download=download)
+
+
+def depth_scenes(info, split, *, num_examples=None, image_size=None, seed=0, **_):
+    """Synthetic depth scenes, generated in memory (default 256 train scenes, 64 otherwise)."""
+    import tensorflow as tf
+
+    from kerazoo.data.depth import generate_depth_scenes
+
+    count = num_examples or (256 if split == "train" else 64)
+    images, depths = generate_depth_scenes(count, image_size=image_size or info.image_size, seed=seed, split=split)
+    return tf.data.Dataset.from_tensor_slices((images, depths))
+
+
+def nyu_depth_v2(info, split, *, data_dir=None, download=True, **_):
+    """NYU Depth V2 through tensorflow_datasets; `data_dir` is TFDS' data directory."""
+    from kerazoo.data.depth import nyu_depth_v2 as load_nyu
+
+    return load_nyu(split, data_dir=data_dir, download=download)
