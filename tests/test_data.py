@@ -45,15 +45,18 @@ def _first(ds):
 
 
 def test_catalogue():
-    assert data.list_datasets() == ["camvid", "membrane", "oxford_iiit_pet", "shapes"]
+    assert data.list_datasets() == ["camvid", "depth_scenes", "membrane", "nyu_depth_v2", "oxford_iiit_pet",
+                                    "set12", "set5", "shapes", "t91", "train400"]
     camvid = data.DATASETS["camvid"]
     assert camvid.num_classes == 11 and camvid.ignore_class == 11
     assert camvid.class_names[0] == "Sky" and camvid.class_names[-1] == "Bicyclist"
     assert len(camvid.class_colors) == 11 and data.DATASETS["membrane"].channels == 1
-    assert {name: info.val_split for name, info in data.DATASETS.items()} == {
+    segmentation = {name: info for name, info in data.DATASETS.items() if info.task == "segmentation"}
+    assert {name: info.val_split for name, info in segmentation.items()} == {
         "camvid": "val", "membrane": "val", "oxford_iiit_pet": "test", "shapes": "val"}
-    assert [name for name, info in data.DATASETS.items() if info.synthetic] == ["shapes"]
-    assert sorted(name for name, info in data.DATASETS.items() if info.download) == ["camvid", "membrane"]
+    assert [name for name, info in data.DATASETS.items() if info.synthetic] == ["shapes", "depth_scenes"]
+    assert sorted(name for name, info in data.DATASETS.items() if info.download) == [
+        "camvid", "membrane", "set12", "set5", "t91", "train400"]
     with pytest.raises(ValueError, match="val_split 'dev'"):
         dataclasses.replace(camvid, val_split="dev")
 
