@@ -106,8 +106,9 @@ def _weight_matrix_tf(in_length, out_length, scale: float, antialias: bool):
     period = 2 * in_length
     wrapped = tf.math.floormod(tf.cast(indices, tf.int32) - 1, period)
     mirrored = tf.where(wrapped < in_length, wrapped, period - 1 - wrapped)
-    # Taps that mirror onto the same input pixel add up: one-hot columns summed over the taps.
-    return tf.einsum("op,opi->oi", weights, tf.one_hot(mirrored, in_length, dtype=tf.float64))
+    # Taps that mirror onto the same input pixel add up (scatter_nd sums duplicate indices).
+    rows = tf.broadcast_to(tf.range(out_length)[:, None], tf.shape(mirrored))
+    return tf.scatter_nd(tf.stack([rows, mirrored], -1), weights, tf.stack([out_length, in_length]))
 
 
 def imresize_tf(image, scale: float, *, antialias: bool = True) -> tf.Tensor:
