@@ -212,7 +212,9 @@ def test_real_restoration_sets_load(shared_data_dir):
     assert sizes.count((256, 256, 1)) == 7 and sizes.count((512, 512, 1)) == 5
     lr, hr = next(iter(data.load("t91", data_dir=root, batch_size=2, scale=3)))
     assert lr.shape == (2, 24, 24, 3) and hr.shape == (2, 72, 72, 3)
+    assert data.image_names("set12", data_dir=root) == [f"{i:02d}" for i in range(1, 13)]
     for scale in (2, 4):
+        assert data.image_names("set5", data_dir=root, scale=scale) == [f"img_00{i}_SRF_{scale}" for i in range(1, 6)]
         pairs = list(data.load("set5", "test", data_dir=root, batch_size=None, scale=scale))
         assert len(pairs) == 5
         assert all(h.shape[:2] == (scale * l.shape[0], scale * l.shape[1]) for l, h in pairs)

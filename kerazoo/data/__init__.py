@@ -29,14 +29,14 @@ from kerazoo.data.imresize import imresize_numpy, imresize_tf
 from kerazoo.data.restoration import (ImageSet, denoise_pairs, read_image_folder, read_sr_pairs,
                                       super_resolution_pairs)
 from kerazoo.data.sources import download_dataset, load_manifest
-from kerazoo.data.task_loading import RESTORATION_OPTIONS, load_depth, load_restoration
+from kerazoo.data.task_loading import RESTORATION_OPTIONS, image_names, load_depth, load_restoration
 
 __all__ = [
     "AugmentConfig", "DATASETS", "DataNotFoundError", "DataValidationError", "DatasetInfo",
     "FolderSource", "ImageSet", "MEMBRANE_VAL_SLICES", "TASKS", "add_gaussian_noise", "augment_pair",
     "bicubic_downsample", "class_pixel_counts", "crop_to_multiple", "data_home", "denoise_pairs",
-    "download_dataset", "generate_depth_scenes", "generate_shapes", "imresize_numpy", "imresize_tf",
-    "list_datasets", "load", "load_folders", "load_manifest", "median_frequency_weights",
+    "download_dataset", "generate_depth_scenes", "generate_shapes", "image_names", "imresize_numpy",
+    "imresize_tf", "list_datasets", "load", "load_folders", "load_manifest", "median_frequency_weights",
     "read_image_folder", "read_sr_pairs", "resize_pair", "resolve_data_dir", "scan_folders",
     "super_resolution_pairs",
 ]

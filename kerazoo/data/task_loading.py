@@ -6,7 +6,8 @@ from __future__ import annotations
 from kerazoo.data.catalog import DatasetInfo
 from kerazoo.data.degradations import check_scale
 
-__all__ = ["RESTORATION_OPTIONS", "SR_PATCH_SIZES", "load_depth", "load_restoration", "restoration_options"]
+__all__ = ["RESTORATION_OPTIONS", "SR_PATCH_SIZES", "image_names", "load_depth", "load_restoration",
+           "restoration_options"]
 
 RESTORATION_OPTIONS = ("noise_sigma", "scale", "patch_size", "patches_per_image", "channels")
 # Default LR patch side per scale for training: every T91 image (the smallest is 78x78) fits it.
@@ -67,6 +68,35 @@ def load_restoration(info: DatasetInfo, split: str, *, data_dir, download, batch
         return restoration.super_resolution_pairs(high, low=low, scale=options["scale"], **common)
     images = restoration.read_image_folder(folder, options["channels"])
     return restoration.super_resolution_pairs(images, scale=options["scale"], **common)
+
+
+def image_names(name: str, split: str | None = None, *, data_dir=None, scale: int | None = None,
+                download: bool = True) -> list[str]:
+    """The image names (file stems) of a restoration set, in the order its whole-image split yields them.
+
+    Args:
+        name: A restoration data set ("train400", "set12", "t91", "set5").
+        split: Ignored except for validation (one of the entry's splits); None takes `val_split`.
+        data_dir: The data root, as for `kerazoo.data.load`.
+        scale: For pair sets ("set5"): the pair folder to list (default from `task_options`).
+        download: Download a missing data set first.
+    """
+    from kerazoo.data import loaders
+    from kerazoo.data.catalog import DATASETS, list_datasets
+    from kerazoo.data.folders import _list_images
+
+    info = DATASETS.get(name)
+    if info is None or info.task not in ("denoise", "super_resolution"):
+        restoration = [n for n in list_datasets() if DATASETS[n].task in ("denoise", "super_resolution")]
+        raise ValueError(f"image_names takes a restoration data set ({restoration}), got {name!r}")
+    if split is not None and split not in info.splits:
+        raise ValueError(f"{info.name} has splits {list(info.splits)}, got split={split!r}")
+    folder = loaders.dataset_folder(info, data_dir, download)
+    if info.source == "pairs":
+        scale = check_scale(scale if scale is not None else info.task_options.get("scale", 4))
+        paths = _list_images(folder / f"image_SRF_{scale}", f"x{scale} pair")
+        return [p.name[: -len("_HR.png")] for p in paths if p.name.endswith("_HR.png")]
+    return [p.stem for p in _list_images(folder, "Image")]
 
 
 def load_depth(info: DatasetInfo, split: str, *, data_dir, download, num_examples, image_size, batch_size,
