@@ -128,7 +128,8 @@ class ZooModel(keras.Model):
 
     Attributes:
         num_classes, head, activation, in_channels, config_name (the `create_model` name, e.g. "unet"),
-        encoder_name, class_names, class_colors, input_size.
+        encoder_name, class_names, class_colors, input_size, task (e.g. "denoise"), task_spec (its
+        `kerazoo.tasks.Task`: default loss and metrics), scale (super-resolution, else 1).
     """
 
     def __init__(self, inputs, outputs, *, arguments, class_names=None, class_colors=None, input_size=None,

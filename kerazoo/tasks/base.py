@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import keras
-
 from kerazoo import layers
 from kerazoo.models.heads import ACTIVATIONS
 
@@ -78,8 +76,3 @@ class Task:
         if None not in x_size + ref_size and x_size != ref_size:
             raise ValueError(f"task {self.name!r} needs features the size of the input; the network gives "
                              f"{x_size} for {ref_size} (unet_paper: pass padding='same')")
-
-
-def float32_output(x, name="head_activation", activation=None):
-    """The model's last activation, in float32 so that mixed precision never reaches the loss."""
-    return keras.layers.Activation(activation or "linear", dtype="float32", name=name)(x)

@@ -12,8 +12,8 @@ import dataclasses
 import keras
 
 from kerazoo import layers
-from kerazoo.models.heads import score_conv
-from kerazoo.tasks.base import Task, float32_output
+from kerazoo.models.heads import output_activation, score_conv
+from kerazoo.tasks.base import Task
 
 PIXEL_RANGE = 255.0
 SCALES = (2, 3, 4)
@@ -28,7 +28,8 @@ def _unit_scaling(inputs):
 
 
 def _to_pixels(x):
-    return keras.layers.Rescaling(PIXEL_RANGE, dtype="float32", name="to_pixels")(float32_output(x))
+    """[0, 1] predictions back to pixels, in float32 (mixed precision never reaches the loss)."""
+    return keras.layers.Rescaling(PIXEL_RANGE, dtype="float32", name="to_pixels")(output_activation(None)(x))
 
 
 def _check_residual(residual, num_classes, in_channels, what):
