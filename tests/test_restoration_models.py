@@ -185,6 +185,7 @@ def test_each_method_names_the_right_one():
 
 @pytest.mark.parametrize("task, options", [("denoise", dict(residual=False, in_channels=1)),
                                            ("super_resolution", dict(scale=4, upsampler="transpose")),
+                                           ("super_resolution", dict(scale=3, in_channels=1)),
                                            ("depth", dict(activation="relu"))])
 def test_keras_round_trip_keeps_task_options_and_outputs(task, options, tmp_path):
     model = small(task=task, **options)
@@ -249,3 +250,14 @@ def test_super_resolver_tflite_export_is_builtin_only(tmp_path):
     assert exported.passed, exported
     assert "DEPTH_TO_SPACE" in exported.ops and "TRANSPOSE_CONV" in exported.ops, exported.ops
     assert not any(op.startswith(("CUSTOM", "FLEX")) for op in exported.ops), exported.ops
+
+
+@pytest.mark.slow
+def test_super_resolver_exports_to_every_format_within_contract(tmp_path):
+    from kerazoo.export import export
+
+    model = small(task="super_resolution", scale=3)
+    report = export(model, str(tmp_path), formats=("saved_model", "tflite", "onnx"), quantize=(None, "int8"),
+                    representative_data=pixels(4, 12, 16), latency_runs=0, verbose=False)
+    assert report.ok, report.failures()
+    assert "DEPTH_TO_SPACE" in report.get("tflite", "int8").ops
