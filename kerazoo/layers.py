@@ -472,6 +472,86 @@ def fuse_batch_norm(model):
     return fused
 
 
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class DepthToSpace(keras.layers.Layer):
+    """Sub-pixel upsampling (Shi et al., ESPCN): (B, H, W, C * s * s) to (B, s * H, s * W, C).
+
+    `keras.ops.depth_to_space`, so TFLite gets its DEPTH_TO_SPACE builtin. Channel `(r * s + c) * C + k`
+    of input pixel (h, w) goes to output pixel (s * h + r, s * w + c), channel k (TensorFlow's order).
+
+    Args:
+        block_size: the upsampling factor s, an int >= 2.
+    """
+
+    def __init__(self, block_size=2, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 2:
+            raise ValueError(f"block_size must be an int >= 2; got {block_size!r}")
+        self.block_size = block_size
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is not None and channels % (self.block_size**2):
+            raise ValueError(f"DepthToSpace({self.block_size}) needs channels divisible by "
+                             f"{self.block_size**2}; got {channels}")
+
+    def call(self, inputs):
+        return ops.depth_to_space(inputs, self.block_size, data_format="channels_last")
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        scale = lambda size: None if size is None else size * self.block_size  # noqa: E731
+        return (batch, scale(height), scale(width), None if channels is None else channels // self.block_size**2)
+
+    def get_config(self):
+        return {**super().get_config(), "block_size": self.block_size}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BilinearUpsampling(keras.layers.Layer):
+    """Fixed bilinear upsampling by an integer `scale`, for any input size, with TFLite builtins only.
+
+    Gives what `tf.image.resize(..., "bilinear")` gives (half-pixel centres, edges clamped), but as
+    an edge-replicating pad, a fixed per-channel transposed convolution (FCN's bilinear kernel) and a
+    crop: `keras.ops.image.resize` needs a static size, and its bicubic mode lowers to TensorFlow's
+    ResizeBicubic, which TFLite runs only through Flex. Not trainable.
+
+    Args:
+        scale: the upsampling factor, an int >= 2.
+    """
+
+    def __init__(self, scale=2, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(scale, int) or isinstance(scale, bool) or scale < 2:
+            raise ValueError(f"scale must be an int >= 2; got {scale!r}")
+        self.scale = scale
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError("BilinearUpsampling needs a static channel count")
+        self._kernel = bilinear_kernel(2 * self.scale - self.scale % 2, channels)
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype)
+        # One replicated row/column on each side makes the clamped edge of a resize.
+        x = ops.concatenate([x[:, :1], x, x[:, -1:]], axis=1)
+        x = ops.concatenate([x[:, :, :1], x, x[:, :, -1:]], axis=2)
+        kernel = ops.convert_to_tensor(self._kernel, dtype=x.dtype)
+        x = ops.conv_transpose(x, kernel, strides=self.scale, padding="same")
+        shape = ops.shape(inputs)
+        s = self.scale
+        return x[:, s : s + shape[1] * s, s : s + shape[2] * s, :]
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        scale = lambda size: None if size is None else size * self.scale  # noqa: E731
+        return (batch, scale(height), scale(width), channels)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}
+
 # Loading a `.keras` file needs every kerazoo class registered with Keras. Every path that builds or
 # exports a model imports these layers, so it registers the losses, metrics and ZooModel too.
 from kerazoo import losses, metrics, model  # noqa: E402,F401

@@ -1,8 +1,15 @@
-"""Segmentation losses on integer masks, with an ignored label and optional class weights.
+"""Losses: segmentation on integer masks (with an ignored label and class weights), image restoration
+(L1, L2, Charbonnier, SSIM) and depth (Eigen et al.'s scale-invariant log loss).
+
+Segmentation losses on integer masks, with an ignored label and optional class weights.
 
 Masks are `(B, H, W)` or `(B, H, W, 1)` integers; predictions are `(B, H, W, K)` logits or
 probabilities (K = 1: one sigmoid channel for binary masks). Every loss computes in float32, also
 when the model runs in mixed precision, and ignored pixels contribute nothing.
+
+Restoration losses take 0..255 pixel values and measure differences in units of `data_range` (255),
+so their size does not depend on the pixel scale. The depth loss takes metres and ignores pixels whose
+true depth is 0.
 """
 
 from __future__ import annotations
@@ -12,7 +19,8 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
-__all__ = ["SegmentationLoss", "DiceLoss", "JaccardLoss", "FocalLoss", "CombinedLoss"]
+__all__ = ["SegmentationLoss", "DiceLoss", "JaccardLoss", "FocalLoss", "CombinedLoss", "L1Loss", "L2Loss",
+           "CharbonnierLoss", "SSIMLoss", "ScaleInvariantLogLoss"]
 
 _EPSILON = 1e-7
 
@@ -274,3 +282,106 @@ class CombinedLoss(keras.losses.Loss):
         config = dict(config)
         config["losses"] = [keras.saving.deserialize_keras_object(loss) for loss in config["losses"]]
         return cls(**config)
+
+
+# --------------------------------------------------------------------------------------------------
+# Restoration and depth.
+
+
+class _ImageLoss(keras.losses.Loss):
+    """Base for restoration losses: `call` returns one value per image, on differences / `data_range`."""
+
+    def __init__(self, data_range=255.0, name=None, reduction="sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        if not isinstance(data_range, (int, float)) or data_range <= 0:
+            raise ValueError(f"data_range must be a positive number; got {data_range!r}")
+        self.data_range = float(data_range)
+
+    def call(self, y_true, y_pred):
+        difference = (ops.cast(y_pred, "float32") - ops.cast(y_true, "float32")) / self.data_range
+        return ops.mean(self.pixel_losses(difference), axis=tuple(range(1, len(difference.shape))))
+
+    def get_config(self):
+        return {**super().get_config(), "data_range": self.data_range}
+
+
+@keras.saving.register_keras_serializable(package="kerazoo")
+class L1Loss(_ImageLoss):
+    """Mean absolute difference, in units of `data_range` (255 for 0..255 pixels)."""
+
+    def __init__(self, data_range=255.0, name="l1_loss", reduction="sum_over_batch_size", dtype=None):
+        super().__init__(data_range, name, reduction, dtype)
+
+    def pixel_losses(self, difference):
+        return ops.abs(difference)
+
+
+@keras.saving.register_keras_serializable(package="kerazoo")
+class L2Loss(_ImageLoss):
+    """Mean squared difference, in units of `data_range` squared."""
+
+    def __init__(self, data_range=255.0, name="l2_loss", reduction="sum_over_batch_size", dtype=None):
+        super().__init__(data_range, name, reduction, dtype)
+
+    def pixel_losses(self, difference):
+        return ops.square(difference)
+
+
+@keras.saving.register_keras_serializable(package="kerazoo")
+class CharbonnierLoss(_ImageLoss):
+    """Charbonnier (a differentiable L1, LapSRN): mean sqrt(d^2 + epsilon^2), d in units of `data_range`."""
+
+    def __init__(self, epsilon=1e-3, data_range=255.0, name="charbonnier_loss", reduction="sum_over_batch_size",
+                 dtype=None):
+        super().__init__(data_range, name, reduction, dtype)
+        if not isinstance(epsilon, (int, float)) or epsilon <= 0:
+            raise ValueError(f"epsilon must be a positive number; got {epsilon!r}")
+        self.epsilon = float(epsilon)
+
+    def pixel_losses(self, difference):
+        return ops.sqrt(ops.square(difference) + self.epsilon**2)
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="kerazoo")
+class SSIMLoss(_ImageLoss):
+    """1 - SSIM per image (Wang et al., see `kerazoo.metrics.ssim`), averaged over channels (no Y conversion)."""
+
+    def __init__(self, data_range=255.0, name="ssim_loss", reduction="sum_over_batch_size", dtype=None):
+        super().__init__(data_range, name, reduction, dtype)
+
+    def call(self, y_true, y_pred):
+        from kerazoo.metrics import image_ssim
+
+        return 1.0 - image_ssim(y_true, y_pred, y_channel=False, data_range=self.data_range)
+
+
+@keras.saving.register_keras_serializable(package="kerazoo")
+class ScaleInvariantLogLoss(keras.losses.Loss):
+    """Eigen, Puhrsch and Fergus (2014): per image, mean(d^2) - lambda_weight * mean(d)^2 with
+    d = log(pred) - log(gt) over the pixels whose true depth is > 0 (an image without any counts 0).
+
+    lambda_weight 0 is the plain log MSE, 1 makes the loss blind to a global scale; Eigen et al. use 0.5.
+    Predictions at or below 0 count as 1e-6 metres.
+    """
+
+    def __init__(self, lambda_weight=0.5, name="scale_invariant_log_loss", reduction="sum_over_batch_size",
+                 dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        if not isinstance(lambda_weight, (int, float)) or not 0 <= lambda_weight <= 1:
+            raise ValueError(f"lambda_weight must be a number in [0, 1]; got {lambda_weight!r}")
+        self.lambda_weight = float(lambda_weight)
+
+    def call(self, y_true, y_pred):
+        y_true, y_pred = ops.cast(y_true, "float32"), ops.cast(y_pred, "float32")
+        axes = tuple(range(1, len(y_true.shape)))
+        valid = ops.cast(y_true > 0, "float32")
+        log_difference = (ops.log(ops.maximum(y_pred, 1e-6)) - ops.log(ops.where(y_true > 0, y_true, 1.0))) * valid
+        count = ops.maximum(ops.sum(valid, axis=axes), 1.0)
+        mean = ops.sum(log_difference, axis=axes) / count
+        return ops.sum(ops.square(log_difference), axis=axes) / count - self.lambda_weight * ops.square(mean)
+
+    def get_config(self):
+        return {**super().get_config(), "lambda_weight": self.lambda_weight}

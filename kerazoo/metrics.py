@@ -1,4 +1,6 @@
-"""Segmentation metrics from one accumulated confusion matrix, with an ignored label.
+"""Metrics: segmentation (a confusion matrix with an ignored label), restoration (PSNR, SSIM) and depth.
+
+Segmentation metrics from one accumulated confusion matrix, with an ignored label.
 
 All metrics here extend `keras.metrics.IoU`, whose confusion-matrix accumulator already drops
 ignored and out-of-range labels; they add what did not fit it directly:
@@ -10,6 +12,13 @@ ignored and out-of-range labels; they add what did not fit it directly:
 
 Confusion rows are true classes and columns predicted classes; counts are int64.
 `confusion_matrix_scores` computes the same numbers in NumPy for an evaluate command.
+
+Restoration metrics follow the field's conventions: pixel values 0..255 (data range 255), colour
+images measured on the Y channel of YCbCr (BT.601, MATLAB's `rgb2ycbcr`), `crop_border` pixels cut
+from each side (the scale, for super-resolution); SSIM is Wang et al.'s (Gaussian window 11, sigma 1.5,
+K1 0.01, K2 0.03). `PSNR` and `SSIM` are Keras metrics (the mean over images of each image's value);
+`psnr` and `ssim` return NumPy values for evaluation. Depth metrics count pixels whose true depth is
+positive only: `DepthMetric` in `compile`, `depth_metrics` in NumPy.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from keras import ops
 
 __all__ = [
     "MeanIoU", "PerClassIoU", "PixelAccuracy", "ClassAverageAccuracy", "DiceCoefficient",
-    "confusion_matrix_scores",
+    "confusion_matrix_scores", "PSNR", "SSIM", "psnr", "ssim", "rgb_to_y", "DepthMetric", "depth_metrics",
 ]
 
 
@@ -196,3 +205,234 @@ def confusion_matrix_scores(confusion) -> dict:
         "mean_iou": float(np.nanmean(per_class_iou)) if (union > 0).any() else float("nan"),
         "per_class_iou": per_class_iou,
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# Restoration: PSNR and SSIM.
+
+PIXEL_RANGE = 255.0
+SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
+
+
+def rgb_to_y(images):
+    """Y of YCbCr (BT.601, MATLAB's `rgb2ycbcr`) from RGB in 0..255: 16 + (65.481 R + 128.553 G + 24.966 B) / 255."""
+    images = ops.cast(images, "float32")
+    weights = ops.convert_to_tensor([65.481, 128.553, 24.966], "float32") / PIXEL_RANGE
+    return 16.0 + ops.sum(images * weights, axis=-1, keepdims=True)
+
+
+def _measured_channels(images, y_channel, crop_border):
+    """(B, H, W, C) float32: Y for colour images when `y_channel`, the border cropped."""
+    images = ops.cast(images, "float32")
+    if y_channel and images.shape[-1] == 3:
+        images = rgb_to_y(images)
+    if crop_border:
+        images = images[:, crop_border:-crop_border, crop_border:-crop_border, :]
+    return images
+
+
+def image_psnr(y_true, y_pred, crop_border=0, y_channel=True, data_range=PIXEL_RANGE):
+    """Per-image PSNR in dB, `(B,)`, of `(B, H, W, C)` images (keras.ops; see `psnr` for NumPy)."""
+    y_true = _measured_channels(y_true, y_channel, crop_border)
+    y_pred = _measured_channels(y_pred, y_channel, crop_border)
+    mse = ops.mean(ops.square(y_true - y_pred), axis=(1, 2, 3))
+    return 10.0 * ops.log10(data_range**2 / ops.maximum(mse, 1e-10))
+
+
+def _gaussian_window(channels):
+    grid = np.arange(SSIM_WINDOW) - SSIM_WINDOW // 2
+    profile = np.exp(-(grid**2) / (2 * SSIM_SIGMA**2))
+    window = np.outer(profile, profile) / np.outer(profile, profile).sum()
+    return np.tile(window[:, :, None, None], (1, 1, channels, 1)).astype("float32")
+
+
+def ssim_map(y_true, y_pred, data_range=PIXEL_RANGE):
+    """Wang et al.'s SSIM map, `(B, H - 10, W - 10, C)`, per channel; only windows inside the image."""
+    y_true, y_pred = ops.cast(y_true, "float32"), ops.cast(y_pred, "float32")
+    window = ops.convert_to_tensor(_gaussian_window(y_true.shape[-1]))
+    blur = lambda x: ops.depthwise_conv(x, window, padding="valid")  # noqa: E731
+    mu_true, mu_pred = blur(y_true), blur(y_pred)
+    var_true = blur(y_true * y_true) - mu_true**2
+    var_pred = blur(y_pred * y_pred) - mu_pred**2
+    covariance = blur(y_true * y_pred) - mu_true * mu_pred
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    return ((2 * mu_true * mu_pred + c1) * (2 * covariance + c2)) / (
+        (mu_true**2 + mu_pred**2 + c1) * (var_true + var_pred + c2))
+
+
+def image_ssim(y_true, y_pred, crop_border=0, y_channel=True, data_range=PIXEL_RANGE):
+    """Per-image SSIM, `(B,)`, of `(B, H, W, C)` images (keras.ops; see `ssim` for NumPy)."""
+    y_true = _measured_channels(y_true, y_channel, crop_border)
+    y_pred = _measured_channels(y_pred, y_channel, crop_border)
+    for size in y_true.shape[1:3]:
+        if size is not None and size < SSIM_WINDOW:
+            raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels after cropping "
+                             f"{crop_border} border pixels; got {tuple(y_true.shape[1:3])}")
+    return ops.mean(ssim_map(y_true, y_pred, data_range), axis=(1, 2, 3))
+
+
+def _as_batch(images):
+    """(NxHxWxC float32 array, whether one image came in)."""
+    array = np.asarray(images, dtype=np.float32)
+    if array.ndim == 2:
+        return array[None, :, :, None], True
+    if array.ndim == 3:
+        # HxWxC with C in (1, 3) is one image; anything else is a batch of grey images.
+        return (array[None], True) if array.shape[-1] in (1, 3) else (array[..., None], False)
+    if array.ndim == 4:
+        return array, False
+    raise ValueError(f"images must be HxW, HxWxC or NxHxWxC; got shape {array.shape}")
+
+
+def _numpy_metric(function, prediction, target, crop_border, y_channel):
+    prediction, single = _as_batch(prediction)
+    target, _ = _as_batch(target)
+    if prediction.shape != target.shape:
+        raise ValueError(f"prediction {prediction.shape} and target {target.shape} differ in shape")
+    if not isinstance(crop_border, int) or crop_border < 0 or 2 * crop_border >= min(target.shape[1:3]):
+        raise ValueError(f"crop_border must be an int >= 0 smaller than half the image; got {crop_border!r} "
+                         f"for {target.shape[1:3]} images")
+    values = ops.convert_to_numpy(function(target, prediction, crop_border=crop_border, y_channel=y_channel))
+    return float(values[0]) if single else values.astype(np.float64)
+
+
+def psnr(prediction, target, crop_border=0, y_channel=True):
+    """PSNR in dB (data range 255) of 0..255 images, on Y for colour when `y_channel`.
+
+    Args:
+        prediction: HxW, HxWxC or NxHxWxC pixel values in 0..255 (round outputs to uint8 first to
+            measure as the field does).
+        target: the clean images, same shape.
+        crop_border: pixels cut from each side before measuring (the scale, for super-resolution).
+        y_channel: measure colour images on Y of YCbCr (BT.601); False: over the RGB channels.
+
+    Returns:
+        A float for one image, a (N,) array for a batch.
+    """
+    return _numpy_metric(image_psnr, prediction, target, crop_border, y_channel)
+
+
+def ssim(prediction, target, crop_border=0, y_channel=True):
+    """SSIM (Wang et al.: Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, data range 255), as `psnr`.
+
+    Equals scikit-image's `structural_similarity(gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, data_range=255)`; several channels are averaged.
+    """
+    return _numpy_metric(image_ssim, prediction, target, crop_border, y_channel)
+
+
+class _ImageQuality(keras.metrics.Mean):
+    """The mean over images of a per-image restoration score, from 0..255 images."""
+
+    def __init__(self, crop_border=0, y_channel=True, name=None, dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        if not isinstance(crop_border, int) or isinstance(crop_border, bool) or crop_border < 0:
+            raise ValueError(f"crop_border must be an int >= 0; got {crop_border!r}")
+        self.crop_border, self.y_channel = crop_border, bool(y_channel)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        values = self.per_image(y_true, y_pred, crop_border=self.crop_border, y_channel=self.y_channel)
+        return super().update_state(values, sample_weight)
+
+    def get_config(self):
+        return {"crop_border": self.crop_border, "y_channel": self.y_channel, "name": self.name,
+                "dtype": self._dtype}
+
+
+@keras.saving.register_keras_serializable(package="kerazoo")
+class PSNR(_ImageQuality):
+    """Mean PSNR (dB) over images: data range 255, Y for colour, `crop_border` cut; see `psnr`."""
+
+    per_image = staticmethod(image_psnr)
+
+    def __init__(self, crop_border=0, y_channel=True, name="psnr", dtype=None):
+        super().__init__(crop_border, y_channel, name, dtype)
+
+
+@keras.saving.register_keras_serializable(package="kerazoo")
+class SSIM(_ImageQuality):
+    """Mean SSIM over images (Wang et al.), with `PSNR`'s conventions; see `ssim`."""
+
+    per_image = staticmethod(image_ssim)
+
+    def __init__(self, crop_border=0, y_channel=True, name="ssim", dtype=None):
+        super().__init__(crop_border, y_channel, name, dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# Depth: errors over pixels with a known (positive) true depth.
+
+DEPTH_KINDS = ("delta1", "delta2", "delta3", "abs_rel", "rmse", "log10")
+_DEPTH_FLOOR = 1e-6  # a prediction at or below 0 is read as this (ratios and logs stay finite)
+
+
+def _depth_terms(y_true, y_pred):
+    """Per-pixel terms of every depth metric and the valid mask, float32 and flat."""
+    y_true = ops.reshape(ops.cast(y_true, "float32"), (-1,))
+    y_pred = ops.reshape(ops.cast(y_pred, "float32"), (-1,))
+    valid = ops.cast(y_true > 0, "float32")
+    true = ops.where(y_true > 0, y_true, 1.0)
+    pred = ops.maximum(y_pred, _DEPTH_FLOOR)
+    ratio = ops.maximum(pred / true, true / pred)
+    terms = {f"delta{power}": ops.cast(ratio < 1.25**power, "float32") for power in (1, 2, 3)}
+    terms.update(abs_rel=ops.abs(pred - true) / true, rmse=ops.square(pred - true),
+                 log10=ops.abs(ops.log10(pred) - ops.log10(true)))
+    return terms, valid
+
+
+def depth_metrics(prediction, target) -> dict:
+    """The standard depth metrics over the pixels where `target` > 0 (all images pooled).
+
+    delta1/2/3: share of pixels with max(pred / gt, gt / pred) < 1.25, 1.25^2, 1.25^3; abs_rel: mean
+    |pred - gt| / gt; rmse: sqrt(mean (pred - gt)^2) in metres; log10: mean |log10 pred - log10 gt|.
+
+    Args:
+        prediction: depth in metres, any shape; values <= 0 count as 1e-6.
+        target: true depth in metres, same shape; 0 where unknown.
+
+    Returns:
+        {kind: float} for every kind in `DEPTH_KINDS`.
+    """
+    prediction, target = np.asarray(prediction), np.asarray(target)
+    if prediction.shape != target.shape:
+        raise ValueError(f"prediction {prediction.shape} and target {target.shape} differ in shape")
+    terms, valid = _depth_terms(target, prediction)
+    count = float(ops.convert_to_numpy(ops.sum(valid)))
+    if count == 0:
+        raise ValueError("target has no pixel with a known depth (> 0)")
+    means = {kind: float(ops.convert_to_numpy(ops.sum(term * valid))) / count for kind, term in terms.items()}
+    means["rmse"] = float(np.sqrt(means["rmse"]))
+    return means
+
+
+@keras.saving.register_keras_serializable(package="kerazoo")
+class DepthMetric(keras.metrics.Metric):
+    """One depth metric (`kind` in `DEPTH_KINDS`) over every valid pixel seen, for `compile`.
+
+    Args:
+        kind: "delta1", "delta2", "delta3", "abs_rel", "rmse" or "log10" (see `depth_metrics`).
+    """
+
+    def __init__(self, kind="delta1", name=None, dtype=None):
+        if kind not in DEPTH_KINDS:
+            raise ValueError(f"kind must be one of {DEPTH_KINDS}; got {kind!r}")
+        super().__init__(name=name or kind, dtype=dtype)
+        self.kind = kind
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total", dtype="float32")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count", dtype="float32")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        terms, valid = _depth_terms(y_true, y_pred)
+        self.total.assign_add(ops.sum(terms[self.kind] * valid))
+        self.count.assign_add(ops.sum(valid))
+
+    def result(self):
+        mean = self.total / ops.maximum(self.count, 1.0)
+        return ops.sqrt(mean) if self.kind == "rmse" else mean
+
+    def reset_state(self):
+        self.total.assign(0.0)
+        self.count.assign(0.0)
+
+    def get_config(self):
+        return {"kind": self.kind, "name": self.name, "dtype": self._dtype}

@@ -6,9 +6,10 @@ colours, and the (height, width) it was trained at. `get_config()` is those argu
 level, so a `.keras` file or a preset's config.json reads as the `create_model` call, and
 `from_config` rebuilds through `create_model` (never downloading encoder weights).
 
-What depends on the task is kept to named parts: the head (`kerazoo.models.heads`) turns outputs into
-what a user wants (`segment` gives labels); `_outputs_at_image_size` is the shared "resize in, run,
-resize out" step that a restoration task would reuse.
+What depends on the task is kept to named parts: the task (`kerazoo.tasks`) chose the input scaling
+and the head; the methods turn outputs into what a user wants: `segment` gives labels, `restore` images
+(denoised, or `scale` times larger), `predict_depth` metres. `_outputs_at_image_size` is the shared
+"resize in, run, resize out" step.
 """
 
 from __future__ import annotations
@@ -127,7 +128,8 @@ class ZooModel(keras.Model):
 
     Attributes:
         num_classes, head, activation, in_channels, config_name (the `create_model` name, e.g. "unet"),
-        encoder_name, class_names, class_colors, input_size.
+        encoder_name, class_names, class_colors, input_size, task (e.g. "denoise"), task_spec (its
+        `kerazoo.tasks.Task`: default loss and metrics), scale (super-resolution, else 1).
     """
 
     def __init__(self, inputs, outputs, *, arguments, class_names=None, class_colors=None, input_size=None,
@@ -162,6 +164,26 @@ class ZooModel(keras.Model):
         return self.arguments["in_channels"]
 
     @property
+    def task(self) -> str:
+        """The task: "segmentation" (configs written before tasks existed), "denoise", "super_resolution"
+        or "depth"."""
+        return self.arguments.get("task", "segmentation")
+
+    @property
+    def task_spec(self):
+        """The resolved `kerazoo.tasks.Task`: `model.task_spec.default_loss()`, `.default_metrics()`."""
+        from kerazoo.tasks import task_class
+
+        cls = task_class(self.task)
+        options = {key: self.arguments[key] for key in cls.option_defaults()}
+        return cls(self.num_classes, self.in_channels, self.activation, self.head, **options)
+
+    @property
+    def scale(self) -> int:
+        """Output size over input size: the super-resolution scale, else 1."""
+        return self.arguments.get("scale", 1) if self.task == "super_resolution" else 1
+
+    @property
     def config_name(self) -> str:
         return self.arguments["name"]
 
@@ -173,9 +195,12 @@ class ZooModel(keras.Model):
     def preprocessing(self) -> dict:
         """How inputs are read: raw pixels, normalised inside the model by its "preprocessing" layer."""
         try:
-            mode = self.get_layer("preprocessing").get_config().get("mode")
+            layer = self.get_layer("preprocessing")
         except ValueError:
-            mode = None
+            layer = None
+        mode = layer.get_config().get("mode") if layer is not None else None
+        if isinstance(layer, keras.layers.Rescaling):  # restoration: pixels / 255
+            mode = f"scale by {layer.get_config()['scale']:.6g}"
         return {"input": "raw pixels 0..255, (B, H, W, in_channels) float32", "normalization": mode,
                 "resize": "bilinear (antialiased) to input_size" if self.input_size else None}
 
@@ -249,6 +274,9 @@ class ZooModel(keras.Model):
         Returns:
             int32 labels: HxW for one image, NxHxW for a batch, a list of HxW arrays for a list.
         """
+        if self.task != "segmentation":
+            raise ValueError(f"segment() is for segmentation; this is a {self.task!r} model: use "
+                             f"{_TASK_METHODS[self.task]}")
         if self.head != "segmentation":
             raise ValueError(f"segment() needs head='segmentation'; this model's head is {self.head!r}")
         outputs, kind = self._outputs_at_image_size(images, batch_size)
@@ -256,6 +284,86 @@ class ZooModel(keras.Model):
         if kind == "single":
             return labels[0]
         return np.stack(labels) if kind == "batch" else labels
+
+
+    def restore(self, images, batch_size: int = 8):
+        """Restored images (denoised, or super-resolved by `scale`), rounded and clipped to uint8.
+
+        Each image runs at its own size (any height and width; same-sized images share batches), so a
+        super-resolver returns `scale` times each image's height and width.
+
+        Args:
+            images: raw 0..255 pixels: one HxWxC array, a batch NxHxWxC, or a list of HxWxC arrays
+                of different sizes (HxW for one-channel models).
+            batch_size: images per model call.
+
+        Returns:
+            uint8 images (HxWxC, or HxW for one channel): one array for one image, an array for a
+            batch, a list for a list.
+
+        Raises:
+            ValueError: for a model that is not a restoration model (naming the method to use), or
+                for a model with a static input size the images do not have.
+        """
+        if self.task not in ("denoise", "super_resolution"):
+            raise ValueError(f"restore() is for the 'denoise' and 'super_resolution' tasks; this is a "
+                             f"{self.task!r} model: use {_TASK_METHODS[self.task]}")
+        outputs, kind = self._run_at_own_size(images, batch_size)
+        restored = []
+        for output in outputs:
+            image = np.clip(np.rint(output), 0, 255).astype(np.uint8)
+            restored.append(image[..., 0] if image.shape[-1] == 1 else image)
+        if kind == "single":
+            return restored[0]
+        return np.stack(restored) if kind == "batch" else restored
+
+    def predict_depth(self, images, batch_size: int = 8):
+        """Depth in metres at each image's own size (float32 HxW), resizing to `input_size` inside when set.
+
+        Args:
+            images: raw 0..255 RGB pixels: one HxWx3 array, a batch, or a list of arrays of different sizes.
+            batch_size: images per model call.
+
+        Returns:
+            float32 depth: HxW for one image, NxHxW for a batch, a list of HxW arrays for a list.
+        """
+        if self.task != "depth":
+            raise ValueError(f"predict_depth() is for the 'depth' task; this is a {self.task!r} model: use "
+                             f"{_TASK_METHODS[self.task]}")
+        outputs, kind = self._outputs_at_image_size(images, batch_size)
+        depths = [output[..., 0] for output in outputs]
+        if kind == "single":
+            return depths[0]
+        return np.stack(depths) if kind == "batch" else depths
+
+    def _run_at_own_size(self, images, batch_size):
+        """Runs each image as it is (no resize) and checks the output is `scale` times its size."""
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
+        arrays, kind = _as_image_list(images, self.in_channels)
+        static = tuple(self.input_shape[1:3])
+        groups = {}
+        for index, image in enumerate(arrays):
+            if None not in static and tuple(image.shape[:2]) != static:
+                raise ValueError(f"image {index} is {image.shape[:2]}; this model was built for {static} only "
+                                 "(build it with input_shape=None to take any size)")
+            groups.setdefault(image.shape[:2], []).append(index)
+        results = [None] * len(arrays)
+        for (height, width), indices in groups.items():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start:start + batch_size]
+                outputs = keras.ops.convert_to_numpy(self(np.stack([arrays[i] for i in chunk]), training=False))
+                expected = (height * self.scale, width * self.scale)
+                if tuple(outputs.shape[1:3]) != expected:
+                    raise ValueError(f"{self.config_name} returns {tuple(outputs.shape[1:3])} for a "
+                                     f"{(height, width)} input; expected {expected}")
+                for i, output in zip(chunk, outputs):
+                    results[i] = output.astype(np.float32)
+        return results, kind
+
+
+_TASK_METHODS = {"segmentation": "segment()", "denoise": "restore()", "super_resolution": "restore()",
+                 "depth": "predict_depth()"}
 
 
 def model_num_classes(model) -> int | None:

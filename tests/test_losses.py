@@ -161,3 +161,63 @@ def test_bad_arguments_raise():
         losses.SegmentationLoss(class_weights=[1.0, 1.0, 1.0], ignore_class=IGNORE)(y, logits)
     with pytest.raises(ValueError, match="gamma"):
         losses.FocalLoss(gamma=-1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Restoration and depth losses against NumPy formulas.
+
+
+def _restoration_pair(seed=0, shape=(2, 16, 15, 3)):
+    rng = np.random.default_rng(seed)
+    clean = rng.uniform(0, 255, shape).astype("float32")
+    return clean, (clean + rng.normal(0, 15, shape)).astype("float32")
+
+
+def test_pixel_losses_match_numpy_in_units_of_the_data_range():
+    clean, restored = _restoration_pair()
+    difference = (restored.astype(np.float64) - clean) / 255.0
+    assert float(losses.L1Loss()(clean, restored)) == pytest.approx(np.mean(np.abs(difference)), rel=1e-5)
+    assert float(losses.L2Loss()(clean, restored)) == pytest.approx(np.mean(difference**2), rel=1e-5)
+    expected = np.mean(np.sqrt(difference**2 + 1e-3**2))
+    assert float(losses.CharbonnierLoss()(clean, restored)) == pytest.approx(expected, rel=1e-5)
+    assert float(losses.L1Loss(data_range=1.0)(clean, restored)) == pytest.approx(
+        np.mean(np.abs(difference)) * 255, rel=1e-5)
+    with pytest.raises(ValueError, match="epsilon must be a positive number; got 0"):
+        losses.CharbonnierLoss(epsilon=0)
+
+
+def test_ssim_loss_is_one_minus_scikit_image_ssim():
+    skimage_metrics = pytest.importorskip("skimage.metrics")
+    clean, restored = _restoration_pair(1, (2, 20, 18, 1))
+    expected = np.mean([1 - skimage_metrics.structural_similarity(
+        r[..., 0].astype(np.float64), c[..., 0].astype(np.float64), gaussian_weights=True, sigma=1.5,
+        use_sample_covariance=False, data_range=255) for c, r in zip(clean, restored)])
+    assert float(losses.SSIMLoss()(clean, restored)) == pytest.approx(expected, abs=1e-4)
+    assert float(losses.SSIMLoss()(clean, clean)) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_scale_invariant_log_loss_matches_eigen_formula_and_ignores_unknown_depth():
+    rng = np.random.default_rng(2)
+    target = rng.uniform(0.5, 8, (3, 7, 9, 1))
+    target[rng.random(target.shape) < 0.3] = 0
+    prediction = rng.uniform(0.5, 8, target.shape)
+    expected = []
+    for p, t in zip(prediction, target):
+        d = np.log(p[t > 0]) - np.log(t[t > 0])
+        expected.append(np.mean(d**2) - 0.5 * np.mean(d) ** 2)
+    loss = losses.ScaleInvariantLogLoss()
+    assert float(loss(target.astype("float32"), prediction.astype("float32"))) == pytest.approx(
+        np.mean(expected), rel=1e-5)
+    # With lambda 1 a global scale of the prediction costs nothing.
+    blind = losses.ScaleInvariantLogLoss(lambda_weight=1.0)
+    valid = (target > 0).astype("float32")
+    assert float(blind(target.astype("float32"), (3.0 * target + (1 - valid)).astype("float32"))) == pytest.approx(
+        0.0, abs=1e-5)
+    assert loss.get_config()["lambda_weight"] == 0.5
+
+
+@pytest.mark.parametrize("loss", [losses.L1Loss(), losses.CharbonnierLoss(epsilon=0.01), losses.SSIMLoss(),
+                                  losses.ScaleInvariantLogLoss(lambda_weight=0.3)])
+def test_restoration_losses_serialize(loss):
+    restored = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert type(restored) is type(loss) and restored.get_config() == loss.get_config()

@@ -190,3 +190,117 @@ def test_compile_fit_evaluate_with_losses_and_metrics():
     assert results["mean_iou"] == pytest.approx(expected["mean_iou"], rel=1e-5)
     assert results["pixel_accuracy"] == pytest.approx(expected["global_accuracy"], rel=1e-5)
     np.testing.assert_allclose(results["per_class_iou"], expected["per_class_iou"], rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------------
+# Restoration (PSNR, SSIM) against scikit-image, depth against NumPy formulas.
+
+skimage_metrics = pytest.importorskip("skimage.metrics")
+
+
+def _image_pair(seed, shape):
+    rng = np.random.default_rng(seed)
+    clean = rng.uniform(0, 255, shape)
+    # A smooth structure plus noise, so SSIM is neither ~0 nor ~1.
+    clean = (clean + np.roll(clean, 1, axis=0) + np.roll(clean, 1, axis=1)) / 3
+    noisy = np.clip(clean + rng.normal(0, 20, shape), 0, 255)
+    return np.round(noisy).astype(np.uint8), np.round(clean).astype(np.uint8)
+
+
+def _skimage_ssim(prediction, target):
+    return skimage_metrics.structural_similarity(
+        prediction.astype(np.float64), target.astype(np.float64), gaussian_weights=True, sigma=1.5,
+        use_sample_covariance=False, data_range=255, channel_axis=-1 if prediction.ndim == 3 else None)
+
+
+def _matlab_y(rgb):
+    """MATLAB's rgb2ycbcr on 0..1 input, Y scaled to 0..255."""
+    rgb = rgb.astype(np.float64) / 255.0
+    return 16.0 + 65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2]
+
+
+def test_grey_psnr_and_ssim_match_scikit_image():
+    noisy, clean = _image_pair(0, (40, 36))
+    assert metrics.psnr(noisy, clean) == pytest.approx(
+        skimage_metrics.peak_signal_noise_ratio(clean, noisy, data_range=255), abs=1e-4)
+    assert metrics.ssim(noisy, clean) == pytest.approx(_skimage_ssim(noisy, clean), abs=1e-4)
+
+
+def test_colour_metrics_use_bt601_y_and_crop_the_border():
+    noisy, clean = _image_pair(1, (30, 33, 3))
+    border = 3
+    y_noisy, y_clean = (_matlab_y(a)[border:-border, border:-border] for a in (noisy, clean))
+    assert metrics.psnr(noisy, clean, crop_border=border) == pytest.approx(
+        skimage_metrics.peak_signal_noise_ratio(y_clean, y_noisy, data_range=255), abs=1e-4)
+    assert metrics.ssim(noisy, clean, crop_border=border) == pytest.approx(_skimage_ssim(y_noisy, y_clean), abs=1e-4)
+    # Without Y: over the RGB channels, as scikit-image does with channel_axis.
+    assert metrics.psnr(noisy, clean, y_channel=False) == pytest.approx(
+        skimage_metrics.peak_signal_noise_ratio(clean, noisy, data_range=255), abs=1e-4)
+    assert metrics.ssim(noisy, clean, y_channel=False) == pytest.approx(_skimage_ssim(noisy, clean), abs=1e-4)
+
+
+def test_batches_give_one_value_per_image_and_keras_metrics_average_them():
+    pairs = [_image_pair(seed, (24, 26, 3)) for seed in (2, 3)]
+    noisy = np.stack([p[0] for p in pairs]).astype("float32")
+    clean = np.stack([p[1] for p in pairs]).astype("float32")
+    per_image = metrics.psnr(noisy, clean, crop_border=2)
+    expected = [skimage_metrics.peak_signal_noise_ratio(_matlab_y(c)[2:-2, 2:-2], _matlab_y(n)[2:-2, 2:-2],
+                                                        data_range=255) for n, c in zip(noisy, clean)]
+    np.testing.assert_allclose(per_image, expected, atol=1e-4)
+    psnr_metric, ssim_metric = metrics.PSNR(crop_border=2), metrics.SSIM(crop_border=2)
+    for index in range(2):  # two batches of one image: the mean over images
+        psnr_metric.update_state(clean[index:index + 1], noisy[index:index + 1])
+        ssim_metric.update_state(clean[index:index + 1], noisy[index:index + 1])
+    assert float(psnr_metric.result()) == pytest.approx(np.mean(expected), abs=1e-4)
+    expected_ssim = np.mean([_skimage_ssim(_matlab_y(n)[2:-2, 2:-2], _matlab_y(c)[2:-2, 2:-2])
+                             for n, c in zip(noisy, clean)])
+    assert float(ssim_metric.result()) == pytest.approx(expected_ssim, abs=1e-4)
+    restored = metrics.PSNR.from_config(psnr_metric.get_config())
+    assert restored.crop_border == 2 and restored.y_channel
+
+
+def test_image_metric_errors_name_the_problem():
+    with pytest.raises(ValueError, match="differ in shape"):
+        metrics.psnr(np.zeros((8, 8)), np.zeros((8, 9)))
+    with pytest.raises(ValueError, match="crop_border must be an int >= 0 smaller than half the image; got 4"):
+        metrics.psnr(np.zeros((8, 8)), np.zeros((8, 8)), crop_border=4)
+    with pytest.raises(ValueError, match="at least 11x11 pixels"):
+        metrics.ssim(np.zeros((12, 12)), np.zeros((12, 12)), crop_border=1)
+
+
+def _depth_pair(seed):
+    rng = np.random.default_rng(seed)
+    target = rng.uniform(0.5, 10, (2, 9, 11, 1))
+    target[rng.random(target.shape) < 0.3] = 0  # unknown depth
+    prediction = target * rng.uniform(0.6, 1.6, target.shape) + rng.uniform(0.01, 0.3, target.shape)
+    return prediction.astype("float32"), target.astype("float32")
+
+
+def _numpy_depth_reference(prediction, target):
+    valid = target > 0
+    p, t = prediction[valid].astype(np.float64), target[valid].astype(np.float64)
+    ratio = np.maximum(p / t, t / p)
+    return {"delta1": np.mean(ratio < 1.25), "delta2": np.mean(ratio < 1.25**2), "delta3": np.mean(ratio < 1.25**3),
+            "abs_rel": np.mean(np.abs(p - t) / t), "rmse": np.sqrt(np.mean((p - t) ** 2)),
+            "log10": np.mean(np.abs(np.log10(p) - np.log10(t)))}
+
+
+def test_depth_metrics_match_numpy_on_valid_pixels():
+    prediction, target = _depth_pair(4)
+    expected = _numpy_depth_reference(prediction, target)
+    got = metrics.depth_metrics(prediction, target)
+    assert set(got) == set(metrics.DEPTH_KINDS)
+    for kind in metrics.DEPTH_KINDS:
+        assert got[kind] == pytest.approx(expected[kind], rel=1e-5), kind
+    # Keras metrics accumulate over batches: the same pooled figures.
+    second = _depth_pair(5)
+    pooled = _numpy_depth_reference(np.concatenate([prediction, second[0]]), np.concatenate([target, second[1]]))
+    for kind in ("delta1", "abs_rel", "rmse", "log10"):
+        metric = metrics.DepthMetric(kind)
+        metric.update_state(target, prediction)
+        metric.update_state(second[1], second[0])
+        assert float(metric.result()) == pytest.approx(pooled[kind], rel=1e-5), kind
+    with pytest.raises(ValueError, match="kind must be one of .*'abs_rel'.*got 'absrel'"):
+        metrics.DepthMetric("absrel")
+    with pytest.raises(ValueError, match="no pixel with a known depth"):
+        metrics.depth_metrics(prediction, np.zeros_like(target))

@@ -5,6 +5,13 @@ import keras
 from kerazoo import layers
 
 
+def segmentation_task(num_classes, in_channels, activation):
+    """The task a builder uses when called without one: segmentation (what `create_model` passes by default)."""
+    from kerazoo.tasks import Segmentation  # kerazoo.tasks imports the heads of this package
+
+    return Segmentation(num_classes, in_channels, activation, "segmentation")
+
+
 def model_input(input_shape, in_channels):
     """The raw-pixel input (0..255) of every kerazoo model.
 

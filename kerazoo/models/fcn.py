@@ -4,8 +4,8 @@ import keras
 
 from kerazoo import layers
 from kerazoo.encoders import build_encoder
-from kerazoo.models.blocks import model_input
-from kerazoo.models.heads import output_activation, score_conv
+from kerazoo.models.blocks import model_input, segmentation_task
+from kerazoo.models.heads import score_conv
 
 FCN_STRIDES = {"fcn32s": 32, "fcn16s": 16, "fcn8s": 8}
 
@@ -21,6 +21,7 @@ def build_fcn(
     freeze_encoder=False,
     encoder_bn_momentum=None,
     dropout=0.5,
+    task=None,
 ):
     """FCN with skip fusion down to `output_stride` (32, 16 or 8).
 
@@ -40,13 +41,17 @@ def build_fcn(
         encoder_bn_momentum: momentum of the encoder's BatchNormalization layers (None keeps Keras
             Applications' value).
         dropout: dropout rate after each classifier convolution (encoders with a classifier only).
+        task: a `kerazoo.tasks.Task` (input scaling and head); None is segmentation. The score layers
+            have its `score_channels` (the classes for segmentation) and its head follows them.
         Other arguments: see `kerazoo.create_model`.
     """
     if output_stride not in (8, 16, 32):
         raise ValueError(f"output_stride must be 8, 16 or 32; got {output_stride!r}")
+    task = task or segmentation_task(num_classes, in_channels, activation)
+    num_classes = task.score_channels
     skip8, skip16 = skip_layers(spec)
     inputs = model_input(input_shape, in_channels)
-    x = layers.EncoderPreprocessing(spec.preprocessing, name="preprocessing")(inputs)
+    reference = x = task.preprocess(inputs, spec.preprocessing)
     x = layers.PadToMultiple(spec.output_stride, name="pad_to_stride")(x)
     encoder = build_encoder(
         spec, in_channels, encoder_weights, trainable=not freeze_encoder,
@@ -68,8 +73,8 @@ def build_fcn(
         x = layers.BilinearConv2DTranspose(num_classes, 2, name="upscore_pool4")(x)
         x = keras.layers.Add(name="fuse_pool3")([x, score_conv(num_classes, name="score_pool3")(pool3)])
     x = layers.BilinearConv2DTranspose(num_classes, output_stride, name=f"upscore{output_stride}")(x)
-    x = layers.CropToReference(name="crop_to_input")([x, inputs])
-    outputs = output_activation(activation)(x)
+    x = layers.CropToReference(name="crop_to_input")([x, reference])
+    outputs = task.head(x, inputs, scored=True)
     return keras.Model(inputs, outputs, name=f"fcn{output_stride}s_{spec.name}")
 
 

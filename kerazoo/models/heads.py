@@ -12,7 +12,7 @@ import numpy as np
 HEADS = ("segmentation", "regression")
 ACTIVATIONS = {
     "segmentation": (None, "softmax", "sigmoid"),
-    "regression": (None, "linear", "sigmoid", "tanh", "relu"),
+    "regression": (None, "linear", "sigmoid", "tanh", "relu", "softplus"),
 }
 
 

@@ -4,8 +4,7 @@ import keras
 
 from kerazoo import layers
 from kerazoo.encoders import STRIDES, build_encoder
-from kerazoo.models.blocks import UPSAMPLING, conv_bn_relu, model_input, upsample
-from kerazoo.models.heads import apply_head
+from kerazoo.models.blocks import UPSAMPLING, conv_bn_relu, model_input, segmentation_task, upsample
 
 DEFAULT_DECODER_FILTERS = (256, 128, 64, 32, 16)
 
@@ -22,6 +21,7 @@ def build_unet(
     decoder_filters=DEFAULT_DECODER_FILTERS,
     upsampling="transpose",
     batch_norm=True,
+    task=None,
 ):
     """U-Net decoder on a Keras Applications encoder.
 
@@ -38,6 +38,7 @@ def build_unet(
             Applications' value; 0.9 lets MobileNetV2 train from scratch in a few hundred steps).
         upsampling: one of "transpose", "nearest", "bilinear", "bed_of_nails".
         batch_norm: batch normalisation after each decoder convolution.
+        task: a `kerazoo.tasks.Task` (input scaling and head); None is segmentation.
         Other arguments: see `kerazoo.create_model`.
     """
     decoder_filters = tuple(decoder_filters)
@@ -45,8 +46,9 @@ def build_unet(
         raise ValueError(f"decoder_filters must be 5 positive ints (strides 32 -> 1); got {decoder_filters!r}")
     if upsampling not in UPSAMPLING:
         raise ValueError(f"upsampling must be one of {UPSAMPLING}; got {upsampling!r}")
+    task = task or segmentation_task(num_classes, in_channels, activation)
     inputs = model_input(input_shape, in_channels)
-    x = layers.EncoderPreprocessing(spec.preprocessing, name="preprocessing")(inputs)
+    reference = x = task.preprocess(inputs, spec.preprocessing)
     x = layers.PadToMultiple(spec.output_stride, name="pad_to_stride")(x)
     encoder = build_encoder(spec, in_channels, encoder_weights, trainable=not freeze_encoder,
                             tap_layers=spec.feature_names(STRIDES), bn_momentum=encoder_bn_momentum)
@@ -58,8 +60,8 @@ def build_unet(
             x = keras.layers.Concatenate(name=f"decoder_stage{stage}_concat")([x, skip])
         x = conv_bn_relu(x, filters, batch_norm=batch_norm, name=f"decoder_stage{stage}_conv1")
         x = conv_bn_relu(x, filters, batch_norm=batch_norm, name=f"decoder_stage{stage}_conv2")
-    x = layers.CropToReference(name="crop_to_input")([x, inputs])
-    outputs = apply_head(x, num_classes, activation)
+    x = layers.CropToReference(name="crop_to_input")([x, reference])
+    outputs = task.head(x, inputs)
     return keras.Model(inputs, outputs, name=f"unet_{spec.name}")
 
 
@@ -91,16 +93,24 @@ def nearest_valid_unet_paper_sizes(size, count=2):
     return tuple(s for s in (below, above) if s is not None)[:count]
 
 
-def build_unet_paper(num_classes, in_channels=1, input_shape=None, activation=None):
+PADDINGS = ("valid", "same")
+
+
+def build_unet_paper(num_classes, in_channels=1, input_shape=None, activation=None, padding="valid", task=None):
     """U-Net exactly as Ronneberger et al.: valid 3x3 convolutions, 2x2 max pooling, 2x2 up-convolutions,
     crop and concatenate. A 572x572 input gives a 388x388 output.
 
-    Input height and width must be static and valid (each pooling sees an even size); otherwise a
-    ValueError names the nearest valid sizes. Pixels are scaled to [-1, 1] inside the model.
+    With padding="valid" (the paper's) input height and width must be static and valid (each pooling
+    sees an even size); otherwise a ValueError names the nearest valid sizes. padding="same" keeps the
+    size (the input is padded to a multiple of 16 and the output cropped back), so any size works; the
+    restoration and depth tasks need it. Pixels are scaled to [-1, 1] inside the model (segmentation).
     """
-    if input_shape is None:
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}; got {padding!r}")
+    task = task or segmentation_task(num_classes, in_channels, activation)
+    if input_shape is None and padding == "valid":
         input_shape = (572, 572, in_channels)
-    for size in input_shape[:2]:
+    for size in input_shape[:2] if padding == "valid" else ():
         if size is None:
             raise ValueError(
                 "unet_paper needs a static input size (valid convolutions); e.g. input_shape=(572, 572, 1)"
@@ -111,19 +121,23 @@ def build_unet_paper(num_classes, in_channels=1, input_shape=None, activation=No
                 f"size. Nearest valid sizes: {nearest_valid_unet_paper_sizes(size)}"
             )
     inputs = model_input(input_shape, in_channels)
-    x = layers.EncoderPreprocessing("tf", name="preprocessing")(inputs)
+    reference = x = task.preprocess(inputs, "tf")
+    if padding == "same":
+        x = layers.PadToMultiple(16, name="pad_to_stride")(x)
     skips = []
     for level, filters in enumerate(PAPER_FILTERS):
         if level > 0:
             x = keras.layers.MaxPooling2D(2, name=f"down{level}_pool")(x)
-        x = conv_bn_relu(x, filters, batch_norm=False, padding="valid", name=f"down{level}_conv1")
-        x = conv_bn_relu(x, filters, batch_norm=False, padding="valid", name=f"down{level}_conv2")
+        x = conv_bn_relu(x, filters, batch_norm=False, padding=padding, name=f"down{level}_conv1")
+        x = conv_bn_relu(x, filters, batch_norm=False, padding=padding, name=f"down{level}_conv2")
         skips.append(x)
     for level, filters in zip(range(3, -1, -1), PAPER_FILTERS[-2::-1]):
         x = keras.layers.Conv2DTranspose(filters, 2, strides=2, name=f"up{level}_upconv")(x)
         skip = layers.CropToReference("center", name=f"up{level}_crop")([skips[level], x])
         x = keras.layers.Concatenate(name=f"up{level}_concat")([skip, x])
-        x = conv_bn_relu(x, filters, batch_norm=False, padding="valid", name=f"up{level}_conv1")
-        x = conv_bn_relu(x, filters, batch_norm=False, padding="valid", name=f"up{level}_conv2")
-    outputs = apply_head(x, num_classes, activation)
+        x = conv_bn_relu(x, filters, batch_norm=False, padding=padding, name=f"up{level}_conv1")
+        x = conv_bn_relu(x, filters, batch_norm=False, padding=padding, name=f"up{level}_conv2")
+    if padding == "same":
+        x = layers.CropToReference(name="crop_to_input")([x, reference])
+    outputs = task.head(x, inputs)
     return keras.Model(inputs, outputs, name="unet_paper")

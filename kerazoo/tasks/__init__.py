@@ -1,0 +1,30 @@
+"""Tasks: what differs between segmentation, restoration and depth, kept out of the model builders.
+
+A task names its input scaling (`preprocess`), its output head (`head`), its default loss and its
+metrics. `create_model(..., task=...)` resolves the name and the task's options into a `Task` that the
+builder calls; no builder tests a task's name.
+"""
+
+from __future__ import annotations
+
+from kerazoo.tasks.base import Task
+from kerazoo.tasks.depth import Depth
+from kerazoo.tasks.restoration import SCALES, UPSAMPLERS, Denoise, SuperResolution
+from kerazoo.tasks.segmentation import Segmentation
+
+__all__ = ["TASKS", "Task", "Segmentation", "Denoise", "SuperResolution", "Depth", "SCALES", "UPSAMPLERS",
+           "task_class", "list_tasks"]
+
+TASKS = {cls.name: cls for cls in (Segmentation, Denoise, SuperResolution, Depth)}
+
+
+def list_tasks():
+    """Names of the tasks `create_model` takes."""
+    return tuple(TASKS)
+
+
+def task_class(name):
+    """The `Task` class of `name`, or a ValueError naming the valid tasks."""
+    if name not in TASKS:
+        raise ValueError(f"task must be one of {tuple(TASKS)}; got {name!r}")
+    return TASKS[name]
