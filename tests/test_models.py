@@ -433,3 +433,16 @@ def test_segment_is_for_segmentation_heads():
     assert model.head == "regression" and model.class_names is None
     with pytest.raises(ValueError, match="head='segmentation'"):
         model.segment(np.zeros((8, 8, 3), "float32"))
+
+
+def test_unet_paper_filters_sets_the_width_of_every_level():
+    model = kerazoo.create_model("unet_paper", padding="same", filters=8, num_classes=2)
+    widths = [model.get_layer(f"down{level}_conv1").filters for level in range(5)]
+    assert widths == [8, 16, 32, 64, 128]
+    assert [model.get_layer(f"up{level}_upconv").filters for level in range(4)] == [8, 16, 32, 64]
+    assert kerazoo.create_model("unet_paper", padding="same").get_layer("down4_conv1").filters == 1024
+
+
+def test_unet_paper_rejects_a_bad_width():
+    with pytest.raises(ValueError, match="filters must be a positive int.*got 0"):
+        kerazoo.create_model("unet_paper", padding="same", filters=0)

@@ -96,7 +96,8 @@ def nearest_valid_unet_paper_sizes(size, count=2):
 PADDINGS = ("valid", "same")
 
 
-def build_unet_paper(num_classes, in_channels=1, input_shape=None, activation=None, padding="valid", task=None):
+def build_unet_paper(num_classes, in_channels=1, input_shape=None, activation=None, padding="valid", filters=64,
+                     task=None):
     """U-Net exactly as Ronneberger et al.: valid 3x3 convolutions, 2x2 max pooling, 2x2 up-convolutions,
     crop and concatenate. A 572x572 input gives a 388x388 output.
 
@@ -104,7 +105,12 @@ def build_unet_paper(num_classes, in_channels=1, input_shape=None, activation=No
     sees an even size); otherwise a ValueError names the nearest valid sizes. padding="same" keeps the
     size (the input is padded to a multiple of 16 and the output cropped back), so any size works; the
     restoration and depth tasks need it. Pixels are scaled to [-1, 1] inside the model (segmentation).
+    `filters` is the first level's width (the paper's 64), doubled at each of the four poolings; 32 costs
+    about a quarter of the paper's compute, which is what CPU training of restoration models can afford.
     """
+    if not isinstance(filters, int) or isinstance(filters, bool) or filters < 1:
+        raise ValueError(f"filters must be a positive int (the paper's is 64); got {filters!r}")
+    level_filters = tuple(filters * 2**level for level in range(len(PAPER_FILTERS)))
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}; got {padding!r}")
     task = task or segmentation_task(num_classes, in_channels, activation)
@@ -125,18 +131,18 @@ def build_unet_paper(num_classes, in_channels=1, input_shape=None, activation=No
     if padding == "same":
         x = layers.PadToMultiple(16, name="pad_to_stride")(x)
     skips = []
-    for level, filters in enumerate(PAPER_FILTERS):
+    for level, width in enumerate(level_filters):
         if level > 0:
             x = keras.layers.MaxPooling2D(2, name=f"down{level}_pool")(x)
-        x = conv_bn_relu(x, filters, batch_norm=False, padding=padding, name=f"down{level}_conv1")
-        x = conv_bn_relu(x, filters, batch_norm=False, padding=padding, name=f"down{level}_conv2")
+        x = conv_bn_relu(x, width, batch_norm=False, padding=padding, name=f"down{level}_conv1")
+        x = conv_bn_relu(x, width, batch_norm=False, padding=padding, name=f"down{level}_conv2")
         skips.append(x)
-    for level, filters in zip(range(3, -1, -1), PAPER_FILTERS[-2::-1]):
-        x = keras.layers.Conv2DTranspose(filters, 2, strides=2, name=f"up{level}_upconv")(x)
+    for level, width in zip(range(3, -1, -1), level_filters[-2::-1]):
+        x = keras.layers.Conv2DTranspose(width, 2, strides=2, name=f"up{level}_upconv")(x)
         skip = layers.CropToReference("center", name=f"up{level}_crop")([skips[level], x])
         x = keras.layers.Concatenate(name=f"up{level}_concat")([skip, x])
-        x = conv_bn_relu(x, filters, batch_norm=False, padding=padding, name=f"up{level}_conv1")
-        x = conv_bn_relu(x, filters, batch_norm=False, padding=padding, name=f"up{level}_conv2")
+        x = conv_bn_relu(x, width, batch_norm=False, padding=padding, name=f"up{level}_conv1")
+        x = conv_bn_relu(x, width, batch_norm=False, padding=padding, name=f"up{level}_conv2")
     if padding == "same":
         x = layers.CropToReference(name="crop_to_input")([x, reference])
     outputs = task.head(x, inputs)
