@@ -204,6 +204,16 @@ class ZooModel(keras.Model):
         name = config.pop("name")
         return create_model(name, encoder_weights=None, **config)
 
+    def compile(self, *args, **kwargs):
+        """`keras.Model.compile`, then the optimizer's variables are made at once (the model is built).
+
+        Otherwise the TensorFlow backend creates them while tracing the first training step, which makes
+        tf.function trace that step twice: about half of the first step's time (benchmarks/BENCHMARK.md).
+        """
+        super().compile(*args, **kwargs)
+        if self.built and self.optimizer is not None and not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+
     def _outputs_at_image_size(self, images, batch_size):
         """Runs each image at `input_size` (when set) and resizes the outputs back to its own size.
 
