@@ -232,7 +232,9 @@ class ZooModel(keras.Model):
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start:start + batch_size]
                 batch = keras.ops.stack([_resize_image(arrays[i], size) for i in chunk])
-                outputs = self(batch, training=False)
+                # predict_on_batch: the compiled predict function, traced once per shape (an eager call
+                # dispatches each op from Python; predict() adds a data pipeline per call).
+                outputs = self.predict_on_batch(batch)
                 if tuple(outputs.shape[1:3]) != tuple(batch.shape[1:3]):
                     raise ValueError(f"{self.config_name} returns {tuple(outputs.shape[1:3])} for a "
                                      f"{tuple(batch.shape[1:3])} input; its outputs do not cover the input, so "
