@@ -8,7 +8,7 @@ import statistics
 import keras
 import pytest
 
-from kerazoo import benchmark, cli, peer
+from kerazoo import benchmark, benchmark_tables, cli, peer
 from kerazoo.benchmark import Case
 
 
@@ -161,7 +161,7 @@ def test_peer_ratios_compare_each_precision_with_the_fastest_peer_mode_of_its_cl
     assert ratios["float32"]["training_step"] == {"ratio": pytest.approx(1.2 / 2.0), "peer_mode": "eager"}
     assert "mixed_bfloat16" not in ratios
     result["peer_ratio"] = ratios
-    table = benchmark._peer_markdown([result], ["1", "8"])
+    table = benchmark_tables.peer_markdown([result], ["1", "8"])
     assert any("failed: exit 1: no C++ compiler" in line for line in table)
     assert "| unet/resnet50 256x256 | float32 | 0.60 (eager) | 1.10 (eager) | 0.94 (eager) |" in table
 
