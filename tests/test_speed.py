@@ -46,3 +46,20 @@ def test_train_says_what_the_cpu_offers_bfloat16(tmp_path, capsys):
           model_options=dict(filters=4, kernel_size=3, depth=2), dataset="shapes", image_size=(32, 32),
           num_examples=8, val_examples=8, batch_size=8, tensorboard=False)
     assert f"kerazoo train: {bfloat16_support().describe()}" in capsys.readouterr().out
+
+
+def test_predict_of_one_small_batch_skips_the_data_pipeline_with_the_same_outputs(monkeypatch):
+    keras.utils.set_random_seed(0)
+    model = kerazoo.create_model("segnet_basic", num_classes=3, **TINY_SEGNET)
+    images = np.random.default_rng(2).uniform(0, 255, (40, 32, 32, 3)).astype("float32")
+    reference = keras.Model.predict(model, images, batch_size=8, verbose=0)
+    pipeline_calls = []
+    keras_predict = keras.Model.predict
+    monkeypatch.setattr(keras.Model, "predict",
+                        lambda self, *args, **kwargs: (pipeline_calls.append(1), keras_predict(self, *args, **kwargs))[1])
+    np.testing.assert_allclose(model.predict(images[:1], verbose=0), reference[:1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(model.predict(images[:8], batch_size=8), reference[:8], rtol=1e-5, atol=1e-5)
+    assert pipeline_calls == []
+    # More than one batch, or callbacks: Keras' own predict, as before.
+    np.testing.assert_allclose(model.predict(images, batch_size=8, verbose=0), reference, rtol=1e-5, atol=1e-5)
+    assert pipeline_calls == [1]
