@@ -208,3 +208,31 @@ def test_peer_ratio_side_by_side():
             "peer_mode": mode}
     _assert_float32_fractions_within_peak(measured, results["peak_gflops"])
     assert "smp.Unet(resnet50" in benchmark.markdown(results)
+
+
+@pytest.mark.benchmark
+def test_run_measures_both_precisions_and_each_peer_mode_through_the_runner(monkeypatch):
+    """The harness end to end with a fake peer runner: kerazoo really trains in both precisions."""
+    case = Case("unet", "resnet50", (32, 32), (("upsampling", "nearest"), ("decoder_filters", (16, 8, 8, 8, 8))))
+    monkeypatch.setattr(peer, "unavailable_reason", lambda case: None)  # smp need not be installed
+    asked = []
+
+    def fake_runner(case, num_classes, train_batch_size, batch_sizes, warmup, runs, threads, modes):
+        asked.append(modes)
+        return {"description": "fake smp", "modes": {"eager": _peer_mode(100.0, 1000.0, 8000.0),
+                                                     "bf16_autocast": {"error": "took more than 1800 s"}}}
+
+    results = benchmark.run([case], num_classes=2, formats=(), batch_sizes=(1,), warmup=1, runs=2, peer=True,
+                            log=lambda *a: None, peer_modes=("eager", "bf16_autocast"), peer_runner=fake_runner)
+    assert asked == [("eager", "bf16_autocast")]
+    (measured,) = results["cases"]
+    assert set(measured["precisions"]) == {"float32", "mixed_bfloat16"}
+    for precision, training in measured["precisions"].items():
+        assert training["precision"] == precision and training["inference_latency_ms"]["1"] > 0
+    assert measured["training"] is measured["precisions"]["float32"]
+    assert measured["peer"]["modes"]["eager"]["training"]["fraction_of_peak"] > 0
+    ratio = measured["peer_ratio"]["float32"]["training_step"]
+    assert ratio == {"ratio": pytest.approx(measured["training"]["step_seconds"] / 100.0), "peer_mode": "eager"}
+    assert "mixed_bfloat16" not in measured["peer_ratio"]  # its class's only mode failed
+    table = benchmark.markdown(results)
+    assert "failed: took more than 1800 s" in table and "| mixed_bfloat16 |" in table
