@@ -4,6 +4,10 @@ memory and FLOPs, per model x encoder x input size, with segmentation-models-pyt
     kerazoo benchmark --model unet --encoder resnet50 --image-size 256x256 --option upsampling=nearest --peer
     kerazoo.benchmark.run([Case("unet", "resnet50", (256, 256), (("upsampling", "nearest"),))], peer=True)
 
+kerazoo trains in each Keras dtype policy of `PRECISIONS` (float32, mixed_bfloat16); the peer runs in each
+of its modes (`kerazoo.peer.PEER_MODES`: float32 eager, bf16 autocast, torch.compile), and each kerazoo
+precision is compared with the peer's fastest mode of the same precision class.
+
 Every measurement (the machine's peak, training, each inference format, each peer side) runs in a
 fresh process, so that its peak resident memory is its own and no runtime's thread pools or caches
 help another. Times are medians over `runs` timed steps after `warmup` untimed ones. The machines
