@@ -4,6 +4,10 @@ memory and FLOPs, per model x encoder x input size, with segmentation-models-pyt
     kerazoo benchmark --model unet --encoder resnet50 --image-size 256x256 --option upsampling=nearest --peer
     kerazoo.benchmark.run([Case("unet", "resnet50", (256, 256), (("upsampling", "nearest"),))], peer=True)
 
+kerazoo trains in each Keras dtype policy of `PRECISIONS` (float32, mixed_bfloat16); the peer runs in each
+of its modes (`kerazoo.peer.PEER_MODES`: float32 eager, bf16 autocast, torch.compile), and each kerazoo
+precision is compared with the peer's fastest mode of the same precision class.
+
 Every measurement (the machine's peak, training, each inference format, each peer side) runs in a
 fresh process, so that its peak resident memory is its own and no runtime's thread pools or caches
 help another. Times are medians over `runs` timed steps after `warmup` untimed ones. The machines
@@ -32,6 +36,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 
+from kerazoo.cpu import bfloat16_support  # noqa: E402
+from kerazoo.benchmark_tables import markdown  # noqa: E402,F401  (the tables: kerazoo.benchmark.markdown)
 from kerazoo.files import atomic_write_text  # noqa: E402
 from kerazoo.timing import median_ms, timed_runs  # noqa: E402
 
@@ -39,6 +45,7 @@ FORMATS = ("keras", "tflite_float32", "tflite_int8", "onnx")
 # kerazoo.export's file for each format: (export format, TFLite quantize variant)
 _EXPORTED = {"tflite_float32": ("tflite", None), "tflite_int8": ("tflite", "int8"), "onnx": ("onnx", None)}
 TRAINING_FLOPS_PER_FORWARD = 3
+PRECISIONS = ("float32", "mixed_bfloat16")  # Keras dtype policies kerazoo is measured in
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,10 +157,13 @@ def _random_batch(batch_size, image_size, num_classes, seed=0):
     return images, masks
 
 
-def keras_training(case, num_classes, batch_size, warmup, runs):
-    """Training step time of `model.fit` (Adam, cross-entropy) on one in-memory batch, repeated."""
+def keras_training(case, num_classes, batch_size, warmup, runs, precision="float32", inference_batch_sizes=()):
+    """Training step time of `model.fit` (Adam, cross-entropy) on one in-memory batch, repeated, under the
+    Keras dtype policy `precision`; and, for each of `inference_batch_sizes`, the latency of the same model
+    called in a `tf.function` (so that mixed_bfloat16 inference is measured too)."""
     import tensorflow as tf
 
+    keras.mixed_precision.set_global_policy(precision)  # this process is fresh: nothing else sees it
     baseline_mib = peak_rss_mib()
     model = case.create_model(num_classes)
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -163,11 +173,18 @@ def keras_training(case, num_classes, batch_size, warmup, runs):
     model.fit(data, epochs=1, steps_per_epoch=warmup + runs, verbose=0, shuffle=False, callbacks=[timer])
     steps = timer.seconds[warmup:]
     step = statistics.median(steps)
+    call = tf.function(lambda x: model(x, training=False))
+    latency = {}
+    for inference_batch in inference_batch_sizes:
+        batch = tf.constant(_random_batch(inference_batch, case.image_size, num_classes, seed=2)[0])
+        latency[str(inference_batch)] = median_ms(lambda: call(batch).numpy(), runs, warmup)
     return {
+        "precision": precision,
         "first_step_seconds": timer.seconds[0],
         "step_seconds": step,
         "step_seconds_all": steps,
         "images_per_second": batch_size / step,
+        "inference_latency_ms": latency,
         "peak_rss_mib": peak_rss_mib(),
         "added_rss_mib": peak_rss_mib() - baseline_mib,
         "params": model.count_params(),
@@ -255,18 +272,31 @@ def _training_fraction(training, forward_flops, peak_gflops):
 
 
 def run_case(case, peak_gflops, num_classes=12, formats=FORMATS, batch_sizes=(1, 8), train_batch_size=4,
-             warmup=3, runs=10, threads=None, peer=False, log=print):
-    """Measures one case (and its peer when asked); returns a JSON-ready dict."""
+             warmup=3, runs=10, threads=None, peer=False, log=print, precisions=PRECISIONS,
+             peer_modes=None, peer_runner=None):
+    """Measures one case (and its peer when asked); returns a JSON-ready dict.
+
+    `peer_runner` (default `kerazoo.peer.run_in_subprocess`) takes the peer's arguments and `peer_modes`
+    and returns {"description", "modes": {mode: measured or {"error"}}}; tests give a fake one.
+    """
     from kerazoo import peer as peer_module
 
+    peer_modes = tuple(peer_modes or peer_module.PEER_MODES)
+    peer_runner = peer_runner or peer_module.run_in_subprocess
     threads = threads or os.cpu_count()
     result = {"case": case.label, "model": case.model, "encoder": case.encoder,
               "image_size": list(case.image_size), "options": dict(case.options), "num_classes": num_classes}
-    log(f"[{case.label}] training, batch {train_batch_size}")
-    training = _in_fresh_process(keras_training, case, num_classes, train_batch_size, warmup, runs)
+    by_precision = {}
+    for precision in precisions:
+        log(f"[{case.label}] training, batch {train_batch_size}, {precision}")
+        measured = _in_fresh_process(keras_training, case, num_classes, train_batch_size, warmup, runs, precision,
+                                     batch_sizes)
+        measured["fraction_of_peak"] = _training_fraction(measured, measured["forward_flops"], peak_gflops)
+        by_precision[precision] = measured
+    training = by_precision[precisions[0]]
     flops = training["forward_flops"]
-    training["fraction_of_peak"] = _training_fraction(training, flops, peak_gflops)
-    result.update(params=training["params"], forward_gflops=flops / 1e9, training=training)
+    result.update(params=training["params"], forward_gflops=flops / 1e9, training=training,
+                  precisions=by_precision)
 
     inference = {}
     with tempfile.TemporaryDirectory(prefix="kerazoo-benchmark-") as out_dir:
@@ -296,30 +326,52 @@ def run_case(case, peak_gflops, num_classes=12, formats=FORMATS, batch_sizes=(1,
             result["peer"] = {"skipped": reason}
             log(f"[{case.label}] peer skipped: {reason}")
         else:
-            log(f"[{case.label}] peer: {peer_module.describe(case)}")
-            counterpart = peer_module.run_in_subprocess(case, num_classes, train_batch_size, batch_sizes,
-                                                        warmup, runs, threads)
-            counterpart["training"]["fraction_of_peak"] = _training_fraction(
-                counterpart["training"], counterpart["forward_flops"], peak_gflops)
+            log(f"[{case.label}] peer: {peer_module.describe(case)}, modes {', '.join(peer_modes)}")
+            counterpart = peer_runner(case, num_classes, train_batch_size, batch_sizes, warmup, runs, threads,
+                                      peer_modes)
+            for measured in counterpart["modes"].values():
+                if "error" not in measured:
+                    measured["training"]["fraction_of_peak"] = _training_fraction(
+                        measured["training"], measured["forward_flops"], peak_gflops)
             result["peer"] = counterpart
             result["peer_ratio"] = peer_ratios(result)
     return result
 
 
+# kerazoo's dtype policy -> the peer's precision class it is compared with
+PRECISION_CLASS = {"float32": "float32", "mixed_bfloat16": "bfloat16"}
+
+
 def peer_ratios(result):
-    """kerazoo / peer time ratios (< 1: kerazoo is faster)."""
-    peer = result["peer"]
-    ratios = {"training_step": result["training"]["step_seconds"] / peer["training"]["step_seconds"]}
-    keras_latency = result["inference"].get("keras", {}).get("latency_ms", {})
-    for batch, ms in peer["inference"]["latency_ms"].items():
-        if batch in keras_latency:
-            ratios[f"inference_batch{batch}"] = keras_latency[batch] / ms
+    """kerazoo / peer time ratios (< 1: kerazoo is faster), each kerazoo precision against the peer's fastest
+    mode of the same precision class.
+
+    Returns:
+        {kerazoo precision: {"training_step": {"ratio", "peer_mode"}, "inference_batch<b>": {...}}}; a
+        precision whose class no peer mode ran in is absent.
+    """
+    from kerazoo.peer import best_modes
+
+    best = best_modes(result["peer"]["modes"])
+    ratios = {}
+    for precision, measured in result["precisions"].items():
+        peer_best = best.get(PRECISION_CLASS.get(precision))
+        if not peer_best:
+            continue
+        ours = {"training_step": measured["step_seconds"],
+                **{f"inference_batch{b}": ms for b, ms in measured["inference_latency_ms"].items()}}
+        ratios[precision] = {key: {"ratio": value / peer_best[key][1], "peer_mode": peer_best[key][0]}
+                             for key, value in ours.items() if key in peer_best}
     return ratios
 
 
 def run(case_list, num_classes=12, formats=FORMATS, batch_sizes=(1, 8), train_batch_size=4, warmup=3, runs=10,
-        threads=None, peer=False, json_path=None, markdown_path=None, log=print):
+        threads=None, peer=False, json_path=None, markdown_path=None, log=print, precisions=PRECISIONS,
+        peer_modes=None, peer_runner=None):
     """Benchmarks every case; prints a Markdown table, writes JSON and Markdown when paths are given.
+
+    kerazoo trains in each Keras dtype policy of `precisions`; the peer runs in each of `peer_modes`
+    (default: every mode of `kerazoo.peer.PEER_MODES`) through `peer_runner` (tests give a fake one).
 
     Returns:
         The results dict: machine, settings, peak GFLOP/s and one entry per case.
@@ -332,20 +384,28 @@ def run(case_list, num_classes=12, formats=FORMATS, batch_sizes=(1, 8), train_ba
     if train_batch_size < 1 or not batch_sizes or min(batch_sizes) < 1:
         raise ValueError(f"batch sizes must be >= 1; got train_batch_size={train_batch_size}, "
                          f"batch_sizes={list(batch_sizes)}")
+    precisions = tuple(precisions)
+    unknown = [p for p in precisions if p not in PRECISION_CLASS]
+    if unknown or not precisions:
+        raise ValueError(f"unknown precisions {unknown or list(precisions)}; valid: {', '.join(PRECISION_CLASS)}")
+    bfloat16 = bfloat16_support()
+    if "mixed_bfloat16" in precisions:
+        log(bfloat16.describe())
     log("measuring the machine's peak (float32 matmul)")
     peak = _in_fresh_process(measure_peak_flops)
     results = {
         "machine": {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-                    "python": platform.python_version(), **_versions(peer)},
+                    "python": platform.python_version(), "bfloat16": bfloat16.describe(), **_versions(peer)},
         "settings": {"num_classes": num_classes, "formats": list(formats), "batch_sizes": list(batch_sizes),
                      "train_batch_size": train_batch_size, "warmup": warmup, "runs": runs,
-                     "threads": threads or os.cpu_count()},
+                     "threads": threads or os.cpu_count(), "precisions": list(precisions)},
         "peak_gflops": peak["peak_gflops"],
         "cases": [],
     }
     for case in case_list:
         results["cases"].append(run_case(case, peak["peak_gflops"], num_classes, formats, batch_sizes,
-                                         train_batch_size, warmup, runs, threads, peer, log))
+                                         train_batch_size, warmup, runs, threads, peer, log, precisions,
+                                         peer_modes, peer_runner))
     table = markdown(results)
     log(table)
     if json_path:
@@ -372,68 +432,3 @@ def _versions(peer):
 
 def _write_text(path, text):
     atomic_write_text(path, text)  # creates the parent folder
-
-
-def _fmt(value, digits=1):
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _rss(measured):
-    return f"{measured['peak_rss_mib']:.0f} ({measured['added_rss_mib']:.0f})"
-
-
-def markdown(results):
-    """The results as Markdown: one training table, one inference table, one peer table."""
-    peak = results["peak_gflops"]
-    settings = results["settings"]
-    lines = [
-        f"Machine: {results['machine']['processor']}, {results['machine']['cpu_count']} cores; measured peak "
-        f"{peak:.0f} GFLOP/s (float32 matmul). Medians of {settings['runs']} runs after {settings['warmup']} "
-        f"warm-up; {settings['num_classes']} classes; random weights and inputs. % of peak: achieved FLOP/s "
-        "over that float32 peak (int8 too); training counts 3 forward passes. Peak RSS: the measuring "
-        "process's, with what the measurement added to its imports' peak in brackets.",
-        "",
-        f"| case | params | GFLOP/forward | train images/s (batch {settings['train_batch_size']}) "
-        "| % of peak | first step s | peak RSS MiB (added) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for case in results["cases"]:
-        training = case["training"]
-        lines.append(f"| {case['case']} | {case['params'] / 1e6:.2f}M | {case['forward_gflops']:.2f} "
-                     f"| {training['images_per_second']:.2f} | {100 * training['fraction_of_peak']:.0f} "
-                     f"| {training['first_step_seconds']:.1f} | {_rss(training)} |")
-    batches = [str(b) for b in settings["batch_sizes"]]
-    lines += ["", "| case | format | size MB | " + " | ".join(f"batch {b} ms (% peak)" for b in batches)
-              + " | peak RSS MiB (added) |", "|---|---|---:|" + "---:|" * len(batches) + "---:|"]
-    for case in results["cases"]:
-        for fmt, measured in case["inference"].items():
-            if "error" in measured:
-                lines.append(f"| {case['case']} | {fmt} | | " + " | ".join("" for _ in batches)
-                             + f" | failed: {measured['error'][:80]} |")
-                continue
-            cells = []
-            for b in batches:
-                ms = measured["latency_ms"].get(b)
-                cells.append("n/a" if ms is None else
-                             f"{ms:.1f} ({100 * measured['fraction_of_peak'][b]:.0f}%)")
-            lines.append(f"| {case['case']} | {fmt} | {measured['size_bytes'] / 1e6:.1f} | " + " | ".join(cells)
-                         + f" | {_rss(measured)} |")
-    peered = [c for c in results["cases"] if "peer" in c]
-    if peered:
-        lines += ["", "Peer: segmentation-models-pytorch, same architecture; ratio = kerazoo time / peer time "
-                  "(< 1: kerazoo is faster).", "",
-                  "| case | peer | peer GFLOP/forward | peer train images/s | train step ratio | "
-                  + " | ".join(f"batch {b} inference ratio" for b in batches) + " | peer train peak RSS MiB (added) |",
-                  "|---|---|---:|---:|---:|" + "---:|" * len(batches) + "---:|"]
-        for case in peered:
-            peer = case["peer"]
-            if "skipped" in peer:
-                lines.append(f"| {case['case']} | skipped: {peer['skipped']} |" + " |" * (len(batches) + 4))
-                continue
-            ratios = case["peer_ratio"]
-            lines.append(
-                f"| {case['case']} | {peer['description']} | {peer['forward_flops'] / 1e9:.2f} "
-                f"| {peer['training']['images_per_second']:.2f} | {ratios['training_step']:.2f} | "
-                + " | ".join(_fmt(ratios.get(f"inference_batch{b}"), 2) for b in batches)
-                + f" | {_rss(peer['training'])} |")
-    return "\n".join(lines) + "\n"

@@ -229,6 +229,25 @@ class ZooModel(keras.Model):
         name = config.pop("name")
         return create_model(name, encoder_weights=None, **config)
 
+    def compile(self, *args, **kwargs):
+        """`keras.Model.compile`, then the optimizer's variables are made at once (the model is built).
+
+        Otherwise the TensorFlow backend creates them while tracing the first training step, which makes
+        tf.function trace that step twice: about half of the first step's time (benchmarks/BENCHMARK.md).
+        """
+        super().compile(*args, **kwargs)
+        if self.built and self.optimizer is not None and not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """`keras.Model.predict`; one in-memory batch (at most `batch_size`, default 32, images) goes
+        straight to the compiled predict function (`predict_on_batch`): same outputs, without the data
+        pipeline and callbacks that `predict` sets up per call (2.2x a tf.function's time at batch 1)."""
+        if (steps is None and not callbacks and hasattr(x, "shape") and hasattr(x, "dtype") and len(x.shape) > 0
+                and x.shape[0] is not None and x.shape[0] <= (batch_size or 32)):
+            return self.predict_on_batch(x)
+        return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
+
     def _outputs_at_image_size(self, images, batch_size):
         """Runs each image at `input_size` (when set) and resizes the outputs back to its own size.
 
@@ -247,7 +266,9 @@ class ZooModel(keras.Model):
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start:start + batch_size]
                 batch = keras.ops.stack([_resize_image(arrays[i], size) for i in chunk])
-                outputs = self(batch, training=False)
+                # predict_on_batch: the compiled predict function, traced once per shape (an eager call
+                # dispatches each op from Python; predict() adds a data pipeline per call).
+                outputs = self.predict_on_batch(batch)
                 if tuple(outputs.shape[1:3]) != tuple(batch.shape[1:3]):
                     raise ValueError(f"{self.config_name} returns {tuple(outputs.shape[1:3])} for a "
                                      f"{tuple(batch.shape[1:3])} input; its outputs do not cover the input, so "

@@ -56,19 +56,70 @@ def describe(case):
     return f"smp.Unet({SMP_ENCODERS[case.encoder]}, decoder_channels={tuple(decoder_channels(case))})"
 
 
-def run_in_subprocess(case, num_classes, train_batch_size, batch_sizes, warmup, runs, threads):
-    """`measure` for `case` in a fresh interpreter (-P: this file's folder stays off sys.path)."""
+# The peer's modes, each with its precision class: kerazoo's float32 is compared with the best float32 mode,
+# its mixed_bfloat16 with the best bfloat16 one.
+PEER_MODES = {"eager": "float32", "bf16_autocast": "bfloat16", "compile": "float32"}
+MODE_DESCRIPTIONS = {"eager": "float32 eager, channels_last", "bf16_autocast": "bfloat16 autocast, channels_last",
+                     "compile": "float32 torch.compile, channels_last"}
+MODE_TIMEOUT_SECONDS = 1800  # torch.compile builds C++ kernels with the system compiler: minutes on 2 cores
+
+
+def run_in_subprocess(case, num_classes, train_batch_size, batch_sizes, warmup, runs, threads, modes=tuple(PEER_MODES),
+                      timeout=MODE_TIMEOUT_SECONDS):
+    """`measure` for `case` in each of `modes`, each in a fresh interpreter (-P: this file's folder stays off
+    sys.path). A mode that fails or passes `timeout` seconds is reported with its reason, not raised.
+
+    Returns:
+        {"description": ..., "modes": {mode: measured dict, or {"error": reason}}}.
+    """
+    unknown = [mode for mode in modes if mode not in PEER_MODES]
+    if unknown:
+        raise ValueError(f"unknown peer modes {unknown}; valid: {', '.join(PEER_MODES)}")
     arguments = {"encoder": SMP_ENCODERS[case.encoder], "decoder_channels": decoder_channels(case),
                  "image_size": list(case.image_size), "num_classes": num_classes,
                  "train_batch_size": train_batch_size, "batch_sizes": list(batch_sizes), "warmup": warmup,
                  "runs": runs, "threads": threads}
-    completed = subprocess.run([sys.executable, "-P", __file__, json.dumps(arguments)], capture_output=True,
-                               text=True)
-    if completed.returncode != 0:
-        raise RuntimeError(f"the peer failed (exit {completed.returncode}): {completed.stderr[-2000:]}")
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
-    result["description"] = describe(case)
-    return result
+    measured = {}
+    for mode in modes:
+        try:
+            completed = subprocess.run([sys.executable, "-P", __file__, json.dumps({**arguments, "mode": mode})],
+                                       capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            measured[mode] = {"error": f"took more than {timeout} s"}
+            continue
+        if completed.returncode != 0:
+            measured[mode] = {"error": f"exit {completed.returncode}: {_last_error_line(completed.stderr)}"}
+            continue
+        measured[mode] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return {"description": describe(case), "modes": measured}
+
+
+def _last_error_line(stderr):
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    return lines[-1][-300:] if lines else "no message"
+
+
+def best_modes(modes):
+    """The peer's fastest mode in each precision class, by training step and by inference batch size.
+
+    Args:
+        modes: {mode: measured dict or {"error": ...}}, as `run_in_subprocess` returns them.
+
+    Returns:
+        {precision class: {"training_step": (mode, seconds), "inference_batch<b>": (mode, ms), ...}}; a class
+        none of whose modes ran is absent.
+    """
+    best = {}
+    for mode, measured in modes.items():
+        if "error" in measured:
+            continue
+        entries = best.setdefault(PEER_MODES[mode], {})
+        candidates = {"training_step": measured["training"]["step_seconds"],
+                      **{f"inference_batch{batch}": ms for batch, ms in measured["inference"]["latency_ms"].items()}}
+        for key, value in candidates.items():
+            if key not in entries or value < entries[key][1]:
+                entries[key] = (mode, value)
+    return best
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -91,9 +142,13 @@ def timed_runs(call, warmup, runs):
 
 
 def measure(encoder, decoder_channels, image_size, num_classes, train_batch_size, batch_sizes, warmup, runs,
-            threads):
-    """Training step time (Adam, cross-entropy) and eager inference latency, channels-last (smp's
-    fastest layout on CPU), in the same form as kerazoo's measurements."""
+            threads, mode="eager"):
+    """Training step time (Adam, cross-entropy) and inference latency in one of `PEER_MODES`, channels-last
+    (smp's fastest layout on CPU), in the same form as kerazoo's measurements. With "compile" the first step
+    includes torch.compile's compilation; with "bf16_autocast" forward and loss run under
+    `torch.autocast("cpu", torch.bfloat16)` (weights and optimizer stay float32, like Keras' mixed_bfloat16)."""
+    import contextlib
+
     import segmentation_models_pytorch as smp
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -115,6 +170,12 @@ def measure(encoder, decoder_channels, image_size, num_classes, train_batch_size
         model(images(1))
     forward_flops = counter.get_total_flops()
 
+    def precision():
+        if mode == "bf16_autocast":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    run = torch.compile(model) if mode == "compile" else model
     model.train()
     optimizer = torch.optim.Adam(model.parameters())
     inputs = images(train_batch_size)
@@ -122,7 +183,8 @@ def measure(encoder, decoder_channels, image_size, num_classes, train_batch_size
 
     def train_step():
         optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(inputs), masks)
+        with precision():
+            loss = torch.nn.functional.cross_entropy(run(inputs).float(), masks)
         loss.backward()
         optimizer.step()
 
@@ -137,11 +199,12 @@ def measure(encoder, decoder_channels, image_size, num_classes, train_batch_size
 
     model.eval()
     latency = {}
-    with torch.inference_mode():
+    with torch.inference_mode(), precision():
         for batch_size in batch_sizes:
             batch = images(batch_size)
-            latency[str(batch_size)] = 1000 * statistics.median(timed_runs(lambda: model(batch), warmup, runs))
+            latency[str(batch_size)] = 1000 * statistics.median(timed_runs(lambda: run(batch), warmup, runs))
     return {
+        "mode": mode,
         "params": sum(p.numel() for p in model.parameters()),
         "forward_flops": forward_flops,
         "threads": torch.get_num_threads(),

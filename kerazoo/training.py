@@ -31,6 +31,7 @@ import tensorflow as tf
 
 import kerazoo
 from kerazoo import data as kz_data
+from kerazoo.cpu import bfloat16_support
 from kerazoo.files import atomic_path, atomic_write_text  # atomic_write_text: still imported from here by others
 from kerazoo.losses import SegmentationLoss
 from kerazoo.metrics import MeanIoU, PixelAccuracy
@@ -408,6 +409,8 @@ def train(
             print(f"kerazoo train: {net.name} ({net.count_params():,} parameters) on {config.dataset} "
                   f"{image_size[0]}x{image_size[1]}, {config.epochs} epochs x {steps} steps, batch "
                   f"{config.batch_size}, {where}{resumed} -> {output_dir}", flush=True)
+            if config.mixed_precision == "mixed_bfloat16" and not tf.config.list_physical_devices("GPU"):
+                print(f"kerazoo train: {bfloat16_support().describe()}", flush=True)
         history = net.fit(train_data, validation_data=val_data, epochs=config.epochs, steps_per_epoch=steps,
                           callbacks=_callbacks(output_dir, tensorboard, verbose, callbacks), verbose=verbose,
                           shuffle=False)  # shuffled by tf.data

@@ -8,7 +8,7 @@ import statistics
 import keras
 import pytest
 
-from kerazoo import benchmark, cli, peer
+from kerazoo import benchmark, benchmark_tables, cli, peer
 from kerazoo.benchmark import Case
 
 
@@ -118,10 +118,62 @@ def test_peer_names_why_a_case_has_no_peer(case, reason):
 
 def test_peer_skipped_cases_are_reported_not_measured(tmp_path):
     results = benchmark.run([Case("segnet_basic", None, (32, 32))], num_classes=2, formats=("keras",),
-                            batch_sizes=(1,), warmup=1, runs=1, peer=True, log=lambda *a: None)
+                            batch_sizes=(1,), warmup=1, runs=1, peer=True, log=lambda *a: None,
+                            precisions=("float32",))
     assert "no equivalent" in results["cases"][0]["peer"]["skipped"]
     assert "peer_ratio" not in results["cases"][0]
     assert "skipped:" in benchmark.markdown(results)
+
+
+def _peer_mode(step_seconds, batch1_ms, batch8_ms):
+    return {"forward_flops": 2e10, "training": {"step_seconds": step_seconds, "first_step_seconds": 1.0,
+                                                "images_per_second": 4 / step_seconds, "peak_rss_mib": 900.0,
+                                                "added_rss_mib": 500.0},
+            "inference": {"latency_ms": {"1": batch1_ms, "8": batch8_ms}}}
+
+
+def _kerazoo_precision(step_seconds, batch1_ms, batch8_ms):
+    return {"step_seconds": step_seconds, "images_per_second": 4 / step_seconds, "fraction_of_peak": 0.5,
+            "first_step_seconds": 3.0, "peak_rss_mib": 1000.0, "added_rss_mib": 600.0,
+            "inference_latency_ms": {"1": batch1_ms, "8": batch8_ms}}
+
+
+def test_peer_ratios_compare_each_precision_with_the_fastest_peer_mode_of_its_class():
+    modes = {"eager": _peer_mode(2.0, 100.0, 700.0),
+             "compile": _peer_mode(1.6, 120.0, 600.0),  # faster training and batch 8, slower batch 1
+             "bf16_autocast": _peer_mode(1.0, 50.0, 400.0)}
+    result = {"case": "unet/resnet50 256x256", "params": 3.2e7, "forward_gflops": 20.0,
+              "precisions": {"float32": _kerazoo_precision(1.2, 110.0, 660.0),
+                             "mixed_bfloat16": _kerazoo_precision(0.9, 60.0, 500.0)},
+              "peer": {"description": "smp.Unet(resnet50)", "modes": modes}}
+    result["training"] = result["precisions"]["float32"]
+    ratios = benchmark.peer_ratios(result)
+    float32, bfloat16 = ratios["float32"], ratios["mixed_bfloat16"]
+    assert float32["training_step"] == {"ratio": pytest.approx(1.2 / 1.6), "peer_mode": "compile"}
+    assert float32["inference_batch1"] == {"ratio": pytest.approx(110.0 / 100.0), "peer_mode": "eager"}
+    assert float32["inference_batch8"] == {"ratio": pytest.approx(660.0 / 600.0), "peer_mode": "compile"}
+    assert bfloat16["training_step"] == {"ratio": pytest.approx(0.9 / 1.0), "peer_mode": "bf16_autocast"}
+    assert bfloat16["inference_batch1"]["ratio"] == pytest.approx(60.0 / 50.0)
+    # A failed mode is left out of the best; a class with no mode that ran gets no ratio.
+    modes["compile"] = {"error": "exit 1: no C++ compiler"}
+    del modes["bf16_autocast"]
+    ratios = benchmark.peer_ratios(result)
+    assert ratios["float32"]["training_step"] == {"ratio": pytest.approx(1.2 / 2.0), "peer_mode": "eager"}
+    assert "mixed_bfloat16" not in ratios
+    result["peer_ratio"] = ratios
+    table = benchmark_tables.peer_markdown([result], ["1", "8"])
+    assert any("failed: exit 1: no C++ compiler" in line for line in table)
+    assert "| unet/resnet50 256x256 | float32 | 0.60 (eager) | 1.10 (eager) | 0.94 (eager) |" in table
+
+
+def test_peer_runner_reports_a_failed_or_unknown_mode(monkeypatch):
+    case = Case("unet", "resnet50", (64, 64), (("upsampling", "nearest"),))
+    with pytest.raises(ValueError, match="'fp8'.*eager"):
+        peer.run_in_subprocess(case, 2, 1, (1,), 1, 1, 1, modes=("eager", "fp8"))
+    failed = type("Completed", (), {"returncode": 1, "stdout": "", "stderr": "Traceback\nRuntimeError: no cl.exe\n"})
+    monkeypatch.setattr(peer.subprocess, "run", lambda *args, **kwargs: failed)
+    measured = peer.run_in_subprocess(case, 2, 1, (1,), 1, 1, 1, modes=("compile",))
+    assert measured["modes"] == {"compile": {"error": "exit 1: RuntimeError: no cl.exe"}}
 
 
 @pytest.mark.benchmark
@@ -132,24 +184,55 @@ def test_peer_ratio_side_by_side():
     case = Case("unet", "resnet50", (64, 64), (("upsampling", "nearest"), ("decoder_filters", (64, 32, 16, 16, 8))))
     assert peer.unavailable_reason(case) is None
     results = benchmark.run([case], num_classes=2, formats=("keras",), batch_sizes=(1, 2), warmup=1, runs=2,
-                            peer=True, log=lambda *a: None)
+                            peer=True, log=lambda *a: None, peer_modes=("eager", "bf16_autocast"))
     (measured,) = results["cases"]
     counterpart = measured["peer"]
     assert counterpart["description"] == "smp.Unet(resnet50, decoder_channels=(64, 32, 16, 16, 8))"
-    # Same architecture: parameter counts within 2% (smp's head is 3x3, kerazoo's 1x1) and FLOPs within 35%
-    # (TensorFlow's profiler also counts batch norm and additions; torch's counter only convolutions).
-    assert counterpart["params"] == pytest.approx(measured["params"], rel=0.02)
-    assert counterpart["forward_flops"] == pytest.approx(measured["forward_gflops"] * 1e9, rel=0.35)
+    assert set(counterpart["modes"]) == {"eager", "bf16_autocast"}
+    for mode, peer_measured in counterpart["modes"].items():
+        assert "error" not in peer_measured, (mode, peer_measured)
+        # Same architecture: parameter counts within 2% (smp's head is 3x3, kerazoo's 1x1) and FLOPs within
+        # 35% (TensorFlow's profiler also counts batch norm and additions; torch's counter only convolutions).
+        assert peer_measured["params"] == pytest.approx(measured["params"], rel=0.02)
+        assert peer_measured["forward_flops"] == pytest.approx(measured["forward_gflops"] * 1e9, rel=0.35)
+        training = peer_measured["training"]
+        assert training["step_seconds"] == statistics.median(training["step_seconds_all"])
+        assert 0 < training["fraction_of_peak"] <= 1
     ratios = measured["peer_ratio"]
-    assert set(ratios) == {"training_step", "inference_batch1", "inference_batch2"}
-    # Each ratio is kerazoo's recorded time over the peer's (< 1: kerazoo is faster).
-    assert ratios["training_step"] == pytest.approx(
-        measured["training"]["step_seconds"] / counterpart["training"]["step_seconds"], rel=1e-9)
-    for batch in ("1", "2"):
-        assert ratios[f"inference_batch{batch}"] == pytest.approx(
-            measured["inference"]["keras"]["latency_ms"][batch] / counterpart["inference"]["latency_ms"][batch],
-            rel=1e-9)
-    assert counterpart["training"]["step_seconds"] == statistics.median(counterpart["training"]["step_seconds_all"])
+    assert set(ratios) == {"float32", "mixed_bfloat16"}
+    # Each ratio is kerazoo's recorded time over the named peer mode's.
+    for precision, mode in (("float32", "eager"), ("mixed_bfloat16", "bf16_autocast")):
+        peer_training = counterpart["modes"][mode]["training"]
+        assert ratios[precision]["training_step"] == {
+            "ratio": pytest.approx(measured["precisions"][precision]["step_seconds"] / peer_training["step_seconds"]),
+            "peer_mode": mode}
     _assert_float32_fractions_within_peak(measured, results["peak_gflops"])
-    assert 0 < counterpart["training"]["fraction_of_peak"] <= 1
     assert "smp.Unet(resnet50" in benchmark.markdown(results)
+
+
+@pytest.mark.benchmark
+def test_run_measures_both_precisions_and_each_peer_mode_through_the_runner(monkeypatch):
+    """The harness end to end with a fake peer runner: kerazoo really trains in both precisions."""
+    case = Case("unet", "resnet50", (32, 32), (("upsampling", "nearest"), ("decoder_filters", (16, 8, 8, 8, 8))))
+    monkeypatch.setattr(peer, "unavailable_reason", lambda case: None)  # smp need not be installed
+    asked = []
+
+    def fake_runner(case, num_classes, train_batch_size, batch_sizes, warmup, runs, threads, modes):
+        asked.append(modes)
+        return {"description": "fake smp", "modes": {"eager": _peer_mode(100.0, 1000.0, 8000.0),
+                                                     "bf16_autocast": {"error": "took more than 1800 s"}}}
+
+    results = benchmark.run([case], num_classes=2, formats=(), batch_sizes=(1,), warmup=1, runs=2, peer=True,
+                            log=lambda *a: None, peer_modes=("eager", "bf16_autocast"), peer_runner=fake_runner)
+    assert asked == [("eager", "bf16_autocast")]
+    (measured,) = results["cases"]
+    assert set(measured["precisions"]) == {"float32", "mixed_bfloat16"}
+    for precision, training in measured["precisions"].items():
+        assert training["precision"] == precision and training["inference_latency_ms"]["1"] > 0
+    assert measured["training"] is measured["precisions"]["float32"]
+    assert measured["peer"]["modes"]["eager"]["training"]["fraction_of_peak"] > 0
+    ratio = measured["peer_ratio"]["float32"]["training_step"]
+    assert ratio == {"ratio": pytest.approx(measured["training"]["step_seconds"] / 100.0), "peer_mode": "eager"}
+    assert "mixed_bfloat16" not in measured["peer_ratio"]  # its class's only mode failed
+    table = benchmark.markdown(results)
+    assert "failed: took more than 1800 s" in table and "| mixed_bfloat16 |" in table

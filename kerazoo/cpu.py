@@ -1,0 +1,83 @@
+"""What this CPU offers bfloat16: AMX tiles, AVX512-BF16 instructions (x86) or the BF16 extension (Arm).
+
+oneDNN, under TensorFlow and torch, picks its bfloat16 kernels at run time from these instruction sets.
+Without any of them, `mixed_bfloat16` is emulated and usually slower than float32, so `kerazoo train
+--mixed-precision mixed_bfloat16` and `kerazoo benchmark` say what they found:
+
+    >>> from kerazoo.cpu import bfloat16_support
+    >>> print(bfloat16_support().describe())
+"""
+
+import dataclasses
+from pathlib import Path
+
+CPUINFO = Path("/proc/cpuinfo")
+_AMX_FLAGS = ("amx_bf16", "amx_tile")
+_AVX512_BF16_FLAG = "avx512_bf16"
+_ARM_BF16_FEATURE = "bf16"  # aarch64's "Features" line
+
+
+@dataclasses.dataclass(frozen=True)
+class Bfloat16Support:
+    """The bfloat16 hardware found.
+
+    Attributes:
+        amx: AMX tiles with bfloat16 (Intel Sapphire Rapids and later): the fast case.
+        avx512_bf16: AVX512-BF16 dot products (Intel Cooper Lake and later, AMD Zen 4 and later).
+        arm_bf16: the Arm BF16 extension.
+        known: False when the CPU flags could not be read (not Linux): nothing is claimed either way.
+    """
+
+    amx: bool = False
+    avx512_bf16: bool = False
+    arm_bf16: bool = False
+    known: bool = True
+
+    @property
+    def native(self):
+        """True when the CPU computes bfloat16 products in hardware."""
+        return self.amx or self.avx512_bf16 or self.arm_bf16
+
+    def describe(self):
+        """One sentence for a user who asked for mixed_bfloat16."""
+        if not self.known:
+            return "bfloat16: the CPU's flags could not be read (no /proc/cpuinfo); its bfloat16 speed is unknown"
+        found = [name for name, present in (("AMX", self.amx), ("AVX512_BF16", self.avx512_bf16),
+                                            ("Arm BF16", self.arm_bf16)) if present]
+        if not found:
+            return ("bfloat16: this CPU has neither AMX nor AVX512_BF16: bfloat16 is emulated and is likely "
+                    "slower than float32 here")
+        speed = "the fast case (AMX tiles)" if self.amx else "faster than float32 for convolutions, less than AMX"
+        return f"bfloat16: this CPU has {' and '.join(found)}: native bfloat16 in oneDNN, {speed}"
+
+
+def cpu_flags(cpuinfo_text):
+    """The set of lower-case flags of the first processor in `/proc/cpuinfo` text (x86 "flags" or Arm
+    "Features" line); empty when there is none."""
+    for line in cpuinfo_text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            return frozenset(value.lower().split())
+    return frozenset()
+
+
+def bfloat16_support(cpuinfo_text=None):
+    """Detects the CPU's bfloat16 hardware.
+
+    Args:
+        cpuinfo_text: text in the form of `/proc/cpuinfo`; None reads this machine's.
+
+    Returns:
+        A `Bfloat16Support`; `known` is False when the text could not be read.
+    """
+    if cpuinfo_text is None:
+        try:
+            cpuinfo_text = CPUINFO.read_text()
+        except OSError:
+            return Bfloat16Support(known=False)
+    flags = cpu_flags(cpuinfo_text)
+    if not flags:
+        return Bfloat16Support(known=False)
+    return Bfloat16Support(amx=all(flag in flags for flag in _AMX_FLAGS),
+                           avx512_bf16=_AVX512_BF16_FLAG in flags,
+                           arm_bf16=_ARM_BF16_FEATURE in flags)
