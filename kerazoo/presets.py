@@ -106,6 +106,7 @@ class Preset:
         metrics: {metric name: value} as measured by `evaluation_command`.
         evaluation_command: the command that measured `metrics`.
         license: the weights' licence.
+        task: what the model does: "segmentation", "denoise", "super_resolution" or "depth".
     """
 
     name: str
@@ -117,6 +118,7 @@ class Preset:
     metrics: Mapping[str, float] = dataclasses.field(default_factory=dict, hash=False)
     evaluation_command: str = ""
     license: str = ""
+    task: str = "segmentation"
 
 
 class _PresetRegistry(Registry):
@@ -166,7 +168,7 @@ def _shipped_presets() -> dict[str, Preset]:
             model="/".join(str(v) for v in (model.get("name"), model.get("encoder")) if v),
             dataset=metadata.get("dataset", ""), metrics=dict(metadata.get("metrics", {})),
             evaluation_command=metadata.get("evaluation", {}).get("command", ""),
-            license=metadata.get("license", ""))
+            license=metadata.get("license", ""), task=model.get("task") or "segmentation")
     return presets
 
 
