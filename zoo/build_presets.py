@@ -23,6 +23,7 @@ from kerazoo import evaluation
 
 ZOO = Path(kerazoo.__file__).resolve().parent / "zoo"
 TOLERANCE = 0.0005  # 0.05 points of G, C, mIoU or any class IoU
+RESTORATION_TOLERANCE_DB = 0.01  # float16 storage may move no PSNR by more than this
 
 RECIPES = {
     "membrane_unet_mobilenetv2": {
@@ -99,16 +100,85 @@ def build(name, recipe, runs, data_dir, zoo_dir=ZOO):
           f"{100 * metrics['mean_iou']:.1f}, argmax agreement with the checkpoint on noise {agreement:.4f}")
 
 
+RESTORATION_LICENSES = {
+    "set12_denoise_sigma25_unet": "Weights: MIT, as kerazoo. Data: train400 (BSD crops, as DnCNN's "
+                                  "training codes distribute them), for research use.",
+    "set5_sr_x4_unet": "Weights: MIT, as kerazoo. Data: T91 (Yang et al. 2010), for research use.",
+}
+RESTORATION_SIGMAS = (15, 25, 50)  # Set12 is reported at these, as DnCNN's table
+
+
+def restoration_scores(model, recipe, data_dir):
+    """The preset's figures: Set12 at each sigma for a denoiser, Set5 at its scale for a super-resolver."""
+    from reproduce import evaluation_figures
+
+    if "noise_sigma" not in recipe["evaluate"]:
+        figures = evaluation_figures(model, recipe, data_dir)
+        return {"psnr": round(figures["psnr"], 3), "ssim": round(figures["ssim"], 4)}
+    scores = {}
+    for sigma in RESTORATION_SIGMAS:
+        figures = evaluation_figures(model, {**recipe, "evaluate": {**recipe["evaluate"], "noise_sigma": sigma}},
+                                     data_dir)
+        scores.update({f"psnr_sigma{sigma}": round(figures["psnr"], 3), f"ssim_sigma{sigma}": round(figures["ssim"], 4)})
+    return scores
+
+
+def build_restoration(name, runs, data_dir, zoo_dir=ZOO):
+    """A restoration preset from a `zoo/reproduce.py` run: its best weights, measured float32 and as stored."""
+    from reproduce import RECIPES as REPRODUCE
+
+    recipe = REPRODUCE[name]
+    run_dir = Path(runs) / name
+    run = json.loads((run_dir / "run.json").read_text())
+    model = evaluation.load_model(run_dir / "best.keras")
+    float32 = restoration_scores(model, recipe, data_dir)
+    evaluate = recipe["evaluate"]
+    option = f"--noise-sigma {evaluate['noise_sigma']}" if "noise_sigma" in evaluate else f"--scale {evaluate['scale']}"
+    metadata = {
+        "dataset": recipe["train"]["dataset"],
+        "description": recipe["description"],
+        "license": RESTORATION_LICENSES[name],
+        "task": recipe["model"]["task"],
+        "channels": recipe["model"]["in_channels"],
+        **{key: evaluate[key] for key in ("noise_sigma", "scale") if key in evaluate},
+        "training": {"command": f"python zoo/reproduce.py {name} --data-dir ../shared/data", "recipe": recipe,
+                     "steps": run["steps"], "best_steps": run["best"]["steps"],
+                     "train_seconds": run["train_seconds"], "psnr_against_time": run["history"],
+                     "hardware": f"{run['machine']['cpus']}, 2 cores shared with other jobs, tensorflow-cpu 2.21"},
+        "evaluation": {"command": f"kerazoo evaluate {name} --dataset {evaluate['dataset']} {option} "
+                                  "--data-dir ../shared/data",
+                       "dataset": evaluate["dataset"], "split": evaluate["split"],
+                       "convention": "8-bit rounded outputs; grey, or Y of BT.601 YCbCr for colour; data range "
+                                     "255; super-resolution crops `scale` border pixels; noise seeded per image",
+                       "float32_checkpoint_metrics": float32},
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        candidate = kerazoo.save_to_preset(model, Path(scratch) / name, {**metadata, "metrics": float32},
+                                           weights_dtype="float16")
+        float16 = restoration_scores(kerazoo.from_preset(str(candidate)), recipe, data_dir)
+        worst = max(abs(float16[key] - float32[key]) for key in float32 if key.startswith("psnr"))
+        dtype = "float16" if worst <= RESTORATION_TOLERANCE_DB else "float32"
+        print(f"{name}: float16 storage moves PSNR by up to {worst:.3f} dB -> ship {dtype}")
+        metadata["evaluation"]["float16_storage_max_psnr_change_db"] = round(worst, 4)
+        metrics = float16 if dtype == "float16" else float32
+        directory = kerazoo.save_to_preset(model, Path(zoo_dir) / name, {**metadata, "metrics": metrics},
+                                           weights_dtype=dtype, overwrite=True)
+    print(f"{name}: {directory} ({(directory / 'model.weights.h5').stat().st_size / 1e6:.2f} MB), {metrics}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", default="runs", help="directory holding the training runs")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--only", choices=sorted(RECIPES), default=None)
+    parser.add_argument("--only", choices=sorted(RECIPES) + sorted(RESTORATION_LICENSES), default=None)
     parser.add_argument("--zoo-dir", default=str(ZOO), help="where the presets go (default: the package's zoo)")
     args = parser.parse_args()
     for name, recipe in RECIPES.items():
         if args.only in (None, name):
             build(name, recipe, args.runs, args.data_dir, args.zoo_dir)
+    for name in RESTORATION_LICENSES:
+        if args.only in (None, name):
+            build_restoration(name, args.runs, args.data_dir, args.zoo_dir)
     shutil.rmtree(ZOO / "__pycache__", ignore_errors=True)
 
 
