@@ -112,7 +112,8 @@ def make_strategy(devices: str | Sequence[str] | None):
             such as `["/cpu:0", "/cpu:1"]` (a comma-separated string works too).
 
     Returns:
-        A `tf.distribute.Strategy`.
+        A `tf.distribute.Strategy`; the same object for the same `devices` within a process, so a model
+        built in its scope can be passed to `kerazoo.training.train(model=...)`.
     """
     if devices is None or devices == "":
         return tf.distribute.get_strategy()
@@ -121,7 +122,7 @@ def make_strategy(devices: str | Sequence[str] | None):
             return _multi_worker_strategy()
         if devices in ("mirrored", "all"):
             found = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-            return tf.distribute.MirroredStrategy([d.name for d in found])
+            return _mirrored_strategy(tuple(d.name for d in found))
         devices = [d.strip() for d in devices.split(",") if d.strip()]
     available = {d.name.lower() for d in tf.config.list_logical_devices()}
     short = {name.split("device:")[-1].lower() for name in available}
@@ -130,6 +131,13 @@ def make_strategy(devices: str | Sequence[str] | None):
         if key not in short:
             raise ValueError(f"Unknown device {device!r}; available: {', '.join(sorted(available))}, "
                              f"or 'mirrored', or {MULTI_WORKER!r}")
+    return _mirrored_strategy(tuple(devices))
+
+
+@functools.lru_cache(maxsize=None)
+def _mirrored_strategy(devices: tuple[str, ...]):
+    # One strategy per device set, so that a model built in `make_strategy(devices).scope()` trains
+    # with `train(model=..., devices=devices)` (Keras refuses to mix two strategy objects).
     return tf.distribute.MirroredStrategy(list(devices))
 
 
