@@ -26,8 +26,8 @@ from typing import Iterator, NamedTuple, Sequence
 
 import tensorflow as tf
 
-__all__ = ["MULTI_WORKER", "TaskInfo", "backup_dir", "files_dir", "is_chief", "make_strategy", "shard_options",
-           "task_info"]
+__all__ = ["MULTI_WORKER", "TaskInfo", "agree_on_resume_epoch", "backup_dir", "files_dir", "is_chief",
+           "make_strategy", "shard_options", "task_info"]
 
 MULTI_WORKER = "multi-worker"
 
@@ -190,3 +190,51 @@ def files_dir(output_dir: str | os.PathLike, strategy=None) -> Iterator[Path]:
         yield temporary
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _backup_epoch(backup: Path, suffix: str = "") -> int:
+    try:
+        return int(json.loads((backup / f"training_metadata.json{suffix}").read_text())["epoch"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _roll_back(backup: Path, epoch: int) -> None:
+    """Makes `backup` hold `epoch` again, from the previous state that `double_checkpoint=True` keeps."""
+    current = _backup_epoch(backup)
+    if current == epoch:
+        return
+    if epoch == 0:
+        shutil.rmtree(backup, ignore_errors=True)  # another worker starts afresh: so must this one
+        return
+    if _backup_epoch(backup, ".bkp") != epoch or not (backup / "latest.weights.h5.bkp").exists():
+        raise ValueError(f"{backup} holds epoch {current}, another worker's backup holds epoch {epoch}, and "
+                         f"{backup} has no state of epoch {epoch} to go back to; delete every worker's "
+                         "backup directory to restart the run from epoch 0")
+    for name in ("latest.weights.h5", "training_metadata.json"):
+        shutil.copyfile(backup / f"{name}.bkp", backup / name)
+
+
+def agree_on_resume_epoch(strategy, backup: str | os.PathLike) -> int:
+    """Makes every worker resume from the same epoch; call it on all workers before `fit`.
+
+    Workers save their `BackupAndRestore` state one after another at the end of each epoch. A worker
+    killed between two of those saves leaves the others one epoch ahead, and workers that resume from
+    different epochs would wait on each other forever. So the workers exchange their saved epochs and
+    those ahead go back to the earliest one (the previous state `double_checkpoint=True` keeps).
+
+    Args:
+        strategy: The run's strategy; anything but a multi-worker one returns the saved epoch as it is.
+        backup: This worker's `BackupAndRestore` directory.
+
+    Returns:
+        The epoch (0-based count of finished epochs) that every worker resumes at.
+    """
+    backup = Path(backup)
+    epoch = _backup_epoch(backup)
+    if not _is_multi_worker(strategy):
+        return epoch
+    local = strategy.experimental_distribute_values_from_function(lambda _: tf.constant([epoch], tf.int64))
+    earliest = int(min(strategy.gather(local, axis=0).numpy()))
+    _roll_back(backup, earliest)
+    return earliest

@@ -199,15 +199,6 @@ class TrainResult:
     config: TrainConfig
 
 
-def _resume_epoch(backup_dir: Path) -> int:
-    # BackupAndRestore's own metadata file; read only to tell the user that it is resuming.
-    meta = backup_dir / "training_metadata.json"
-    try:
-        return int(json.loads(meta.read_text()).get("epoch", 0))
-    except (OSError, ValueError):
-        return 0
-
-
 def _device_names(strategy) -> list[str]:
     if strategy.num_replicas_in_sync > 1 or isinstance(strategy, tf.distribute.MirroredStrategy):
         return list(strategy.extended.worker_devices)
@@ -378,7 +369,7 @@ def train(
             }
             atomic_write_text(files / "run.json", _to_json(run))
 
-            initial_epoch = _resume_epoch(backup_dir)
+            initial_epoch = distribute.agree_on_resume_epoch(strategy, backup_dir)
             if verbose:
                 replicas = strategy.num_replicas_in_sync
                 where = f"{replicas} replicas ({', '.join(_device_names(strategy))})" if replicas > 1 else "1 device"

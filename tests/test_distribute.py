@@ -7,6 +7,7 @@ are `slow`; the TF_CONFIG parsing, chief choice and file placement are tested in
 import csv
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -168,6 +169,32 @@ def test_non_chief_writes_to_a_temp_dir_that_is_removed(tmp_path, monkeypatch):
     assert distribute.is_chief(None)  # one process, no strategy: it writes
 
 
+def _write_backup(backup, epoch, previous):
+    backup.mkdir(parents=True, exist_ok=True)
+    (backup / "training_metadata.json").write_text(json.dumps({"epoch": epoch, "batch": 0}))
+    (backup / "latest.weights.h5").write_text(f"weights of epoch {epoch}")
+    if previous is not None:
+        (backup / "training_metadata.json.bkp").write_text(json.dumps({"epoch": previous, "batch": 0}))
+        (backup / "latest.weights.h5.bkp").write_text(f"weights of epoch {previous}")
+
+
+def test_a_worker_ahead_rolls_back_to_the_earliest_saved_epoch(tmp_path):
+    ahead = tmp_path / "backup"
+    _write_backup(ahead, 3, previous=2)
+    distribute._roll_back(ahead, 2)
+    assert distribute._backup_epoch(ahead) == 2
+    assert (ahead / "latest.weights.h5").read_text() == "weights of epoch 2"
+    distribute._roll_back(ahead, 2)  # already there: unchanged
+    assert (ahead / "latest.weights.h5").read_text() == "weights of epoch 2"
+
+    _write_backup(ahead, 3, previous=2)
+    with pytest.raises(ValueError, match="holds epoch 3, another worker's backup holds epoch 1.*delete every"):
+        distribute._roll_back(ahead, 1)
+    distribute._roll_back(ahead, 0)  # another worker has nothing: start afresh
+    assert not ahead.exists()
+    assert distribute.agree_on_resume_epoch(None, tmp_path / "missing") == 0
+
+
 # ---- two processes on 127.0.0.1 ----
 
 @pytest.mark.slow
@@ -237,12 +264,20 @@ def test_killed_worker_resumes_from_the_saved_epoch(tmp_path):
         w.wait()
     killed_at = len(_csv_rows(run_dir / "log.csv"))
     assert 2 <= killed_at < epochs
+    # Let the non-chief have died just before its own end-of-epoch save (if the kill did not already do
+    # so): the chief's backup is one epoch ahead, and the restart must bring it back, not hang.
+    worker_backup = run_dir / "backup-worker-1"
+    if distribute._backup_epoch(worker_backup) == distribute._backup_epoch(run_dir / "backup"):
+        for name in ("latest.weights.h5", "training_metadata.json"):
+            shutil.copyfile(worker_backup / f"{name}.bkp", worker_backup / name)
+    expected_resume = distribute._backup_epoch(worker_backup)
+    assert expected_resume == distribute._backup_epoch(run_dir / "backup") - 1 >= 1
 
     restarted = _start_workers(config, tmp_path)
     _wait(restarted, tmp_path)
     run = json.loads((run_dir / "run.json").read_text())
     resumed_at = run["result"]["initial_epoch"]
-    assert resumed_at >= 2, "training restarted from epoch 0"
+    assert resumed_at == expected_resume, "training did not resume from the epoch every worker had saved"
     assert len(_history(tmp_path, "worker0")["loss"]) == epochs - resumed_at
     assert len(_history(tmp_path, "worker1")["loss"]) == epochs - resumed_at
     rows = _csv_rows(run_dir / "log.csv")
