@@ -117,6 +117,13 @@ def make_strategy(devices: str | Sequence[str] | None):
     """
     if devices is None or devices == "":
         return tf.distribute.get_strategy()
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(f"devices={devices!r} selects a tf.distribute strategy, which trains on the TensorFlow "
+                         f"backend only; on {keras.backend.backend()!r} leave devices unset and use Keras' "
+                         "distribution API, e.g. keras.distribution.set_distribution("
+                         "keras.distribution.DataParallel()) before training")
     if isinstance(devices, str):
         if devices == MULTI_WORKER:
             return _multi_worker_strategy()

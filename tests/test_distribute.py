@@ -283,3 +283,44 @@ def test_killed_worker_resumes_from_the_saved_epoch(tmp_path):
     rows = _csv_rows(run_dir / "log.csv")
     assert [int(r["epoch"]) for r in rows[killed_at:]] == list(range(resumed_at, epochs))
     assert not (run_dir / "backup").exists() and not (run_dir / "backup-worker-1").exists()
+
+
+JAX_RUN = """
+import json, sys
+import keras
+from kerazoo.training import TrainConfig, train
+config = TrainConfig(**json.loads(sys.argv[1]))
+if sys.argv[2] == "data-parallel":
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=keras.distribution.list_devices()))
+keras.utils.set_random_seed(config.seed)
+net = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255),
+                        keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
+                        keras.layers.Conv2D(8, 3, padding="same", activation="relu"), keras.layers.Conv2D(4, 1)])
+result = train(config, model=net, tensorboard=False, verbose=0)
+kernel = net.layers[1].kernel.value
+print("RESULT " + json.dumps({"history": result.history, "backend": keras.backend.backend(),
+                              "devices": len(kernel.sharding.device_set)}), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_jax_data_parallel_on_two_host_devices_matches_one_device(tmp_path):
+    pytest.importorskip("jax", reason="jax is not installed (pip install kerazoo[jax])")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "KERAS_BACKEND": "jax",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "TF_CPP_MIN_LOG_LEVEL": "2",
+           "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}
+    results = {}
+    for mode in ("one-device", "data-parallel"):
+        config = {**RUN, "epochs": 3, "output_dir": str(tmp_path / mode)}
+        done = subprocess.run([sys.executable, "-c", JAX_RUN, json.dumps(config), mode], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        line = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")][-1]
+        results[mode] = json.loads(line[len("RESULT "):])
+    one, parallel = results["one-device"], results["data-parallel"]
+    assert one["backend"] == parallel["backend"] == "jax"
+    assert (one["devices"], parallel["devices"]) == (1, 2)  # the weights really live on both host devices
+    # Same batches (no tf.distribute peek on JAX), gradients of two half-batches all-reduced: float32
+    # summation order only, as for the TensorFlow workers (measured: equal to the last digit).
+    np.testing.assert_allclose(parallel["history"]["loss"], one["history"]["loss"], rtol=1e-5)
+    np.testing.assert_allclose(parallel["history"]["val_loss"], one["history"]["val_loss"], rtol=1e-5)
