@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
 
+import keras
 import tensorflow as tf
 
 __all__ = ["MULTI_WORKER", "TaskInfo", "agree_on_resume_epoch", "backup_dir", "files_dir", "is_chief",
@@ -94,8 +95,8 @@ class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
 @functools.lru_cache(maxsize=None)
 def _multi_worker_strategy():
     # TensorFlow configures collectives once per process, so every caller shares one strategy.
-    info = task_info()
-    if info.num_workers == 1 and not os.environ.get("TF_CONFIG"):
+    task_info()  # a malformed TF_CONFIG fails here, with its own message
+    if not os.environ.get("TF_CONFIG"):
         raise ValueError(f"devices={MULTI_WORKER!r} needs the TF_CONFIG environment variable, e.g. "
                          "TF_CONFIG='{\"cluster\": {\"worker\": [\"host0:12345\", \"host1:12345\"]}, "
                          "\"task\": {\"type\": \"worker\", \"index\": 0}}' on host0 (index 1 on host1)")
@@ -117,8 +118,6 @@ def make_strategy(devices: str | Sequence[str] | None):
     """
     if devices is None or devices == "":
         return tf.distribute.get_strategy()
-    import keras
-
     if keras.backend.backend() != "tensorflow":
         raise ValueError(f"devices={devices!r} selects a tf.distribute strategy, which trains on the TensorFlow "
                          f"backend only; on {keras.backend.backend()!r} leave devices unset and use Keras' "
