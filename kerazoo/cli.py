@@ -243,7 +243,8 @@ def _add_train(commands):
                         help="default off")
     parser.add_argument("--class-weights", type=_class_weights, help="none, median_frequency, or one number per class")
     parser.add_argument("--no-augment", action="store_true")
-    parser.add_argument("--devices", help="'mirrored' (all GPUs, else all CPUs) or a list like /cpu:0,/cpu:1")
+    parser.add_argument("--devices", help="'mirrored' (all GPUs, else all CPUs), a list like /cpu:0,/cpu:1, or "
+                                          "'multi-worker' (the processes in $TF_CONFIG)")
     parser.add_argument("--output-dir", help=f"default {default['output_dir']}")
     parser.add_argument("--seed", type=int, help=f"default {default['seed']}")
     parser.add_argument("--no-tensorboard", action="store_true")

@@ -68,7 +68,8 @@ class TrainConfig:
             "mixed_float16". Outputs and losses stay float32.
         class_weights: None, "median_frequency" (computed on the train split, void ignored) or one
             weight per class.
-        devices: None (one device), "mirrored"/"all", or device names such as `("/cpu:0", "/cpu:1")`.
+        devices: None (one device), "mirrored"/"all", device names such as `("/cpu:0", "/cpu:1")`, or
+            "multi-worker" (the processes in `TF_CONFIG`; see `kerazoo.distribute`).
         seed: Seed for weights, shuffling and augmentation.
         output_dir: Run directory.
     """

@@ -7,7 +7,9 @@ directory holds:
     best.keras       the model with the best validation mean IoU so far (written to a temp file, then renamed)
     best.json        that checkpoint's epoch and metrics, so a resumed run keeps comparing against it
     backup/          `keras.callbacks.BackupAndRestore` state; a killed run re-run with the same
-                     arguments resumes at the epoch it stopped in (deleted when training finishes)
+                     arguments resumes at the epoch it stopped in (deleted when training finishes);
+                     non-chief workers of a multi-worker run keep theirs in backup-worker-<index>/ and
+                     write nothing else here (see `kerazoo.distribute`)
     log.csv          one row per epoch (appended across resumptions)
     tensorboard/     TensorBoard scalars
     run.json         the `TrainConfig` ("config"), the `create_model` call, the data set facts, what the
@@ -31,7 +33,9 @@ import tensorflow as tf
 
 import kerazoo
 from kerazoo import data as kz_data
+from kerazoo import distribute
 from kerazoo.cpu import bfloat16_support
+from kerazoo.distribute import make_strategy
 from kerazoo.files import atomic_path, atomic_write_text  # atomic_write_text: still imported from here by others
 from kerazoo.losses import SegmentationLoss
 from kerazoo.metrics import MeanIoU, PixelAccuracy
@@ -171,33 +175,6 @@ def make_optimizer(name: str, learning_rate: float, schedule: str, total_steps: 
     return keras.optimizers.RMSprop(lr, **decay)
 
 
-def make_strategy(devices: str | Sequence[str] | None):
-    """Returns a `tf.distribute` strategy for `devices`.
-
-    Args:
-        devices: None for the default (one device); "mirrored" or "all" for `MirroredStrategy` over
-            every GPU (or every logical CPU when there is no GPU); or a list of device names such as
-            `["/cpu:0", "/cpu:1"]` (a comma-separated string works too).
-
-    Returns:
-        A `tf.distribute.Strategy`.
-    """
-    if devices is None or devices == "":
-        return tf.distribute.get_strategy()
-    if isinstance(devices, str):
-        if devices in ("mirrored", "all"):
-            found = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-            return tf.distribute.MirroredStrategy([d.name for d in found])
-        devices = [d.strip() for d in devices.split(",") if d.strip()]
-    available = {d.name.lower() for d in tf.config.list_logical_devices()}
-    short = {name.split("device:")[-1].lower() for name in available}
-    for device in devices:
-        key = device.lower().lstrip("/").replace("device:", "")
-        if key not in short:
-            raise ValueError(f"Unknown device {device!r}; available: {', '.join(sorted(available))}")
-    return tf.distribute.MirroredStrategy(list(devices))
-
-
 @dataclasses.dataclass
 class TrainResult:
     """What `train` returns.
@@ -221,15 +198,6 @@ class TrainResult:
     initial_epoch: int
     wall_seconds: float
     config: TrainConfig
-
-
-def _resume_epoch(backup_dir: Path) -> int:
-    # BackupAndRestore's own metadata file; read only to tell the user that it is resuming.
-    meta = backup_dir / "training_metadata.json"
-    try:
-        return int(json.loads(meta.read_text()).get("epoch", 0))
-    except (OSError, ValueError):
-        return 0
 
 
 def _device_names(strategy) -> list[str]:
@@ -258,9 +226,7 @@ def _load_splits(config: TrainConfig, info, image_size, replicas):
                               **train_counts)
     val_data = kz_data.load(config.dataset, info.val_split, augment=False, shuffle=False, **common, **val_counts)
     if replicas > 1:
-        # Batches are split across replicas, not files across workers: say so, and keep TF quiet.
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        options = distribute.shard_options()  # batches split across replicas, not files across workers
         train_data, val_data = train_data.with_options(options), val_data.with_options(options)
     batches = int(train_data.cardinality())
     if batches < 1:
@@ -296,9 +262,9 @@ def _compile(net, config: TrainConfig, info, total_steps, class_weights):
     )
 
 
-def _callbacks(output_dir: Path, tensorboard, verbose, extra):
+def _callbacks(output_dir: Path, backup_dir: Path, tensorboard, verbose, extra):
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(output_dir / "backup"), save_freq="epoch", delete_checkpoint=True,
+        keras.callbacks.BackupAndRestore(str(backup_dir), save_freq="epoch", delete_checkpoint=True,
                                          double_checkpoint=True),
         EpochTimer(),
         BestCheckpoint(output_dir / "best.keras", monitor=MONITOR, mode="max", verbose=bool(verbose)),
@@ -372,56 +338,59 @@ def train(
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
+    strategy = make_strategy(config.devices)  # first: a multi-worker strategy configures TF's collectives
     keras.utils.set_random_seed(config.seed)
-    strategy = make_strategy(config.devices)
     train_data, val_data, steps, num_examples = _load_splits(config, info, image_size,
                                                              strategy.num_replicas_in_sync)
     class_weights = _resolve_class_weights(config, info, image_size, num_examples)
 
     create_args = None
     previous_policy = keras.mixed_precision.global_policy().name
-    try:
-        if config.mixed_precision is not None:
-            keras.mixed_precision.set_global_policy(config.mixed_precision)
-        with strategy.scope():
-            net = model
-            if net is None:
-                net, create_args = model_for_dataset(config, info, image_size)
-            _compile(net, config, info, config.epochs * steps, class_weights)
-            if not net.built:
-                net.build((None, *image_size, info.channels))
+    # Only the chief writes into output_dir; other workers of a multi-worker run write to a temp dir.
+    with distribute.files_dir(output_dir, strategy) as files:
+        backup_dir = distribute.backup_dir(output_dir, strategy)
+        try:
+            if config.mixed_precision is not None:
+                keras.mixed_precision.set_global_policy(config.mixed_precision)
+            with strategy.scope():
+                net = model
+                if net is None:
+                    net, create_args = model_for_dataset(config, info, image_size)
+                _compile(net, config, info, config.epochs * steps, class_weights)
+                if not net.built:
+                    net.build((None, *image_size, info.channels))
 
-        run = {
-            "dataset": config.dataset, "class_names": list(info.class_names), "ignore_class": info.ignore_class,
-            "image_size": list(image_size), "create_model": create_args,
-            "model_name": net.name, "parameters": int(net.count_params()),
-            "config": config.to_dict(),
-            "resolved": {"class_weights": class_weights, "steps_per_epoch": steps,
-                         "devices": _device_names(strategy)},
-        }
-        atomic_write_text(output_dir / "run.json", _to_json(run))
+            run = {
+                "dataset": config.dataset, "class_names": list(info.class_names), "ignore_class": info.ignore_class,
+                "image_size": list(image_size), "create_model": create_args,
+                "model_name": net.name, "parameters": int(net.count_params()),
+                "config": config.to_dict(),
+                "resolved": {"class_weights": class_weights, "steps_per_epoch": steps,
+                             "devices": _device_names(strategy)},
+            }
+            atomic_write_text(files / "run.json", _to_json(run))
 
-        initial_epoch = _resume_epoch(output_dir / "backup")
-        if verbose:
-            replicas = strategy.num_replicas_in_sync
-            where = f"{replicas} replicas ({', '.join(_device_names(strategy))})" if replicas > 1 else "1 device"
-            resumed = f", resuming at epoch {initial_epoch + 1}" if initial_epoch else ""
-            print(f"kerazoo train: {net.name} ({net.count_params():,} parameters) on {config.dataset} "
-                  f"{image_size[0]}x{image_size[1]}, {config.epochs} epochs x {steps} steps, batch "
-                  f"{config.batch_size}, {where}{resumed} -> {output_dir}", flush=True)
-            if config.mixed_precision == "mixed_bfloat16" and not tf.config.list_physical_devices("GPU"):
-                print(f"kerazoo train: {bfloat16_support().describe()}", flush=True)
-        history = net.fit(train_data, validation_data=val_data, epochs=config.epochs, steps_per_epoch=steps,
-                          callbacks=_callbacks(output_dir, tensorboard, verbose, callbacks), verbose=verbose,
-                          shuffle=False)  # shuffled by tf.data
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
+            initial_epoch = distribute.agree_on_resume_epoch(strategy, backup_dir)
+            if verbose:
+                replicas = strategy.num_replicas_in_sync
+                where = f"{replicas} replicas ({', '.join(_device_names(strategy))})" if replicas > 1 else "1 device"
+                resumed = f", resuming at epoch {initial_epoch + 1}" if initial_epoch else ""
+                print(f"kerazoo train: {net.name} ({net.count_params():,} parameters) on {config.dataset} "
+                      f"{image_size[0]}x{image_size[1]}, {config.epochs} epochs x {steps} steps, batch "
+                      f"{config.batch_size}, {where}{resumed} -> {files}", flush=True)
+                if config.mixed_precision == "mixed_bfloat16" and not tf.config.list_physical_devices("GPU"):
+                    print(f"kerazoo train: {bfloat16_support().describe()}", flush=True)
+            history = net.fit(train_data, validation_data=val_data, epochs=config.epochs, steps_per_epoch=steps,
+                              callbacks=_callbacks(files, backup_dir, tensorboard, verbose, callbacks),
+                              verbose=verbose, shuffle=False)  # shuffled by tf.data
+        finally:
+            keras.mixed_precision.set_global_policy(previous_policy)
 
-    best_path = output_dir / "best.keras"
-    best = json.loads((output_dir / "best.json").read_text()) if (output_dir / "best.json").exists() else {}
-    wall = time.perf_counter() - start
-    run["result"] = {"best": best, "initial_epoch": initial_epoch, "wall_seconds": wall}
-    atomic_write_text(output_dir / "run.json", _to_json(run))
+        best_path = output_dir / "best.keras"
+        best = json.loads((files / "best.json").read_text()) if (files / "best.json").exists() else {}
+        wall = time.perf_counter() - start
+        run["result"] = {"best": best, "initial_epoch": initial_epoch, "wall_seconds": wall}
+        atomic_write_text(files / "run.json", _to_json(run))
     if verbose and best:
         print(f"done in {wall:.0f} s; best {MONITOR} {best.get(MONITOR, float('nan')):.4f} "
               f"at epoch {best.get('epoch', -1) + 1}: {best_path}", flush=True)
