@@ -239,6 +239,11 @@ class ZooModel(keras.Model):
         if self.built and self.optimizer is not None and not self.optimizer.built:
             self.optimizer.build(self.trainable_variables)
 
+    def compile_from_config(self, config):
+        """Compiles a loaded `.keras` file as Keras does: Keras skips that for any model whose `compile` is
+        overridden, and this one only adds the optimizer build."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         """`keras.Model.predict`; one in-memory batch (at most `batch_size`, default 32, images) goes
         straight to the compiled predict function (`predict_on_batch`): same outputs, without the data
