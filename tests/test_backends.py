@@ -152,6 +152,29 @@ def _fit(dtype_policy):
         keras.mixed_precision.set_global_policy("float32")
 
 
+def _export(model, out_dir, images):
+    """kerazoo.export on this backend: ONNX through Keras' exporter; SavedModel and TFLite refused."""
+    from kerazoo.export import ExportError, export
+
+    found = {}
+    for fmt in ("saved_model", "tflite"):
+        try:
+            export(model, out_dir / fmt, formats=[fmt], sample_inputs=images, latency_runs=0, verbose=False)
+            found[fmt] = {"error": None}
+        except ExportError as error:
+            found[fmt] = {"error": str(error), "written": sorted(p.name for p in (out_dir / fmt).glob("*"))}
+    try:
+        report = export(model, out_dir / "onnx", formats=["onnx"], sample_inputs=images, latency_runs=0,
+                        verbose=False)
+        onnx_file = report.get("onnx")
+        found["onnx"] = {"error": onnx_file.error, "passed": onnx_file.passed, "notes": onnx_file.notes,
+                         "relative_diff": onnx_file.relative_diff, "argmax_agreement": onnx_file.argmax_agreement,
+                         "exists": os.path.exists(onnx_file.path)}
+    except ExportError as error:
+        found["onnx"] = {"error": str(error), "passed": False}
+    return found
+
+
 def child_main(work_dir):
     """Run under `KERAS_BACKEND=jax` or `torch`: compares with TensorFlow's references, writes results.json."""
     import keras
@@ -181,6 +204,7 @@ def child_main(work_dir):
                "max_abs_diff": float(np.max(np.abs(expected[name].astype("float64") - found[name])))}
         for name in expected.files}
     results["fit"] = {policy: _fit(policy) for policy in ("float32", "mixed_bfloat16")}
+    results["export"] = _export(loaded, work_dir / "export", images)
     (work_dir / "results.json").write_text(json.dumps(results, indent=2))
 
 
@@ -254,6 +278,19 @@ def test_fit_on_kerazoo_data(backend_results, policy):
     assert all(np.isfinite(fit["loss"])), fit
     assert fit["weights_changed"] == fit["weights_total"], fit
     assert fit["compute_dtype"] == ("bfloat16" if policy == "mixed_bfloat16" else "float32"), fit
+
+
+@pytest.mark.slow
+def test_export_per_backend(backend_results):
+    export = backend_results["export"]
+    for fmt in ("saved_model", "tflite"):  # refused before anything is written, naming the backend that can
+        assert export[fmt]["error"] and "KERAS_BACKEND=tensorflow" in export[fmt]["error"], export
+        assert export[fmt]["written"] == [], export
+    if backend_results["backend"] == "torch" or export["onnx"]["passed"]:
+        assert export["onnx"]["passed"] and export["onnx"]["exists"], export
+        assert export["onnx"]["relative_diff"] <= MAX_RELATIVE_DIFF, export
+    else:  # JAX's exporter needs jax2onnx, not one of kerazoo's extras: the error says so and where else
+        assert "jax2onnx" in export["onnx"]["error"] and "KERAS_BACKEND=torch" in export["onnx"]["error"], export
 
 
 def test_argmax_layer_reference_matches_numpy():
