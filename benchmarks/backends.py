@@ -82,7 +82,7 @@ def main(argv=None):
         if importlib.util.find_spec(module) is None:
             results.append({"backend": backend, "error": f"not installed (pip install \"kerazoo[{backend}]\")"})
             continue
-        command = [sys.executable, __file__, "--child", *sys.argv[1:] if argv is None else argv]
+        command = [sys.executable, __file__, "--child", *(sys.argv[1:] if argv is None else argv)]
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
         child = subprocess.run(command, env=env, capture_output=True, text=True, timeout=args.timeout)
         if child.returncode != 0:
