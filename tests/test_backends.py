@@ -27,9 +27,9 @@ GRADIENT_ATOL = 1e-5
 CHILD_TIMEOUT_S = 1500
 IMAGE_SHAPE = (2, 32, 32, 3)
 # weights=None, tiny input: the issue's four models (both SegNets carry the argmax layers).
-MODELS = {
-    "segnet_vgg16": dict(name="segnet", encoder="vgg16", num_classes=3, input_shape=(32, 32, 3)),
+MODELS = {  # SegNet-Basic first: the child checks that building it imported no TensorFlow
     "segnet_basic": dict(name="segnet_basic", num_classes=4, input_shape=(32, 32, 3)),
+    "segnet_vgg16": dict(name="segnet", encoder="vgg16", num_classes=3, input_shape=(32, 32, 3)),
     "unet_mobilenetv2": dict(name="unet", encoder="mobilenetv2", num_classes=3, input_shape=(32, 32, 3)),
     "fcn8s_resnet50": dict(name="fcn8s", encoder="resnet50", num_classes=3, input_shape=(32, 32, 3)),
 }
@@ -188,7 +188,8 @@ def child_main(work_dir):
     results["models"] = {}
     for key in MODELS:
         model = _create(key)
-        if key == SAVED_MODEL:  # kerazoo builds a model without TensorFlow (Keras may import it later)
+        if key == SAVED_MODEL:  # kerazoo builds it without TensorFlow (Keras' serialization imports it later,
+            # e.g. when fuse_batch_norm clones a Keras Applications encoder)
             results["tensorflow_imported_by_build"] = "tensorflow" in sys.modules
         model.load_weights(work_dir / f"{key}.weights.h5")
         results["models"][key] = _parity(reference[key], _numpy(model(images, training=False)))
