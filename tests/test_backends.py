@@ -146,7 +146,7 @@ def _fit(dtype_policy):
         changed = sum(not np.array_equal(b, _numpy(w)) for b, w in zip(before, model.trainable_weights))
         return {"loss": [float(v) for v in history.history["loss"]],
                 "mean_iou": [float(v) for v in history.history["mean_iou"]],
-                "compute_dtype": model.layers[-1].compute_dtype, "weights_changed": changed,
+                "compute_dtypes": sorted({layer.compute_dtype for layer in model.layers}), "weights_changed": changed,
                 "weights_total": len(before)}
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -278,7 +278,8 @@ def test_fit_on_kerazoo_data(backend_results, policy):
     fit = backend_results["fit"][policy]
     assert all(np.isfinite(fit["loss"])), fit
     assert fit["weights_changed"] == fit["weights_total"], fit
-    assert fit["compute_dtype"] == ("bfloat16" if policy == "mixed_bfloat16" else "float32"), fit
+    # The head keeps float32 outputs; the convolutions compute in bfloat16 under mixed precision.
+    assert ("bfloat16" in fit["compute_dtypes"]) == (policy == "mixed_bfloat16"), fit
 
 
 @pytest.mark.slow
