@@ -80,6 +80,8 @@ def _gradient(function, x):
 
 def argmax_layer_outputs():
     """The argmax pooling and unpooling layers on tie-rich odd-sized input: indices, values, gradients."""
+    from keras import ops
+
     from kerazoo.layers import MaxPoolingWithArgmax2D, MaxUnpooling2D
 
     rng = np.random.default_rng(3)
@@ -96,8 +98,9 @@ def argmax_layer_outputs():
         "pooled": pooled,
         "indices": indices,
         "unpooled": _numpy(unpool([pooled, indices, x])),
-        "pool_gradient": _gradient(lambda t: pool(t, training=True)[0] * pool_weights, x),
-        "unpool_gradient": _gradient(lambda v: unpool([v, indices, x]) * unpool_weights, pooled),
+        # keras.ops.multiply, not `*`: torch's tensor times a NumPy array goes through NumPy (no gradient).
+        "pool_gradient": _gradient(lambda t: ops.multiply(pool(t, training=True)[0], pool_weights), x),
+        "unpool_gradient": _gradient(lambda v: ops.multiply(unpool([v, indices, x]), unpool_weights), pooled),
     }
 
 
