@@ -22,7 +22,9 @@ Rules the writers keep, each learned the hard way (measured on these exporters; 
   the caller at 24 GB. Large models convert in a memory-limited child process.
 - An ONNX file counts only once `onnx.checker` accepts it and onnxruntime loads and runs it.
 
-This package uses TensorFlow directly: exporting is TensorFlow-backend-only by nature.
+This package uses TensorFlow directly. SavedModel and TFLite need the TensorFlow backend; on JAX and torch
+ONNX comes from Keras' own exporter (see `onnx`), and asking for another format raises an `ExportError`
+that names the backend that can write it.
 """
 
 import json
@@ -38,7 +40,7 @@ from kerazoo.export.report import (
 from kerazoo.export.runners import INPUT_NAME, SIGNATURE_KEY, TFLiteRunner, onnx_runner
 from kerazoo.export.serving import ExportOptions, float32_model, prepare_job
 from kerazoo.export.tflite import METADATA_NAME, read_tflite_metadata
-from kerazoo.export.writers import FORMATS, WRITERS, Writer
+from kerazoo.export.writers import FORMATS, WRITERS, Writer, check_backend
 from kerazoo.files import atomic_write_text
 
 QUANTIZE_MODES = ("float16", "dynamic", "int8")
@@ -137,6 +139,7 @@ def export(
         ValueError: invalid arguments.
     """
     formats, variants = _validated(model, formats, quantize, representative_data, io_dtype)
+    check_backend(formats, uint8_input)  # SavedModel and TFLite need TensorFlow; ONNX comes from every backend
     blocked = _preflight(model, formats, strict)
     exported_model, notes = float32_model(model, mixed_precision)
     options = ExportOptions(variants=variants, representative_data=representative_data, argmax_output=argmax_output,

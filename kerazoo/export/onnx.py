@@ -10,6 +10,10 @@ checked against the free memory, so a blow-up kills the child and never the call
 
 An ONNX file counts only once `onnx.checker` accepts it and onnxruntime loads and runs it: tf2onnx
 can write an invalid node without failing.
+
+On the JAX and torch backends the file comes from Keras' own exporter (`model.export(format="onnx")`:
+torch.onnx there, jax2onnx on JAX) with a static height and width and a dynamic batch, then goes
+through the same checker, onnxruntime run and parity contract.
 """
 
 import json
@@ -20,11 +24,12 @@ import sys
 import tempfile
 import time
 
+import keras
 import numpy as np
 
 from kerazoo.export.parity import check_parity
 from kerazoo.export.report import ExportError, InsufficientMemoryError, format_size
-from kerazoo.export.runners import onnx_runner, run_and_time
+from kerazoo.export.runners import INPUT_NAME, onnx_runner, run_and_time
 from kerazoo.files import atomic_write_text
 
 # Weights above this many bytes are converted in a child process (smaller ones convert in-process in
@@ -75,7 +80,12 @@ def check_onnx_memory(model, name):
 def write_onnx(job, exported):
     """Writes `<name>.onnx` (+ `.onnx.data` for large weights), checks it, runs it in onnxruntime."""
     start = time.perf_counter()
-    onnx_model = _attach_weights(_convert_weight_free_graph(job), job.model)
+    if keras.backend.backend() == "tensorflow":
+        onnx_model = _attach_weights(_convert_weight_free_graph(job), job.model)
+        how = f"opset {job.options.opset}"
+    else:
+        onnx_model = _export_with_keras(job)
+        how = f"opset {job.options.opset}, Keras' exporter on {keras.backend.backend()} (static height and width)"
     _name_dynamic_axes(onnx_model)
     import onnx
 
@@ -88,10 +98,33 @@ def write_onnx(job, exported):
     atomic_write_text(os.path.splitext(path)[0] + ".json", json.dumps(job.metadata, indent=2))
     exported.convert_s = time.perf_counter() - start
     exported.path, exported.size_bytes = path, sum(os.path.getsize(p) for p in written)
-    exported.notes.append(f"opset {job.options.opset}" + (f"; weights in {os.path.basename(written[1])}"
-                                                          if external else ""))
+    exported.notes.append(how + (f"; weights in {os.path.basename(written[1])}" if external else ""))
     outputs, exported.latency_ms = run_and_time(onnx_runner(path), job.feed, job.options.latency_runs)
     check_parity(exported, job.reference, outputs, job.options.argmax_output, job.tie_policy)
+
+
+def _export_with_keras(job):
+    """The ONNX model from Keras' own `model.export(format="onnx")` (JAX, torch backends), loaded in memory.
+
+    torch.onnx takes no dynamic height and width here, so the file takes the sample size (batch dynamic).
+    """
+    import onnx
+
+    backend = keras.backend.backend()
+    model = job.model
+    if job.options.argmax_output:  # the argmax inside the graph, as the TensorFlow path puts it
+        inputs = keras.Input(shape=job.samples.shape[1:], name=INPUT_NAME)
+        model = keras.Model(inputs, keras.ops.cast(keras.ops.argmax(model(inputs), axis=-1), "int32"))
+    signature = [keras.InputSpec(shape=(None, *job.samples.shape[1:]), dtype="float32", name=INPUT_NAME)]
+    with tempfile.TemporaryDirectory(prefix="kerazoo_onnx_") as work_dir:
+        path = os.path.join(work_dir, "model.onnx")
+        try:
+            model.export(path, format="onnx", input_signature=signature, opset_version=job.options.opset,
+                         verbose=False)
+        except ImportError as error:  # JAX needs jax2onnx
+            raise ExportError(f"ONNX export on the {backend} backend needs a package that is missing ({error}); "
+                              "install it, or export ONNX with KERAS_BACKEND=torch or tensorflow") from error
+        return onnx.load(path)  # external data, if torch wrote any, is read in now
 
 
 def _convert_weight_free_graph(job):

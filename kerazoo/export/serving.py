@@ -247,18 +247,24 @@ def prepare_job(model, exported_model, out_dir, options, report, sample_inputs, 
     if class_names is None:
         class_names = getattr(model, "class_names", None)
     samples = sample_inputs_for(exported_model, sample_inputs, options.representative_data, input_size)
-    module, concrete_function, spec = _traced_module(exported_model, options, input_size, samples, report)
+    if keras.backend.backend() == "tensorflow":
+        module, concrete_function, spec = _traced_module(exported_model, options, input_size, samples, report)
+    else:  # JAX, torch: ONNX only, through Keras' own exporter at the sample size (kerazoo.export.onnx)
+        module = concrete_function = None
+        spec = tf.TensorSpec((None, *samples.shape[1:]), tf.float32, name=INPUT_NAME)
     if options.uint8_input:
         samples = np.clip(np.round(samples), 0, 255)
     report.sample_shape = samples.shape
-    reference = np.asarray(exported_model(samples, training=False), dtype="float64")
+    reference = keras.ops.convert_to_numpy(exported_model(samples, training=False)).astype("float64")
     if exported_model is not model:
-        original = np.asarray(model(samples, training=False), dtype="float64")
+        original = keras.ops.convert_to_numpy(model(samples, training=False)).astype("float64")
         agreement = float(np.mean(np.argmax(original, -1) == np.argmax(reference, -1)))
         report.notes.append(f"argmax agreement of the float32 twin with the {model.dtype_policy.name} model: "
                             f"{agreement:.4f}")
-    keras_call = tf.function(lambda x: exported_model(x, training=False))
-    single = tf.constant(samples[:1])
+    keras_call = lambda x: exported_model(x, training=False)  # noqa: E731
+    single = samples[:1]
+    if keras.backend.backend() == "tensorflow":
+        keras_call, single = tf.function(keras_call), tf.constant(single)
     report.keras_latency_ms = median_ms(lambda: keras_call(single), options.latency_runs)
     job = ExportJob(
         model=exported_model, stem=model.name, out_dir=out_dir, options=options, module=module,

@@ -3,7 +3,10 @@
 import dataclasses
 from collections.abc import Callable
 
+import keras
+
 from kerazoo.export.onnx import check_onnx_memory, write_onnx
+from kerazoo.export.report import ExportError
 from kerazoo.export.saved_model import write_saved_model
 from kerazoo.export.tflite import write_tflite
 
@@ -17,11 +20,13 @@ class Writer:
         quantizable: whether the format has the TFLite numeric variants (else float32 only).
         preflight: `preflight(model, name)`, run for every requested format before any file is written: raises
             `ExportError` when the format cannot be written (e.g. too little memory), or None.
+        backends: the Keras backends the format is written from.
     """
 
     write: Callable
     quantizable: bool = False
     preflight: Callable | None = None
+    backends: tuple = ("tensorflow",)
 
     def variants(self, requested):
         """The numeric variants this format writes, of those `requested`."""
@@ -31,6 +36,23 @@ class Writer:
 WRITERS = {
     "saved_model": Writer(write_saved_model),
     "tflite": Writer(write_tflite, quantizable=True),
-    "onnx": Writer(write_onnx, preflight=check_onnx_memory),
+    # TensorFlow through tf2onnx; JAX and torch through Keras' own exporter (see kerazoo.export.onnx).
+    "onnx": Writer(write_onnx, preflight=check_onnx_memory, backends=("tensorflow", "jax", "torch")),
 }
 FORMATS = tuple(WRITERS)
+
+
+def check_backend(formats, uint8_input=False):
+    """Raises `ExportError` when the running Keras backend cannot write one of `formats`, saying which can."""
+    backend = keras.backend.backend()
+    unable = [fmt for fmt in formats if backend not in WRITERS[fmt].backends]
+    if unable:
+        able = [fmt for fmt in WRITERS if backend in WRITERS[fmt].backends]
+        needed = sorted({b for fmt in unable for b in WRITERS[fmt].backends})
+        raise ExportError(
+            f"{', '.join(unable)} export needs the {' or '.join(needed)} backend (KERAS_BACKEND={needed[0]}); "
+            f"Keras runs on {backend!r} here, which exports {', '.join(able) or 'nothing'}. Save the model "
+            "(.keras or a preset) and export it in a process with KERAS_BACKEND=tensorflow.")
+    if uint8_input and backend != "tensorflow":
+        raise ExportError(f"uint8_input needs the tensorflow backend (KERAS_BACKEND=tensorflow); Keras runs on "
+                          f"{backend!r} here")
