@@ -1,0 +1,41 @@
+"""The shipped restoration presets: listed with their task, and their recorded figures reproduce."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import kerazoo
+from kerazoo.data import imresize_numpy
+from kerazoo.metrics import psnr
+
+ZOO = Path(kerazoo.__file__).parent / "zoo"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "zoo"))
+
+
+def test_list_presets_tells_a_super_resolver_from_a_segmenter():
+    tasks = {preset.name: preset.task for preset in kerazoo.list_presets()}
+    assert tasks["set5_sr_x4_unet"] == "super_resolution"
+    assert tasks["camvid_segnet_basic"] == "segmentation"
+    metadata = json.loads((ZOO / "set5_sr_x4_unet" / "metadata.json").read_text())
+    assert (metadata["task"], metadata["scale"], metadata["channels"]) == ("super_resolution", 4, 3)
+
+
+@pytest.mark.data
+def test_super_resolution_preset_reproduces_its_set5_figure_and_beats_bicubic(shared_data_dir):
+    from reproduce import RECIPES, evaluation_figures
+
+    data_dir = shared_data_dir("set5")
+    model = kerazoo.from_preset("set5_sr_x4_unet", offline=True)
+    recorded = json.loads((ZOO / "set5_sr_x4_unet" / "metadata.json").read_text())["metrics"]
+    measured = evaluation_figures(model, RECIPES["set5_sr_x4_unet"], data_dir)
+    assert measured["psnr"] == pytest.approx(recorded["psnr"], abs=0.01)
+    # The baseline, computed independently of the model: MATLAB-style bicubic of the published LR files.
+    bicubic = []
+    for low, high in kerazoo.data.load("set5", "test", scale=4, batch_size=1, data_dir=data_dir):
+        high = np.round(high.numpy()[0]).astype(np.uint8)
+        bicubic.append(psnr(imresize_numpy(np.round(low.numpy()[0]).astype(np.uint8), 4), high, crop_border=4))
+    assert np.mean(bicubic) == pytest.approx(28.42, abs=0.05)  # the published bicubic x4 figure on Set5
+    assert measured["psnr"] > np.mean(bicubic) + 1.5
