@@ -195,8 +195,10 @@ def _export(args):
     run = evaluation.load_run(args.checkpoint)
     dataset = args.dataset or run.get("dataset")
     image_size = args.image_size or (tuple(run["image_size"]) if run.get("image_size") else None)
-    representative, class_names = None, None
-    if dataset:
+    representative, class_names, samples, targets = None, None, None, None
+    if dataset and kz_data.DATASETS.get(dataset) and kz_data.DATASETS[dataset].task in ("denoise", "super_resolution"):
+        representative, samples, targets = _restoration_export_data(model, dataset, args.data_dir)
+    elif dataset:
         class_names = list(kz_data.DATASETS[dataset].class_names) if dataset in kz_data.DATASETS else None
         if "int8" in args.quantize:
             # Calibration images from the training split, unaugmented, at the training size.
@@ -205,10 +207,30 @@ def _export(args):
     quantize = [None if q == "float32" else q for q in args.quantize]
     report = export(model, args.out_dir, formats=args.formats, quantize=quantize,
                     representative_data=representative, class_names=class_names,
+                    sample_inputs=samples, sample_targets=targets,
                     argmax_output=args.argmax_output, uint8_input=args.uint8_input, io_dtype=args.io_dtype,
                     input_size=args.input_size, opset=args.opset, num_calibration=args.num_calibration,
                     latency_runs=args.latency_runs, strict=False, verbose=True)
     return 0 if report.ok else 1
+
+
+def _restoration_export_data(model, dataset, data_dir):
+    """(calibration patches of the train split, evaluation inputs, their clean images) for a restoration
+    model: the PSNR contract is measured on the set that evaluates `dataset` (train400 -> set12)."""
+    from kerazoo import data as kz_data
+    from kerazoo.restoration_eval import export_samples
+
+    info = kz_data.DATASETS[dataset]
+    sigma = 25.0 if model.task == "denoise" else None
+    scale = model.scale if model.task == "super_resolution" else None
+    train_name = dataset if "train" in info.splits else None
+    samples, targets = export_samples(info.eval_dataset or dataset, noise_sigma=sigma, scale=scale,
+                                      channels=model.in_channels, data_dir=data_dir)
+    representative = samples  # an evaluation set alone (no train split) calibrates with its own images
+    if train_name:
+        representative = kz_data.load(train_name, "train", data_dir=data_dir, batch_size=None, augment=False,
+                                      shuffle=False, noise_sigma=sigma, scale=scale, channels=model.in_channels)
+    return representative, samples, targets
 
 
 def _fetch(args):

@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ["BASELINES", "RESTORATION_TASKS", "baseline", "before_after_image", "checkpoint_task",
-           "evaluate_restoration", "print_restoration_report", "restoration_table", "restore_files"]
+           "evaluate_restoration", "export_samples", "print_restoration_report", "restoration_table", "restore_files"]
 
 RESTORATION_TASKS = ("denoise", "super_resolution")
 # The classical methods each task is compared with; the first ones are the defaults of `evaluate_restoration`.
@@ -215,6 +215,29 @@ def evaluate_restoration(checkpoint, *, dataset: str | None = None, noise_sigma:
     return {"checkpoint": where, "dataset": dataset, "split": info.val_split, "task": task,
             "noise_sigma": noise_sigma, "scale": scale, "channels": model.in_channels, "seed": seed,
             "methods": list(methods), "images": rows, "mean": mean, "seconds": seconds}
+
+
+def export_samples(dataset: str, *, noise_sigma: float | None = None, scale: int | None = None,
+                   channels: int | None = None, data_dir=None, count: int = 2, seed: int = 0):
+    """Evaluation pairs for `kerazoo.export`'s PSNR contract: the first `count` images of a restoration
+    set, cropped (top-left) to their common size so that they form one batch.
+
+    Returns:
+        (degraded float32 (count, h, w, C), clean float32 (count, scale*h, scale*w, C)).
+    """
+    from kerazoo import data as kz_data
+
+    info = kz_data.DATASETS[dataset]
+    options = {"noise_sigma": noise_sigma} if info.task == "denoise" else {"scale": scale}
+    pairs = kz_data.load(dataset, info.val_split, data_dir=data_dir, batch_size=None, augment=False,
+                         shuffle=False, seed=seed, channels=channels, **options)
+    pairs = [(np.asarray(low), np.asarray(high)) for low, high in pairs.take(count)]
+    factor = pairs[0][1].shape[0] // pairs[0][0].shape[0]
+    height = min(low.shape[0] for low, _ in pairs)
+    width = min(low.shape[1] for low, _ in pairs)
+    degraded = np.stack([low[:height, :width] for low, _ in pairs])
+    clean = np.stack([high[:factor * height, :factor * width] for _, high in pairs])
+    return degraded.astype(np.float32), clean.astype(np.float32)
 
 
 def restoration_table(report: dict, title: str | None = None):

@@ -91,7 +91,7 @@ def write_onnx(job, exported):
     exported.notes.append(f"opset {job.options.opset}" + (f"; weights in {os.path.basename(written[1])}"
                                                           if external else ""))
     outputs, exported.latency_ms = run_and_time(onnx_runner(path), job.feed, job.options.latency_runs)
-    check_parity(exported, job.reference, outputs, job.options.argmax_output, job.tie_policy)
+    check_parity(exported, job.reference, outputs, job.options.argmax_output, job.tie_policy, job.targets)
 
 
 def _convert_weight_free_graph(job):
