@@ -149,7 +149,7 @@ def _scores(image, clean, crop):
 def evaluate_restoration(checkpoint, *, dataset: str | None = None, noise_sigma: float | None = None,
                          scale: int | None = None, baselines: Sequence[str] | None = None,
                          data_dir: str | os.PathLike | None = None, seed: int = 0,
-                         num_images: int | None = None) -> dict:
+                         num_images: int | None = None, keep_outputs: bool = False) -> dict:
     """Per-image PSNR/SSIM of a restoration model and of the classical baselines on the same images.
 
     Args:
@@ -163,6 +163,8 @@ def evaluate_restoration(checkpoint, *, dataset: str | None = None, noise_sigma:
         data_dir: the data root, as for `kerazoo.data.load`.
         seed: the noise seed (each image's noise comes from `(seed, image index)`).
         num_images: measure the first N images only.
+        keep_outputs: also return the 8-bit pictures under `outputs` (method -> list of arrays, one per
+            image, plus "degraded" and "clean"), for showing them; not JSON-ready.
 
     Returns:
         A JSON-ready dict: `checkpoint`, `dataset`, `task`, `noise_sigma`, `scale`, `channels`, `seed`,
@@ -191,6 +193,7 @@ def evaluate_restoration(checkpoint, *, dataset: str | None = None, noise_sigma:
     names = kz_data.image_names(dataset, data_dir=data_dir, scale=scale)
     methods = ("model",) + tuple(baselines)
     seconds = dict.fromkeys(methods, 0.0)
+    outputs = {key: [] for key in ("degraded", "clean") + methods}
     rows = []
     crop = scale or 0
     for index, (degraded, clean) in enumerate(pairs):
@@ -207,14 +210,20 @@ def evaluate_restoration(checkpoint, *, dataset: str | None = None, noise_sigma:
                 output = baseline(method, degraded, noise_sigma=noise_sigma, scale=scale)
             seconds[method] += time.perf_counter() - start
             row[method] = _scores(output, clean, crop)
+            outputs[method].append(output)
+        outputs["degraded"].append(degraded)
+        outputs["clean"].append(clean)
         rows.append(row)
     if not rows:
         raise ValueError(f"{dataset} gave no images")
     mean = {m: {k: float(np.mean([r[m][k] for r in rows])) for k in ("psnr", "ssim")} for m in methods}
     where = model.name if isinstance(checkpoint, keras.Model) else str(checkpoint)
-    return {"checkpoint": where, "dataset": dataset, "split": info.val_split, "task": task,
-            "noise_sigma": noise_sigma, "scale": scale, "channels": model.in_channels, "seed": seed,
-            "methods": list(methods), "images": rows, "mean": mean, "seconds": seconds}
+    report = {"checkpoint": where, "dataset": dataset, "split": info.val_split, "task": task,
+              "noise_sigma": noise_sigma, "scale": scale, "channels": model.in_channels, "seed": seed,
+              "methods": list(methods), "images": rows, "mean": mean, "seconds": seconds}
+    if keep_outputs:
+        report["outputs"] = outputs
+    return report
 
 
 def export_samples(dataset: str, *, noise_sigma: float | None = None, scale: int | None = None,
