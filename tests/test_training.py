@@ -78,7 +78,7 @@ def test_median_frequency_class_weights_are_recorded(tmp_path):
     (dict(learning_rate=-1), "learning_rate must be > 0, got -1"),
     (dict(image_size=(32,)), "image_size must be"),
     (dict(optimizer="adam", weight_decay=1e-4), "adamw"),
-    (dict(dataset="membrane", num_examples=8), r"synthetic data sets \(shapes\) only, not .membrane."),
+    (dict(dataset="membrane", num_examples=8), r"synthetic data sets \(depth_scenes, shapes\) only, not .membrane."),
     (dict(model=None, encoder="vgg16"), "keras.Model"),
 ])
 def test_train_config_names_the_bad_value_and_the_valid_ones(kwargs, message):
