@@ -39,7 +39,7 @@ def data_root(tmp_path):
     """train400/ and set12/ (grey), t91/ (RGB) and set5/image_SRF_2/ (MATLAB-style LR/HR pairs)."""
     root = tmp_path / "data"
     for index in range(4):
-        save(smooth_image(40, 40, 1, index), root / "train400" / f"test_{index:03d}.png")
+        save(smooth_image(48, 48, 1, index), root / "train400" / f"test_{index:03d}.png")
         save(smooth_image(40, 40, 3, 10 + index), root / "t91" / f"t{index}.png")
     for index in range(2):
         save(smooth_image(32, 24 + 8 * index, 1, 20 + index), root / "set12" / f"{index + 1:02d}.png")
@@ -174,6 +174,36 @@ def test_cli_evaluate_and_predict_a_restoration_checkpoint(data_root, tmp_path, 
     source = np.asarray(Image.open(image))
     np.testing.assert_array_equal(picture[::2, :80:2], source)  # the input, enlarged nearest
     np.testing.assert_array_equal(picture[:, 84:], restored)
+
+
+def test_train_depth_monitors_rmse_and_a_recipe_reads_back_its_task(tmp_path):
+    result = train(TrainConfig(model="segnet_basic", model_options={"filters": 4, "depth": 2}, dataset="depth_scenes",
+                               image_size=(32, 32), num_examples=8, val_examples=4, epochs=1, batch_size=4,
+                               output_dir=str(tmp_path / "depth")), tensorboard=False, verbose=0)
+    run = json.loads((result.output_dir / "run.json").read_text())
+    assert run["task"] == "depth" and run["monitor"] == ["val_rmse", "min"]
+    assert {"val_rmse", "val_abs_rel", "val_delta1"} <= set(result.best)
+    assert result.model.task == "depth" and result.model.num_classes == 1
+    # A restoration preset's metadata gives back a config with its task and scale as fields.
+    metadata = {"dataset": "t91", "input_size": None, "training": {"epochs": 3, "patch_size": 16},
+                "model": {"name": "unet_paper", "task": "super_resolution", "scale": 4, "padding": "same",
+                          "in_channels": 3, "num_classes": 3}}
+    config = TrainConfig.from_metadata(metadata)
+    assert (config.task, config.scale, config.patch_size, config.model_options) == (
+        "super_resolution", 4, 16, {"padding": "same"})
+
+
+def test_cli_export_holds_a_denoiser_to_psnr_on_the_evaluation_set(data_root, tmp_path):
+    checkpoint = tmp_path / "dn.keras"
+    tiny(task="denoise", in_channels=1).save(checkpoint)
+    assert cli.main(["export", str(checkpoint), "--dataset", "train400", "--data-dir", str(data_root), "--formats",
+                     "tflite", "--quantize", "float32", "int8", "--num-calibration", "4", "--latency-runs", "0",
+                     "--out-dir", str(tmp_path / "exported")]) == 0
+    report = json.loads((tmp_path / "exported" / "export_report.json").read_text())
+    files = {f["variant"]: f for f in report["files"]}
+    assert report["sample_shape"] == [2, 32, 24, 1]  # set12's two images, cropped to their common size
+    assert files["float32"]["passed"] and abs(files["float32"]["psnr_drop"]) <= 0.05
+    assert files["int8"]["psnr_drop"] is not None and files["int8"]["passed"] is None
 
 
 def test_before_after_rejects_nothing_and_keeps_grey_as_grey():
