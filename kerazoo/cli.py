@@ -4,6 +4,8 @@
     kerazoo train --model unet --encoder mobilenetv2 --dataset membrane --image-size 256x256 ...
     kerazoo train --config runs/x/run.json --epochs 20     # a recorded TrainConfig, flags override
     kerazoo evaluate runs/x/best.keras --dataset camvid --split val --json out.json
+    kerazoo train --task denoise --dataset train400 --noise-sigma 25 --model unet_paper --option padding=same
+    kerazoo evaluate set12_denoise_sigma25_unet --dataset set12 --noise-sigma 25   # PSNR/SSIM vs noisy, BM3D
     kerazoo predict runs/x/best.keras image1.png image2.png --out-dir predictions/
     kerazoo export runs/x/best.keras --out-dir exported/ --quantize float32 float16 int8
     kerazoo fetch camvid_segnet_basic
@@ -89,6 +91,17 @@ def _class_weights(text):
             f"class weights must be 'none', 'median_frequency' or comma-separated numbers, got {text!r}") from None
 
 
+def noise_sigma(text):
+    """Parses a noise level: "25", or "0,55" for a blind range (low, high)."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"noise sigma must be a number (25) or a range low,high (0,55), got {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
 def _verbosity(text):
     if text == "auto":
         return text
@@ -138,12 +151,21 @@ def _train(args):
 
 
 def _evaluate(args):
-    from kerazoo import evaluation
+    from kerazoo import evaluation, restoration_eval
 
-    report = evaluation.evaluate_checkpoint(
-        args.checkpoint, dataset=args.dataset, split=args.split, data_dir=args.data_dir,
-        image_size=args.image_size, batch_size=args.batch_size)
-    evaluation.print_report(report)
+    if restoration_eval.checkpoint_task(args.checkpoint) in restoration_eval.RESTORATION_TASKS:
+        report = restoration_eval.evaluate_restoration(
+            args.checkpoint, dataset=args.dataset, noise_sigma=args.noise_sigma, scale=args.scale,
+            baselines=None if args.baselines is None else [b for b in args.baselines if b != "none"],
+            data_dir=args.data_dir, seed=args.seed, num_images=args.num_images)
+        restoration_eval.print_restoration_report(report)
+    else:
+        if args.noise_sigma is not None or args.scale is not None:
+            raise ValueError("--noise-sigma and --scale apply to denoising and super-resolution models")
+        report = evaluation.evaluate_checkpoint(
+            args.checkpoint, dataset=args.dataset, split=args.split, data_dir=args.data_dir,
+            image_size=args.image_size, batch_size=args.batch_size)
+        evaluation.print_report(report)
     if args.json:
         evaluation.write_json(report, args.json)
         print(f"wrote {args.json}")
@@ -151,11 +173,14 @@ def _evaluate(args):
 
 
 def _predict(args):
-    from kerazoo import evaluation
+    from kerazoo import evaluation, restoration_eval
 
-    written = evaluation.predict_files(
-        args.checkpoint, args.images, args.out_dir, dataset=args.dataset, image_size=args.image_size,
-        alpha=args.alpha)
+    if restoration_eval.checkpoint_task(args.checkpoint) in restoration_eval.RESTORATION_TASKS:
+        written = restoration_eval.restore_files(args.checkpoint, args.images, args.out_dir)
+    else:
+        written = evaluation.predict_files(
+            args.checkpoint, args.images, args.out_dir, dataset=args.dataset, image_size=args.image_size,
+            alpha=args.alpha)
     for path in written:
         print(path)
     return 0
@@ -170,8 +195,10 @@ def _export(args):
     run = evaluation.load_run(args.checkpoint)
     dataset = args.dataset or run.get("dataset")
     image_size = args.image_size or (tuple(run["image_size"]) if run.get("image_size") else None)
-    representative, class_names = None, None
-    if dataset:
+    representative, class_names, samples, targets = None, None, None, None
+    if dataset and kz_data.DATASETS.get(dataset) and kz_data.DATASETS[dataset].task in ("denoise", "super_resolution"):
+        representative, samples, targets = _restoration_export_data(model, dataset, args.data_dir)
+    elif dataset:
         class_names = list(kz_data.DATASETS[dataset].class_names) if dataset in kz_data.DATASETS else None
         if "int8" in args.quantize:
             # Calibration images from the training split, unaugmented, at the training size.
@@ -180,10 +207,30 @@ def _export(args):
     quantize = [None if q == "float32" else q for q in args.quantize]
     report = export(model, args.out_dir, formats=args.formats, quantize=quantize,
                     representative_data=representative, class_names=class_names,
+                    sample_inputs=samples, sample_targets=targets,
                     argmax_output=args.argmax_output, uint8_input=args.uint8_input, io_dtype=args.io_dtype,
                     input_size=args.input_size, opset=args.opset, num_calibration=args.num_calibration,
                     latency_runs=args.latency_runs, strict=False, verbose=True)
     return 0 if report.ok else 1
+
+
+def _restoration_export_data(model, dataset, data_dir):
+    """(calibration patches of the train split, evaluation inputs, their clean images) for a restoration
+    model: the PSNR contract is measured on the set that evaluates `dataset` (train400 -> set12)."""
+    from kerazoo import data as kz_data
+    from kerazoo.restoration_eval import export_samples
+
+    info = kz_data.DATASETS[dataset]
+    sigma = 25.0 if model.task == "denoise" else None
+    scale = model.scale if model.task == "super_resolution" else None
+    train_name = dataset if "train" in info.splits else None
+    samples, targets = export_samples(info.eval_dataset or dataset, noise_sigma=sigma, scale=scale,
+                                      channels=model.in_channels, data_dir=data_dir)
+    representative = samples  # an evaluation set alone (no train split) calibrates with its own images
+    if train_name:
+        representative = kz_data.load(train_name, "train", data_dir=data_dir, batch_size=None, augment=False,
+                                      shuffle=False, noise_sigma=sigma, scale=scale, channels=model.in_channels)
+    return representative, samples, targets
 
 
 def _fetch(args):
@@ -227,7 +274,7 @@ def _add_train(commands):
     parser.add_argument("--encoder-weights", help="None (random), imagenet, or a weights file")
     parser.add_argument("--option", action="append", type=model_option, metavar="KEY=VALUE",
                         help="create_model option, repeatable, e.g. decoder_filters=64,32,16,16,8")
-    parser.add_argument("--dataset", help=f"camvid, membrane, shapes or oxford_iiit_pet; default {default['dataset']}")
+    parser.add_argument("--dataset", help=f"a data set (camvid, membrane, shapes, oxford_iiit_pet; train400, set12, t91, set5; depth_scenes, nyu_depth_v2); default {default['dataset']}")
     parser.add_argument("--data-dir", help="root of the data sets (else $KERAZOO_DATA, else ~/.keras/datasets)")
     parser.add_argument("--image-size", type=image_size, metavar="HxW", help="default: the data set's")
     parser.add_argument("--num-examples", type=int, help="synthetic data sets only: training images")
@@ -245,6 +292,15 @@ def _add_train(commands):
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument("--devices", help="'mirrored' (all GPUs, else all CPUs), a list like /cpu:0,/cpu:1, or "
                                           "'multi-worker' (the processes in $TF_CONFIG)")
+    restoration = parser.add_argument_group(
+        "tasks", "denoise / super_resolution / depth; residual and upsampler go through --option")
+    restoration.add_argument("--task", choices=("segmentation", "denoise", "super_resolution", "depth"),
+                             help="default: the data set's task (loss, metrics, monitored metric follow it)")
+    restoration.add_argument("--noise-sigma", type=noise_sigma, metavar="SIGMA", help="denoise: 25, or 0,55 (blind)")
+    restoration.add_argument("--scale", type=int, help="super_resolution: 2, 3 or 4 (data and model)")
+    restoration.add_argument("--patch-size", type=int, help="restoration: training patch side (LR for SR)")
+    restoration.add_argument("--patches-per-image", type=int, help="restoration: patches per image per epoch")
+    restoration.add_argument("--channels", type=int, choices=(1, 3), help="restoration: 1 grey or 3 RGB")
     parser.add_argument("--output-dir", help=f"default {default['output_dir']}")
     parser.add_argument("--seed", type=int, help=f"default {default['seed']}")
     parser.add_argument("--no-tensorboard", action="store_true")
@@ -254,7 +310,8 @@ def _add_train(commands):
 
 
 def _add_evaluate(commands):
-    parser = commands.add_parser("evaluate", help="per-class IoU, G, C and mIoU of a saved model")
+    parser = commands.add_parser("evaluate", help="per-class IoU, G, C and mIoU of a saved model; per-image "
+                                                  "PSNR/SSIM next to the baselines for a restoration model")
     parser.add_argument("checkpoint", help="a .keras file or a preset (name, directory or URI); the model "
                                            "brings its class names and the size it was trained at")
     parser.add_argument("--dataset", default=None,
@@ -266,14 +323,22 @@ def _add_evaluate(commands):
                              "the model resizes to its own training size inside")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--json", default=None, help="write the report here")
+    restoration = parser.add_argument_group("restoration models")
+    restoration.add_argument("--noise-sigma", type=float, default=None, help="denoise: noise level (default 25)")
+    restoration.add_argument("--scale", type=int, default=None, help="super_resolution: the model's scale")
+    restoration.add_argument("--baselines", nargs="+", default=None, choices=("noisy", "bm3d", "bicubic", "none"),
+                             help="classical methods on the same images (default: noisy and bm3d; bicubic)")
+    restoration.add_argument("--seed", type=int, default=0, help="noise seed (per image: seed, index)")
+    restoration.add_argument("--num-images", type=int, default=None, help="the first N images only")
     parser.set_defaults(run=_evaluate)
 
 
 def _add_predict(commands):
-    parser = commands.add_parser("predict", help="write colour masks and overlays (PNG) for images")
+    parser = commands.add_parser("predict", help="write colour masks and overlays (PNG) for images; restored "
+                                                 "images and before/after pictures for a restoration model")
     parser.add_argument("checkpoint", help="a .keras file or a preset (name, directory or URI)")
     parser.add_argument("images", nargs="+", help="image files, any size: masks come at each image's size")
-    parser.add_argument("--out-dir", default="predictions")
+    parser.add_argument("--out-dir", "--output-dir", dest="out_dir", default="predictions")
     parser.add_argument("--dataset", default=None,
                         help="for class colours when the model carries none; default: the dataset of the run")
     parser.add_argument("--image-size", type=image_size, default=None, metavar="HxW",

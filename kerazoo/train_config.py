@@ -11,12 +11,18 @@ import dataclasses
 import os
 from typing import Any, Mapping
 
-__all__ = ["CLASS_WEIGHTING", "MIXED_PRECISION", "OPTIMIZERS", "SCHEDULES", "TrainConfig"]
+__all__ = ["CLASS_WEIGHTING", "MIXED_PRECISION", "MONITORS", "OPTIMIZERS", "RESTORATION_FIELDS", "SCHEDULES",
+           "TrainConfig"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("cosine", "poly", "constant")
 CLASS_WEIGHTING = ("none", "median_frequency")
 MIXED_PRECISION = ("mixed_float16", "mixed_bfloat16", "float32")
+# The validation metric that picks the best checkpoint, per task, and whether higher is better.
+MONITORS = {"segmentation": ("val_mean_iou", "max"), "denoise": ("val_psnr", "max"),
+            "super_resolution": ("val_psnr", "max"), "depth": ("val_rmse", "min")}
+# Fields that only restoration tasks take (`kerazoo.data.load`'s vocabulary); `scale` also reaches the model.
+RESTORATION_FIELDS = ("noise_sigma", "scale", "patch_size", "patches_per_image", "channels")
 
 
 def _tuple(value):
@@ -72,6 +78,15 @@ class TrainConfig:
             "multi-worker" (the processes in `TF_CONFIG`; see `kerazoo.distribute`).
         seed: Seed for weights, shuffling and augmentation.
         output_dir: Run directory.
+        task: "segmentation", "denoise", "super_resolution" or "depth"; None: the data set's own task
+            (`DATASETS[dataset].task`; "segmentation" for the segmentation sets, as before tasks existed).
+            It must be the data set's task. It picks the default loss, metrics and the monitored metric
+            (`MONITORS`: val PSNR for restoration, val RMSE for depth).
+        noise_sigma: Denoising: sigma on the 0..255 scale, or `(low, high)` (blind); None: the data set's.
+        scale: Super-resolution: 2, 3 or 4, for the data and the model; None: the data set's (4).
+        patch_size: Restoration: training patch side (the LR patch for super-resolution).
+        patches_per_image: Restoration: patches per image per epoch.
+        channels: Restoration: 1 (grey) or 3 (RGB) for data and model; None: the data set's.
     """
 
     model: str | None = "unet"
@@ -96,18 +111,27 @@ class TrainConfig:
     devices: str | tuple[str, ...] | None = None
     seed: int = 0
     output_dir: str = "runs/train"
+    task: str | None = None
+    noise_sigma: float | tuple[float, float] | None = None
+    scale: int | None = None
+    patch_size: int | None = None
+    patches_per_image: int | None = None
+    channels: int | None = None
 
     def __post_init__(self):
         self._normalise()
         self._check_names()
         self._check_numbers()
         self._check_dataset_options()
+        self._check_task()
 
     def _normalise(self):
         if self.data_dir is not None:
             self.data_dir = os.fspath(self.data_dir)
         self.output_dir = os.fspath(self.output_dir)
         self.model_options = {str(k): _tuple(v) for k, v in dict(self.model_options or {}).items()}
+        if isinstance(self.noise_sigma, (list, tuple)):
+            self.noise_sigma = tuple(self.noise_sigma)
         if self.image_size is not None:
             size = _tuple(self.image_size)
             if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size):
@@ -156,7 +180,8 @@ class TrainConfig:
                              f"{num_classes} classes")
 
     def _check_numbers(self):
-        for name in ("epochs", "batch_size", "steps_per_epoch", "num_examples", "val_examples"):
+        for name in ("epochs", "batch_size", "steps_per_epoch", "num_examples", "val_examples", "patch_size",
+                     "patches_per_image"):
             value = getattr(self, name)
             if value is None and name not in ("epochs", "batch_size"):
                 continue
@@ -178,6 +203,62 @@ class TrainConfig:
             synthetic = sorted(name for name, info in DATASETS.items() if info.synthetic)
             raise ValueError(f"num_examples and val_examples apply to synthetic data sets ({', '.join(synthetic)}) "
                              f"only, not {self.dataset!r}")
+
+    def _check_task(self):
+        from kerazoo.data.catalog import DATASETS, TASKS
+
+        if self.task is not None and self.task not in TASKS:
+            raise ValueError(f"Unknown task {self.task!r}; valid: {', '.join(TASKS)}")
+        info = DATASETS[self.dataset]
+        if self.task is not None and self.task != info.task:
+            serving = sorted(name for name, entry in DATASETS.items() if entry.task == self.task)
+            raise ValueError(f"task {self.task!r} does not match data set {self.dataset!r} (task {info.task!r}); "
+                             f"data sets for {self.task!r}: {', '.join(serving)}")
+        task = self.task_name
+        given = [name for name in RESTORATION_FIELDS if getattr(self, name) is not None]
+        allowed = {"denoise": ("noise_sigma", "patch_size", "patches_per_image", "channels"),
+                   "super_resolution": ("scale", "patch_size", "patches_per_image", "channels")}.get(task, ())
+        wrong = [name for name in given if name not in allowed]
+        if wrong:
+            raise ValueError(f"{', '.join(wrong)} do(es) not apply to task {task!r} (data set {self.dataset!r}); "
+                             f"it takes {', '.join(allowed) or 'none of ' + ', '.join(RESTORATION_FIELDS)}")
+        if task != "segmentation" and self.class_weights is not None:
+            raise ValueError(f"class_weights apply to segmentation, not to task {task!r}")
+        if task in ("denoise", "super_resolution") and self.image_size is not None:
+            raise ValueError(f"task {task!r} trains on patches: pass patch_size, not image_size")
+        if "scale" in self.model_options and self.scale is not None and self.model_options["scale"] != self.scale:
+            raise ValueError(f"scale={self.scale!r} and model option scale={self.model_options['scale']!r} differ; "
+                             "pass one")
+        if self.channels is not None and self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels!r}")
+        if self.noise_sigma is not None:
+            from kerazoo.data.degradations import check_noise_sigma
+
+            check_noise_sigma(self.noise_sigma)
+        if self.scale is not None:
+            from kerazoo.data.degradations import check_scale
+
+            check_scale(self.scale)
+
+    @property
+    def task_name(self) -> str:
+        """The task this config trains: `task`, or the data set's own."""
+        from kerazoo.data.catalog import DATASETS
+
+        return self.task or DATASETS[self.dataset].task
+
+    @property
+    def monitor(self) -> tuple[str, str]:
+        """(validation metric of the best checkpoint, "max" or "min") for this config's task."""
+        return MONITORS[self.task_name]
+
+    def data_options(self) -> dict[str, Any]:
+        """The restoration options given (`RESTORATION_FIELDS` that are not None), for `kerazoo.data.load`;
+        a super-resolver's `scale` given as a model option reaches the data too."""
+        options = {name: getattr(self, name) for name in RESTORATION_FIELDS if getattr(self, name) is not None}
+        if self.task_name == "super_resolution" and "scale" in self.model_options:
+            options.setdefault("scale", self.model_options["scale"])
+        return options
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON values (tuples become lists)."""
@@ -218,6 +299,13 @@ class TrainConfig:
         fields = {"model": metadata["model"]["name"], "encoder": options.pop("encoder", None),
                   "encoder_weights": options.pop("encoder_weights", None), "model_options": options,
                   "dataset": metadata["dataset"], "image_size": metadata.get("input_size")}
+        task = options.pop("task", "segmentation")
+        if task != "segmentation":  # its task and scale are config fields: they shape the data too
+            fields["task"] = task
+            if task in ("denoise", "super_resolution"):
+                fields["image_size"] = None  # restoration trains on patches and runs at any size
+            if "scale" in options:
+                fields["scale"] = options.pop("scale")
         return cls.from_dict({**dict(metadata.get("training", {})), **fields}, ignore_unknown=True)
 
     def replace(self, **changes) -> "TrainConfig":
@@ -225,9 +313,19 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def create_model_arguments(self, num_classes: int, channels: int) -> dict[str, Any] | None:
-        """`create_model`'s arguments for this recipe on a data set of `num_classes` and `channels`."""
+        """`create_model`'s arguments for this recipe on a data set of `num_classes` and `channels`.
+
+        Other tasks than segmentation take `task` (and `scale`) and leave `num_classes` to the task's
+        default (the input channels; 1 for depth); `channels` gives way to the config's own.
+        """
         if self.model is None:
             return None
-        return dict(name=self.model, encoder=self.encoder, num_classes=num_classes,
-                    encoder_weights=self.encoder_weights, in_channels=channels, **self.model_options)
+        task = self.task_name
+        arguments = dict(name=self.model, encoder=self.encoder, num_classes=num_classes or None,
+                         encoder_weights=self.encoder_weights, in_channels=self.channels or channels)
+        if task != "segmentation":
+            arguments["task"] = task
+        if self.scale is not None:
+            arguments["scale"] = self.scale
+        return {**arguments, **self.model_options}
 

@@ -4,7 +4,8 @@ Everything goes through `model.fit`: the best checkpoint, resumption after a cra
 devices are Keras callbacks and a `tf.distribute` strategy, not a loop of our own. An output
 directory holds:
 
-    best.keras       the model with the best validation mean IoU so far (written to a temp file, then renamed)
+    best.keras       the model with the best validation metric so far (mean IoU; PSNR for restoration,
+                     RMSE for depth: `TrainConfig.monitor`), written to a temp file, then renamed
     best.json        that checkpoint's epoch and metrics, so a resumed run keeps comparing against it
     backup/          `keras.callbacks.BackupAndRestore` state; a killed run re-run with the same
                      arguments resumes at the epoch it stopped in (deleted when training finishes);
@@ -37,8 +38,10 @@ from kerazoo import distribute
 from kerazoo.cpu import bfloat16_support
 from kerazoo.distribute import make_strategy
 from kerazoo.files import atomic_path, atomic_write_text  # atomic_write_text: still imported from here by others
+from kerazoo.data.task_loading import restoration_options
 from kerazoo.losses import SegmentationLoss
 from kerazoo.metrics import MeanIoU, PixelAccuracy
+from kerazoo.model import ZooModel
 from kerazoo.train_config import OPTIMIZERS, SCHEDULES, TrainConfig
 
 __all__ = [
@@ -46,7 +49,7 @@ __all__ = [
     "make_strategy", "train",
 ]
 
-MONITOR = "val_mean_iou"
+MONITOR = "val_mean_iou"  # segmentation's; `config.monitor` gives each task's
 
 
 def _json_default(value):
@@ -215,6 +218,21 @@ def _resolve_class_weights(config: TrainConfig, info, image_size, num_examples):
     return [float(w) for w in kz_data.median_frequency_weights(masks, info.num_classes, info.ignore_class)]
 
 
+def _restoration_splits(config: TrainConfig, info):
+    """Restoration: patches of the train split, and whole images of the set that measures it
+    (`info.eval_dataset`: train400 -> set12, t91 -> set5) with the same degradation, one per batch."""
+    options = config.data_options()
+    common = dict(data_dir=config.data_dir, seed=config.seed, channels=options.get("channels"),
+                  noise_sigma=options.get("noise_sigma"), scale=options.get("scale"))
+    train_data = kz_data.load(config.dataset, "train", batch_size=config.batch_size, augment=config.augment,
+                              shuffle=True, patch_size=options.get("patch_size"),
+                              patches_per_image=options.get("patches_per_image"), **common)
+    val_name = info.eval_dataset or config.dataset
+    val_data = kz_data.load(val_name, kz_data.DATASETS[val_name].val_split, batch_size=1, augment=False,
+                            shuffle=False, **common)
+    return train_data, val_data
+
+
 def _load_splits(config: TrainConfig, info, image_size, replicas):
     """The train split (shuffled, augmented) and `info.val_split` (as it is), and the steps per epoch."""
     train_counts, val_counts = {}, {}
@@ -222,9 +240,13 @@ def _load_splits(config: TrainConfig, info, image_size, replicas):
         train_counts = {"num_examples": config.num_examples or 256}
         val_counts = {"num_examples": config.val_examples or max(16, train_counts["num_examples"] // 4)}
     common = dict(data_dir=config.data_dir, batch_size=config.batch_size, image_size=image_size, seed=config.seed)
-    train_data = kz_data.load(config.dataset, "train", augment=config.augment, shuffle=True, **common,
-                              **train_counts)
-    val_data = kz_data.load(config.dataset, info.val_split, augment=False, shuffle=False, **common, **val_counts)
+    if config.task_name in ("denoise", "super_resolution"):
+        train_data, val_data = _restoration_splits(config, info)
+    else:
+        train_data = kz_data.load(config.dataset, "train", augment=config.augment, shuffle=True, **common,
+                                  **train_counts)
+        val_data = kz_data.load(config.dataset, info.val_split, augment=False, shuffle=False, **common,
+                                **val_counts)
     if replicas > 1:
         options = distribute.shard_options()  # batches split across replicas, not files across workers
         train_data, val_data = train_data.with_options(options), val_data.with_options(options)
@@ -247,27 +269,45 @@ def model_for_dataset(config: TrainConfig, info, image_size) -> tuple[keras.Mode
         The model and `create_model`'s arguments (written to `run.json`).
     """
     arguments = config.create_model_arguments(info.num_classes, info.channels)
-    arguments.update(class_names=list(info.class_names), class_colors=[list(c) for c in info.class_colors],
-                     input_size=list(image_size) if image_size else None)
+    if config.task_name == "segmentation":
+        arguments.update(class_names=list(info.class_names), class_colors=[list(c) for c in info.class_colors])
+    # Restoration models run at each image's own size (image_size is None for them).
+    arguments.update(input_size=list(image_size) if image_size else None)
     return kerazoo.create_model(**arguments), arguments
 
 
+def _task_spec(net, config: TrainConfig, channels):
+    """The `kerazoo.tasks.Task` whose loss and metrics train `net`: a ZooModel's own, else one for the config."""
+    if isinstance(net, ZooModel) and net.task == config.task_name:
+        return net.task_spec
+    from kerazoo.tasks import task_class
+
+    scale = {"scale": config.data_options().get("scale", 4)} if config.task_name == "super_resolution" else {}
+    outputs = 1 if config.task_name == "depth" else channels
+    return task_class(config.task_name)(num_classes=outputs, in_channels=channels, **scale)
+
+
 def _compile(net, config: TrainConfig, info, total_steps, class_weights):
+    optimizer = make_optimizer(config.optimizer, config.learning_rate, config.schedule, total_steps,
+                               config.weight_decay)
+    if config.task_name != "segmentation":
+        spec = _task_spec(net, config, config.channels or info.channels)
+        net.compile(optimizer=optimizer, loss=spec.default_loss(), metrics=spec.default_metrics())
+        return
     net.compile(
-        optimizer=make_optimizer(config.optimizer, config.learning_rate, config.schedule, total_steps,
-                                 config.weight_decay),
+        optimizer=optimizer,
         loss=SegmentationLoss(from_logits=True, ignore_class=info.ignore_class, class_weights=class_weights),
         metrics=[MeanIoU(info.num_classes, ignore_class=info.ignore_class),
                  PixelAccuracy(info.num_classes, ignore_class=info.ignore_class)],
     )
 
 
-def _callbacks(output_dir: Path, backup_dir: Path, tensorboard, verbose, extra):
+def _callbacks(output_dir: Path, backup_dir: Path, tensorboard, verbose, extra, monitor=(MONITOR, "max")):
     callbacks = [
         keras.callbacks.BackupAndRestore(str(backup_dir), save_freq="epoch", delete_checkpoint=True,
                                          double_checkpoint=True),
         EpochTimer(),
-        BestCheckpoint(output_dir / "best.keras", monitor=MONITOR, mode="max", verbose=bool(verbose)),
+        BestCheckpoint(output_dir / "best.keras", monitor=monitor[0], mode=monitor[1], verbose=bool(verbose)),
         keras.callbacks.CSVLogger(str(output_dir / "log.csv"), append=True),
     ]
     if tensorboard == "auto":
@@ -303,7 +343,11 @@ def train(
     verbose: int | str = "auto",
     **options: Any,
 ) -> TrainResult:
-    """Trains a segmentation model on a named data set and keeps the best checkpoint.
+    """Trains a model on a named data set for its task and keeps the best checkpoint.
+
+    The task (`config.task_name`: segmentation, denoise, super_resolution, depth) gives the loss, the
+    metrics and the monitored metric (`config.monitor`); restoration trains on patches and validates on
+    whole images of the set that measures it (`DATASETS[dataset].eval_dataset`).
 
     `train(TrainConfig(model="unet", epochs=5))` and `train("unet", epochs=5)` are the same run: keyword
     options are `TrainConfig` fields, applied over `config`. Re-running with the same `output_dir` after
@@ -332,7 +376,9 @@ def train(
     if model is not None and config.model is not None:
         raise ValueError(f"pass either a model name (got {config.model!r}) or a keras.Model, not both")
     info = kz_data.DATASETS[config.dataset]
-    image_size = config.image_size or info.image_size
+    restoration = config.task_name in ("denoise", "super_resolution")
+    image_size = None if restoration else config.image_size or info.image_size
+    channels = config.channels or info.channels
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
     output_dir = Path(config.output_dir)
@@ -358,11 +404,14 @@ def train(
                     net, create_args = model_for_dataset(config, info, image_size)
                 _compile(net, config, info, config.epochs * steps, class_weights)
                 if not net.built:
-                    net.build((None, *image_size, info.channels))
+                    net.build((None, *(image_size or (None, None)), channels))
 
             run = {
                 "dataset": config.dataset, "class_names": list(info.class_names), "ignore_class": info.ignore_class,
-                "image_size": list(image_size), "create_model": create_args,
+                "image_size": list(image_size) if image_size else None, "create_model": create_args,
+                "task": config.task_name, "monitor": list(config.monitor),
+                "task_options": restoration_options(info, "train", config.data_options()) if restoration else {},
+                "eval_dataset": info.eval_dataset,
                 "model_name": net.name, "parameters": int(net.count_params()),
                 "config": config.to_dict(),
                 "resolved": {"class_weights": class_weights, "steps_per_epoch": steps,
@@ -375,13 +424,14 @@ def train(
                 replicas = strategy.num_replicas_in_sync
                 where = f"{replicas} replicas ({', '.join(_device_names(strategy))})" if replicas > 1 else "1 device"
                 resumed = f", resuming at epoch {initial_epoch + 1}" if initial_epoch else ""
+                size = f"{image_size[0]}x{image_size[1]}" if image_size else f"({config.task_name} patches)"
                 print(f"kerazoo train: {net.name} ({net.count_params():,} parameters) on {config.dataset} "
-                      f"{image_size[0]}x{image_size[1]}, {config.epochs} epochs x {steps} steps, batch "
+                      f"{size}, {config.epochs} epochs x {steps} steps, batch "
                       f"{config.batch_size}, {where}{resumed} -> {files}", flush=True)
                 if config.mixed_precision == "mixed_bfloat16" and not tf.config.list_physical_devices("GPU"):
                     print(f"kerazoo train: {bfloat16_support().describe()}", flush=True)
             history = net.fit(train_data, validation_data=val_data, epochs=config.epochs, steps_per_epoch=steps,
-                              callbacks=_callbacks(files, backup_dir, tensorboard, verbose, callbacks),
+                              callbacks=_callbacks(files, backup_dir, tensorboard, verbose, callbacks, config.monitor),
                               verbose=verbose, shuffle=False)  # shuffled by tf.data
         finally:
             keras.mixed_precision.set_global_policy(previous_policy)
@@ -392,6 +442,6 @@ def train(
         run["result"] = {"best": best, "initial_epoch": initial_epoch, "wall_seconds": wall}
         atomic_write_text(files / "run.json", _to_json(run))
     if verbose and best:
-        print(f"done in {wall:.0f} s; best {MONITOR} {best.get(MONITOR, float('nan')):.4f} "
+        print(f"done in {wall:.0f} s; best {config.monitor[0]} {best.get(config.monitor[0], float('nan')):.4f} "
               f"at epoch {best.get('epoch', -1) + 1}: {best_path}", flush=True)
     return TrainResult(net, history.history, output_dir, best_path, best, initial_epoch, wall, config)

@@ -533,3 +533,55 @@ def test_fcn_vgg16_exports_to_onnx_with_parity(name, tmp_path):
     exported = report.get("onnx")
     assert exported.passed and exported.relative_diff <= 1e-4 and exported.argmax_agreement >= 0.999
     assert exported.size_bytes > 500e6  # the weights are in the file
+
+
+def _psnr(images, targets):
+    """PSNR (data range 255) of 8-bit rounded grey images, written out: 10 log10(255^2 / MSE), mean over images."""
+    rounded = np.clip(np.rint(images), 0, 255)
+    mse = np.mean((rounded - targets) ** 2, axis=(1, 2, 3))
+    return float(np.mean(10 * np.log10(255.0**2 / mse)))
+
+
+def test_restoration_parity_is_held_to_psnr_against_clean_images():
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(30, 220, size=(2, 16, 16, 1))
+    reference = clean + rng.normal(0, 5, size=clean.shape)  # the Keras model's outputs
+    close = ExportedFile("tflite", "float32")
+    check_parity(close, reference, reference + 0.02, argmax_output=False, tie_policy="psnr", targets=clean)
+    assert close.passed and close.argmax_agreement is None  # argmax over channels means nothing here
+    assert close.psnr == pytest.approx(_psnr(reference + 0.02, clean), abs=1e-4)
+    assert close.psnr_drop == pytest.approx(_psnr(reference, clean) - _psnr(reference + 0.02, clean), abs=1e-4)
+    assert abs(close.psnr_drop) <= CONTRACTS["float32"]["max_psnr_drop"] == 0.05
+    far = ExportedFile("onnx", "float32")
+    check_parity(far, reference, reference + 2.0, argmax_output=False, tie_policy="psnr", targets=clean)
+    assert far.passed is False and "PSNR" in far.error and far.psnr_drop > 0.05
+    int8 = ExportedFile("tflite", "int8")
+    check_parity(int8, reference, reference + 2.0, argmax_output=False, tie_policy="psnr", targets=clean)
+    assert int8.passed is None and int8.psnr_drop > 0.05  # reported (the int8 drop), not enforced
+    assert "dB" in ExportReport("m", "/tmp", files=[int8]).rows()[0][5]
+    untargeted = ExportedFile("tflite", "float32")  # no clean images: the exact max |diff| contract
+    check_parity(untargeted, reference, reference + 2.0, argmax_output=False, tie_policy="psnr")
+    assert untargeted.passed is False and "relative max |diff|" in untargeted.error
+    denoiser = kerazoo.create_model("segnet_basic", filters=4, depth=2, task="denoise", in_channels=1)
+    assert declared_tie_policy(denoiser) == "psnr" and declared_tie_policy(small_segnet_basic()) == "argmax_agreement"
+
+
+@pytest.mark.slow  # ~50 s: two TFLite conversions of a MobileNetV2 U-Net
+def test_int8_super_resolver_keeps_depth_to_space_and_resize_builtin(tmp_path):
+    # The bilinear U-Net decoder upsamples with RESIZE_BILINEAR; the sub-pixel head ends with DEPTH_TO_SPACE.
+    model = kerazoo.create_model("unet", encoder="mobilenetv2", decoder_filters=(8, 8, 8, 8, 8), upsampling="bilinear",
+                                 task="super_resolution", scale=2)
+    low = images(2, 32, 32)
+    clean = np.asarray(model(low)) + np.random.default_rng(1).normal(0, 8, size=(2, 64, 64, 3))
+    report = export(model, str(tmp_path), formats="tflite", quantize=(None, "int8"), representative_data=images(4, 32, 32),
+                    sample_inputs=low, sample_targets=clean, num_calibration=4, latency_runs=0, input_size=(32, 32),
+                    verbose=False)
+    assert report.ok, report.failures()
+    float32, int8 = report.get("tflite"), report.get("tflite", "int8")
+    assert float32.passed and abs(float32.psnr_drop) <= 0.05 and int8.psnr_drop is not None
+    for exported in (float32, int8):
+        assert "DEPTH_TO_SPACE" in exported.ops and "RESIZE_BILINEAR" in exported.ops, exported.ops
+        assert not any(op.startswith(("CUSTOM", "FLEX")) for op in exported.ops), exported.ops
+    assert "QUANTIZE" in int8.ops
+    with pytest.raises(ValueError, match="sample_targets need the sample_inputs"):
+        export(model, str(tmp_path / "x"), formats="tflite", sample_targets=clean, verbose=False)

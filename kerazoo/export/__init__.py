@@ -61,6 +61,7 @@ def export(
     quantize=None,
     representative_data=None,
     sample_inputs=None,
+    sample_targets=None,
     class_names=None,
     argmax_output=False,
     uint8_input=False,
@@ -109,6 +110,10 @@ def export(
             dataset of images or (image, mask) pairs (batched or not), or an iterable of those.
         sample_inputs: images (B, H, W, C) raw pixels for the parity check; by default the first two
             representative images, else two uniform-random images of the model's size (64x64 when free).
+        sample_targets: restoration models: the clean images for `sample_inputs` (0..255, the outputs'
+            shape). Float32 files must then come within 0.05 dB PSNR of the Keras model (8-bit outputs,
+            Y for colour, no border crop), and every file reports its PSNR drop; see
+            `kerazoo.export.parity.TIE_POLICIES` ("psnr").
         class_names: class names stored as metadata in every file; None takes a ZooModel's own.
         argmax_output: put the per-pixel argmax inside the graph; the output becomes int32 classes.
         uint8_input: the files take uint8 pixels (cast to float32 inside), as a camera frame comes.
@@ -140,11 +145,13 @@ def export(
     """
     formats, variants = _validated(model, formats, quantize, representative_data, io_dtype)
     check_backend(formats, uint8_input)  # SavedModel and TFLite need TensorFlow; ONNX comes from every backend
+    if sample_targets is not None and sample_inputs is None:
+        raise ValueError("sample_targets need the sample_inputs they are the clean images of")
     blocked = _preflight(model, formats, strict)
     exported_model, notes = float32_model(model, mixed_precision)
     options = ExportOptions(variants=variants, representative_data=representative_data, argmax_output=argmax_output,
                             uint8_input=uint8_input, io_dtype=io_dtype, opset=opset, num_calibration=num_calibration,
-                            latency_runs=latency_runs)
+                            latency_runs=latency_runs, sample_targets=sample_targets)
     os.makedirs(out_dir, exist_ok=True)
     report = ExportReport(model_name=model.name, out_dir=out_dir, notes=notes)
     job = prepare_job(model, exported_model, out_dir, options, report, sample_inputs, input_size, class_names)

@@ -100,7 +100,7 @@ def write_onnx(job, exported):
     exported.path, exported.size_bytes = path, sum(os.path.getsize(p) for p in written)
     exported.notes.append(how + (f"; weights in {os.path.basename(written[1])}" if external else ""))
     outputs, exported.latency_ms = run_and_time(onnx_runner(path), job.feed, job.options.latency_runs)
-    check_parity(exported, job.reference, outputs, job.options.argmax_output, job.tie_policy)
+    check_parity(exported, job.reference, outputs, job.options.argmax_output, job.tie_policy, job.targets)
 
 
 def _export_with_keras(job):

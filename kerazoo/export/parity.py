@@ -1,5 +1,5 @@
 """Parity contracts: how close each exported file must come to the Keras model, and the tie policy
-a layer declares for it."""
+a layer (or the model's task) declares for it."""
 
 import keras
 import numpy as np
@@ -7,11 +7,12 @@ import numpy as np
 from kerazoo.export.report import ExportError
 
 # Parity contract, per numeric variant. None: measured and reported, not enforced.
+# max_psnr_drop: restoration models ("psnr" policy) measured against clean images, in dB.
 CONTRACTS = {
-    "float32": {"max_relative_diff": 1e-4, "min_agreement": 0.999},
-    "float16": {"max_relative_diff": None, "min_agreement": 0.99},
-    "dynamic": {"max_relative_diff": None, "min_agreement": None},
-    "int8": {"max_relative_diff": None, "min_agreement": None},
+    "float32": {"max_relative_diff": 1e-4, "min_agreement": 0.999, "max_psnr_drop": 0.05},
+    "float16": {"max_relative_diff": None, "min_agreement": 0.99, "max_psnr_drop": None},
+    "dynamic": {"max_relative_diff": None, "min_agreement": None, "max_psnr_drop": None},
+    "int8": {"max_relative_diff": None, "min_agreement": None, "max_psnr_drop": None},
 }
 
 # Tie policies a layer may declare in a class attribute `export_parity`:
@@ -19,7 +20,13 @@ CONTRACTS = {
 # - "argmax_agreement": the layer may move a value by a whole pixel between runtimes when two candidates
 #   are within rounding of each other (argmax pooling and unpooling), so max |diff| is reported, not
 #   enforced; argmax agreement stays enforced.
-TIE_POLICIES = ("exact", "argmax_agreement")
+# - "psnr": restoration models (denoise, super_resolution; declared by the model's `task`) are held to
+#   the task's own terms: with clean `sample_targets`, a float32 file's PSNR lies within `max_psnr_drop`
+#   of the Keras model's (outputs rounded to 8 bits, as the field scores), and every variant reports
+#   its PSNR drop (int8's is the figure to read); without targets the "exact" max |diff| contract holds.
+#   Argmax over colour channels means nothing there, so agreement is not measured.
+TIE_POLICIES = ("exact", "argmax_agreement", "psnr")
+RESTORATION_TASKS = ("denoise", "super_resolution")
 
 
 def all_layers(model):
@@ -33,11 +40,14 @@ def all_layers(model):
 
 
 def declared_tie_policy(model):
-    """The model's tie policy: "argmax_agreement" when any layer declares it, else "exact".
+    """The model's tie policy: "psnr" for a restoration model (its `task`), "argmax_agreement" when any
+    layer declares it, else "exact".
 
     Raises:
         ValueError: a layer declares a policy that is not one of `TIE_POLICIES`.
     """
+    if getattr(model, "task", None) in RESTORATION_TASKS:
+        return "psnr"
     declared = {getattr(layer, "export_parity", "exact") for layer in all_layers(model)}
     unknown = declared - set(TIE_POLICIES)
     if unknown:
@@ -46,7 +56,42 @@ def declared_tie_policy(model):
     return "argmax_agreement" if "argmax_agreement" in declared else "exact"
 
 
-def check_parity(exported, reference, outputs, argmax_output, tie_policy="exact"):
+def _mean_psnr(images, targets):
+    from kerazoo.metrics import psnr
+
+    rounded = np.clip(np.rint(images), 0, 255)
+    return float(np.mean(psnr(rounded, np.asarray(targets, dtype="float64"))))
+
+
+def _check_psnr(exported, reference, outputs, targets):
+    """The "psnr" policy: max |diff| always; with clean targets the PSNR drop and its contract."""
+    diff = float(np.max(np.abs(outputs.astype("float64") - reference)))
+    span = float(np.max(reference) - np.min(reference)) or 1.0
+    exported.max_abs_diff, exported.relative_diff = diff, diff / span
+    contract = CONTRACTS[exported.variant]
+    if targets is None:
+        if contract["max_relative_diff"] is None:
+            exported.passed = None
+            return
+        exported.passed = exported.relative_diff <= contract["max_relative_diff"]
+        if not exported.passed:
+            exported.error = (f"parity contract missed: relative max |diff| {exported.relative_diff:.2e} > "
+                              f"{contract['max_relative_diff']:.0e} (pass sample_targets to hold it to PSNR)")
+        return
+    if np.shape(targets) != outputs.shape:
+        raise ValueError(f"sample_targets have shape {np.shape(targets)}; the outputs have {outputs.shape}")
+    exported.psnr = _mean_psnr(outputs, targets)
+    exported.psnr_drop = _mean_psnr(reference, targets) - exported.psnr
+    if contract["max_psnr_drop"] is None:
+        exported.passed = None
+        return
+    exported.passed = abs(exported.psnr_drop) <= contract["max_psnr_drop"]
+    if not exported.passed:
+        exported.error = (f"parity contract missed: PSNR {exported.psnr:.3f} dB is {-exported.psnr_drop:+.3f} dB "
+                          f"from the Keras model's (allowed {contract['max_psnr_drop']} dB)")
+
+
+def check_parity(exported, reference, outputs, argmax_output, tie_policy="exact", targets=None):
     """Fills the parity fields of `exported` (an `ExportedFile`) and checks its contract.
 
     Args:
@@ -54,14 +99,18 @@ def check_parity(exported, reference, outputs, argmax_output, tie_policy="exact"
         reference: the Keras model's outputs (float64 scores, or int classes with `argmax_output`).
         outputs: the file's outputs on the same inputs.
         argmax_output: whether outputs are classes rather than scores.
-        tie_policy: "exact", or "argmax_agreement" where max |diff| is reported, not enforced (see
-            `TIE_POLICIES`).
+        tie_policy: "exact", "argmax_agreement" where max |diff| is reported, not enforced, or "psnr"
+            (restoration; see `TIE_POLICIES`).
+        targets: clean images for the "psnr" policy (0..255, the outputs' shape), or None.
     """
     if tie_policy not in TIE_POLICIES:
         raise ValueError(f"tie_policy must be one of {TIE_POLICIES}; got {tie_policy!r}")
     outputs = np.asarray(outputs)
     if outputs.shape[:3] != reference.shape[:3] or (not argmax_output and outputs.shape != reference.shape):
         raise ExportError(f"output shape {outputs.shape} differs from the Keras model's {reference.shape}")
+    if tie_policy == "psnr" and not argmax_output:
+        _check_psnr(exported, reference, outputs, targets)
+        return
     if argmax_output:
         exported.argmax_agreement = float(np.mean(outputs == reference))
     else:

@@ -70,6 +70,8 @@ class ExportedFile:
         passed: whether the file met its parity contract; None when the variant has no contract.
         error: why the file failed (conversion, loading, running or parity), else None.
         notes: anything worth knowing (fallbacks taken, input/output types).
+        psnr: restoration models with clean sample targets: the file's mean PSNR (dB, 8-bit outputs).
+        psnr_drop: the Keras model's PSNR minus the file's (dB; int8's is the quantization loss).
     """
 
     format: str
@@ -86,6 +88,8 @@ class ExportedFile:
     passed: bool | None = None
     error: str | None = None
     notes: list = dataclasses.field(default_factory=list)
+    psnr: float | None = None
+    psnr_drop: float | None = None
 
     @property
     def ok(self):
@@ -113,7 +117,8 @@ class ExportReport:
     keras_latency_ms: float | None = None
     notes: list = dataclasses.field(default_factory=list)
 
-    HEADERS = ("file", "variant", "size", "convert", "max |diff| (rel.)", "argmax agree", "latency", "ops", "status")
+    HEADERS = ("file", "variant", "size", "convert", "max |diff| (rel.)", "argmax agree / PSNR drop", "latency",
+               "ops", "status")
 
     @property
     def ok(self):
@@ -140,7 +145,7 @@ class ExportReport:
                 format_size(f.size_bytes),
                 "-" if f.convert_s is None else f"{f.convert_s:.1f} s",
                 "-" if f.max_abs_diff is None else f"{f.max_abs_diff:.2e} ({f.relative_diff:.1e})",
-                "-" if f.argmax_agreement is None else f"{f.argmax_agreement:.4f}",
+                _agreement(f),
                 "-" if f.latency_ms is None else f"{f.latency_ms:.1f} ms",
                 (f"{len(f.ops)}: {', '.join(f.ops)}" if full_ops else str(len(f.ops))) if f.ops else "-",
                 "ok" if f.ok and f.passed else ("ok (no contract)" if f.ok else f"FAILED: {f.error}"),
@@ -178,6 +183,13 @@ class ExportReport:
 
     def __str__(self):
         return f"kerazoo export of {self.model_name} to {self.out_dir}\n{self.to_markdown()}"
+
+
+def _agreement(exported):
+    """The argmax agreement, or for a restoration model held to PSNR its drop from the Keras model's."""
+    if exported.psnr_drop is not None:
+        return f"{exported.psnr_drop:+.3f} dB ({exported.psnr:.2f})"
+    return "-" if exported.argmax_agreement is None else f"{exported.argmax_agreement:.4f}"
 
 
 def format_size(size):

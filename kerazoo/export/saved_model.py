@@ -26,4 +26,4 @@ def write_saved_model(job, exported):
     exported.path, exported.size_bytes = path, path_size(path)
     run, exported.ops = saved_model_runner(path, job.output_name)
     outputs, exported.latency_ms = run_and_time(run, job.feed, job.options.latency_runs)
-    check_parity(exported, job.reference, outputs, job.options.argmax_output, job.tie_policy)
+    check_parity(exported, job.reference, outputs, job.options.argmax_output, job.tie_policy, job.targets)

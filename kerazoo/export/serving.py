@@ -25,6 +25,7 @@ class ExportOptions:
     opset: int = 17
     num_calibration: int = 100
     latency_runs: int = 10
+    sample_targets: object = None
 
 
 @dataclasses.dataclass
@@ -45,6 +46,7 @@ class ExportJob:
         tie_policy: the model's declared tie policy (`kerazoo.export.parity.declared_tie_policy`).
         report: the `ExportReport` being filled.
         state: what one writer learns for its next variant (e.g. TFLite's working signature).
+        targets: clean images for the samples (restoration's PSNR contract), or None.
     """
 
     model: keras.Model
@@ -61,6 +63,7 @@ class ExportJob:
     tie_policy: str
     report: ExportReport
     state: dict = dataclasses.field(default_factory=dict)
+    targets: np.ndarray | None = None
 
     @property
     def output_name(self):
@@ -272,6 +275,7 @@ def prepare_job(model, exported_model, out_dir, options, report, sample_inputs, 
         feed=samples.astype("uint8") if options.uint8_input else samples,
         reference=np.argmax(reference, axis=-1) if options.argmax_output else reference,
         metadata={}, tie_policy=declared_tie_policy(model), report=report,
+        targets=None if options.sample_targets is None else np.asarray(options.sample_targets, dtype="float64"),
     )
     job.metadata = {
         "model": model.name,

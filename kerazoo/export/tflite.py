@@ -73,7 +73,7 @@ def write_tflite(job, exported):
                               f"output {'int32' if options.argmax_output else options.io_dtype}; "
                               f"calibrated on {len(calibration)} images")
     outputs, exported.latency_ms = run_tflite(content, job.feed, options.latency_runs)
-    check_parity(exported, job.reference, outputs, options.argmax_output, job.tie_policy)
+    check_parity(exported, job.reference, outputs, options.argmax_output, job.tie_policy, job.targets)
 
 
 def _signatures(job, variant):
