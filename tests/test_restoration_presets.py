@@ -18,9 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "zoo"))
 def test_list_presets_tells_a_super_resolver_from_a_segmenter():
     tasks = {preset.name: preset.task for preset in kerazoo.list_presets()}
     assert tasks["set5_sr_x4_unet"] == "super_resolution"
+    assert tasks["set12_denoise_sigma25_unet"] == "denoise"
     assert tasks["camvid_segnet_basic"] == "segmentation"
     metadata = json.loads((ZOO / "set5_sr_x4_unet" / "metadata.json").read_text())
     assert (metadata["task"], metadata["scale"], metadata["channels"]) == ("super_resolution", 4, 3)
+    metadata = json.loads((ZOO / "set12_denoise_sigma25_unet" / "metadata.json").read_text())
+    assert (metadata["task"], metadata["noise_sigma"], metadata["channels"]) == ("denoise", 25, 1)
 
 
 @pytest.mark.data
@@ -39,3 +42,19 @@ def test_super_resolution_preset_reproduces_its_set5_figure_and_beats_bicubic(sh
         bicubic.append(psnr(imresize_numpy(np.round(low.numpy()[0]).astype(np.uint8), 4), high, crop_border=4))
     assert np.mean(bicubic) == pytest.approx(28.42, abs=0.05)  # the published bicubic x4 figure on Set5
     assert measured["psnr"] > np.mean(bicubic) + 1.5
+
+
+@pytest.mark.data
+def test_denoising_preset_reproduces_its_set12_figure_and_beats_the_noisy_input(shared_data_dir):
+    from reproduce import RECIPES, evaluation_figures
+
+    data_dir = shared_data_dir("set12")
+    model = kerazoo.from_preset("set12_denoise_sigma25_unet", offline=True)
+    recorded = json.loads((ZOO / "set12_denoise_sigma25_unet" / "metadata.json").read_text())["metrics"]
+    measured = evaluation_figures(model, RECIPES["set12_denoise_sigma25_unet"], data_dir)
+    assert measured["psnr"] == pytest.approx(recorded["psnr_sigma25"], abs=0.01)
+    # The noisy input itself, scored independently: sigma 25 noise is about 20.2 dB on 8-bit images.
+    noisy = [psnr(np.clip(np.round(noisy.numpy()[0]), 0, 255), clean.numpy()[0])
+             for noisy, clean in kerazoo.data.load("set12", "test", noise_sigma=25, batch_size=1, data_dir=data_dir)]
+    assert np.mean(noisy) == pytest.approx(20 * np.log10(255 / 25), abs=0.3)
+    assert measured["psnr"] > np.mean(noisy) + 8

@@ -88,7 +88,8 @@ def test_shipped_preset_scores_its_metadata_on_real_validation_data(name, shared
     truth, predicted = [], []
     for images, masks in kz_data.load(metadata["dataset"], split, data_dir=data_dir, image_size=size, batch_size=4,
                                       augment=False, shuffle=False):
-        scores = keras.ops.convert_to_numpy(model(images, training=False))
+        # The compiled forward pass that `segment` uses: an eager call may differ in the last bit (a near-tie).
+        scores = keras.ops.convert_to_numpy(model.predict_on_batch(images))
         assert scores.shape[1:3] == size
         predicted.append(scores.argmax(-1).reshape(-1))
         truth.append(np.asarray(masks).reshape(-1))
