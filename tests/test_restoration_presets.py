@@ -58,3 +58,15 @@ def test_denoising_preset_reproduces_its_set12_figure_and_beats_the_noisy_input(
              for noisy, clean in kerazoo.data.load("set12", "test", noise_sigma=25, batch_size=1, data_dir=data_dir)]
     assert np.mean(noisy) == pytest.approx(20 * np.log10(255 / 25), abs=0.3)
     assert measured["psnr"] > np.mean(noisy) + 8
+
+
+@pytest.mark.parametrize("name", ["camvid_segnet_basic_paper", "membrane_unet_paper"])
+def test_paper_recipes_are_valid_train_configs_whose_models_build(name, tmp_path):
+    from reproduce import SEGMENTATION_RECIPES, segmentation_config
+
+    config = segmentation_config(name, str(tmp_path), tmp_path / "run", epochs=1)
+    assert config.epochs == 1 and config.dataset == SEGMENTATION_RECIPES[name]["config"]["dataset"]
+    info = kerazoo.data.DATASETS[config.dataset]
+    model = kerazoo.create_model(config.model, num_classes=info.num_classes, in_channels=info.channels,
+                                 **config.model_options)
+    assert model.count_params() > 0
