@@ -9,6 +9,9 @@ import tensorflow as tf
 
 from kerazoo import layers
 
+# Any backend's tensor (a torch tensor that tracks gradients too) as a NumPy array.
+to_numpy = keras.ops.convert_to_numpy
+
 
 def reference_max_pool_with_argmax(x, pool, tie_tolerance=1e-5):
     """NumPy reference: 'same'-style pooling of non-overlapping windows; the first value in row-major
@@ -44,9 +47,9 @@ def test_max_pool_with_argmax_matches_numpy(shape, pool):
     x = np.random.default_rng(0).normal(size=shape).astype("float32")
     pooled, indices = layers.MaxPoolingWithArgmax2D(pool)(x)
     ref_pooled, ref_indices = reference_max_pool_with_argmax(x, pool)
-    np.testing.assert_array_equal(np.asarray(pooled), ref_pooled)
-    np.testing.assert_array_equal(np.asarray(indices), ref_indices)
-    assert indices.dtype == "int32"
+    np.testing.assert_array_equal(to_numpy(pooled), ref_pooled)
+    np.testing.assert_array_equal(to_numpy(indices), ref_indices)
+    assert keras.backend.standardize_dtype(indices.dtype) == "int32"
 
 
 def test_max_pool_ties_go_to_first_in_row_major_order():
@@ -84,16 +87,16 @@ def test_max_pool_odd_edge_never_points_outside_the_input():
     # A 3x3 input: the bottom-right window holds only one real pixel, which must win even when negative.
     x = -np.arange(1, 10, dtype="float32").reshape(1, 3, 3, 1)
     pooled, indices = layers.MaxPoolingWithArgmax2D(2)(x)
-    np.testing.assert_array_equal(np.asarray(pooled)[0, :, :, 0], [[-1, -3], [-7, -9]])
-    np.testing.assert_array_equal(np.asarray(indices)[0, :, :, 0], [[0, 0], [0, 0]])
+    np.testing.assert_array_equal(to_numpy(pooled)[0, :, :, 0], [[-1, -3], [-7, -9]])
+    np.testing.assert_array_equal(to_numpy(indices)[0, :, :, 0], [[0, 0], [0, 0]])
 
 
 def test_max_unpooling_hand_worked_example():
     x = np.array([[1, 2, 0, 0], [3, 4, 0, 9], [0, 8, 5, 5], [7, 0, 5, 6]], "float32").reshape(1, 4, 4, 1)
     pooled, indices = layers.MaxPoolingWithArgmax2D(2)(x)
-    np.testing.assert_array_equal(np.asarray(pooled)[0, :, :, 0], [[4, 9], [8, 6]])
-    np.testing.assert_array_equal(np.asarray(indices)[0, :, :, 0], [[3, 3], [1, 3]])
-    restored = np.asarray(layers.MaxUnpooling2D(2)([pooled, indices]))[0, :, :, 0]
+    np.testing.assert_array_equal(to_numpy(pooled)[0, :, :, 0], [[4, 9], [8, 6]])
+    np.testing.assert_array_equal(to_numpy(indices)[0, :, :, 0], [[3, 3], [1, 3]])
+    restored = to_numpy(layers.MaxUnpooling2D(2)([pooled, indices]))[0, :, :, 0]
     expected = [[0, 0, 0, 0], [0, 4, 0, 9], [0, 8, 0, 0], [0, 0, 0, 6]]
     np.testing.assert_array_equal(restored, expected)
 
@@ -104,11 +107,11 @@ def test_max_unpooling_matches_numpy_and_restores_odd_sizes(shape):
     pooled, indices = layers.MaxPoolingWithArgmax2D(2)(x)
     restored = layers.MaxUnpooling2D(2)([pooled, indices, x])
     assert tuple(restored.shape) == shape
-    expected = reference_unpool(np.asarray(pooled), np.asarray(indices), (2, 2), shape[1:3])
-    np.testing.assert_array_equal(np.asarray(restored), expected)
+    expected = reference_unpool(to_numpy(pooled), to_numpy(indices), (2, 2), shape[1:3])
+    np.testing.assert_array_equal(to_numpy(restored), expected)
     # Every pooled maximum sits back at its own position in the input.
-    mask = np.asarray(restored) != 0
-    np.testing.assert_array_equal(np.asarray(restored)[mask], x[mask])
+    mask = to_numpy(restored) != 0
+    np.testing.assert_array_equal(to_numpy(restored)[mask], x[mask])
 
 
 def test_unpooling_gradient_flows_to_pooled_values():
@@ -128,9 +131,9 @@ def test_unpooling_gradient_flows_to_pooled_values():
 
 def test_bed_of_nails_hand_worked_example():
     x = np.array([[1, 2], [3, 4]], "float32").reshape(1, 2, 2, 1)
-    out = np.asarray(layers.BedOfNailsUpSampling2D(2)(x))[0, :, :, 0]
+    out = to_numpy(layers.BedOfNailsUpSampling2D(2)(x))[0, :, :, 0]
     np.testing.assert_array_equal(out, [[1, 0, 2, 0], [0, 0, 0, 0], [3, 0, 4, 0], [0, 0, 0, 0]])
-    out = np.asarray(layers.BedOfNailsUpSampling2D((1, 3))(x))[0, :, :, 0]
+    out = to_numpy(layers.BedOfNailsUpSampling2D((1, 3))(x))[0, :, :, 0]
     np.testing.assert_array_equal(out, [[1, 0, 0, 2, 0, 0], [3, 0, 0, 4, 0, 0]])
 
 
@@ -150,9 +153,9 @@ def test_decoder_upsample_methods_hand_worked(method):
     inputs = keras.Input((2, 2, 1))
     model = keras.Model(inputs, upsample(inputs, 1, method))
     x = np.array([[1, 2], [3, 4]], "float32").reshape(1, 2, 2, 1)
-    out = np.asarray(model(x))[0, :, :, 0]
+    out = to_numpy(model(x))[0, :, :, 0]
     if method == "transpose":  # a learnable 2x2 stride-2 kernel: each input pixel times the kernel, plus bias
-        kernel, bias = (np.asarray(w) for w in model.layers[-1].weights)
+        kernel, bias = (to_numpy(w) for w in model.layers[-1].weights)
         expected = np.kron(x[0, :, :, 0], kernel[:, :, 0, 0]) + bias[0]
         np.testing.assert_allclose(out, expected, rtol=1e-6)
     else:
@@ -167,10 +170,10 @@ def test_bilinear_transposed_conv_interpolates_like_fcn():
     np.testing.assert_allclose(kernel.sum(), 4.0)  # factor**2: each output gets unit total weight
     up = layers.BilinearConv2DTranspose(2, factor=2)
     x = np.random.default_rng(3).normal(size=(1, 5, 6, 2)).astype("float32")
-    y = np.asarray(up(x))
+    y = to_numpy(up(x))
     assert y.shape == (1, 10, 12, 2)
     # A constant image stays constant away from the border; channels do not mix.
-    const = np.asarray(up(np.ones((1, 5, 6, 2), "float32")))
+    const = to_numpy(up(np.ones((1, 5, 6, 2), "float32")))
     np.testing.assert_allclose(const[:, 2:-2, 2:-2], 1.0, rtol=1e-6)
     with pytest.raises(ValueError, match="square kernel with as many output as input channels"):
         layers.BilinearInitializer()((4, 4, 3, 2))
@@ -178,20 +181,20 @@ def test_bilinear_transposed_conv_interpolates_like_fcn():
 
 def test_pad_to_multiple_and_crop_back():
     x = np.random.default_rng(4).normal(size=(1, 33, 70, 2)).astype("float32")
-    padded = np.asarray(layers.PadToMultiple(32)(x))
+    padded = to_numpy(layers.PadToMultiple(32)(x))
     assert padded.shape == (1, 64, 96, 2)
     np.testing.assert_array_equal(padded[:, :33, :70], x)
     assert not padded[:, 33:].any() and not padded[:, :, 70:].any()
-    np.testing.assert_array_equal(np.asarray(layers.CropToReference()([padded, x])), x)
-    centre = np.asarray(layers.CropToReference("center")([padded, np.zeros((1, 60, 90, 1))]))
+    np.testing.assert_array_equal(to_numpy(layers.CropToReference()([padded, x])), x)
+    centre = to_numpy(layers.CropToReference("center")([padded, np.zeros((1, 60, 90, 1))]))
     np.testing.assert_array_equal(centre, padded[:, 2:62, 3:93])
 
 
 def test_preprocessing_modes_match_keras_applications():
     x = np.random.default_rng(5).uniform(0, 255, size=(2, 4, 5, 3)).astype("float32")
-    caffe = np.asarray(layers.EncoderPreprocessing("caffe")(x))
+    caffe = to_numpy(layers.EncoderPreprocessing("caffe")(x))
     np.testing.assert_allclose(caffe, keras.applications.vgg16.preprocess_input(x.copy()), atol=1e-4)
-    tf_mode = np.asarray(layers.EncoderPreprocessing("tf")(x))
+    tf_mode = to_numpy(layers.EncoderPreprocessing("tf")(x))
     np.testing.assert_allclose(tf_mode, keras.applications.mobilenet_v2.preprocess_input(x.copy()), atol=1e-5)
 
 
@@ -240,7 +243,7 @@ def test_every_layer_survives_keras_save_and_load(tmp_path):
     path = os.path.join(tmp_path, "layers.keras")
     model.save(path)
     loaded = keras.models.load_model(path, safe_mode=True)
-    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+    np.testing.assert_array_equal(to_numpy(loaded(x)), to_numpy(model(x)))
     for layer in loaded.layers:
         if type(layer).__module__ == "kerazoo.layers":
             assert layer.get_config() == model.get_layer(layer.name).get_config()
@@ -269,7 +272,7 @@ def test_layers_convert_to_tflite_with_builtin_ops_only_and_match():
         interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
         interpreter.invoke()
         out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-        np.testing.assert_allclose(out, np.asarray(model(x)), atol=1e-3)
+        np.testing.assert_allclose(out, to_numpy(model(x)), atol=1e-3)
 
 
 def test_layers_convert_to_a_valid_onnx_graph_that_runs():
@@ -286,4 +289,4 @@ def test_layers_convert_to_a_valid_onnx_graph_that_runs():
     onnx.checker.check_model(proto, full_check=True)
     session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     out = session.run(None, {session.get_inputs()[0].name: x})[0]
-    np.testing.assert_allclose(out, np.asarray(model(x)), atol=1e-3)
+    np.testing.assert_allclose(out, to_numpy(model(x)), atol=1e-3)
