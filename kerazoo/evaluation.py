@@ -301,6 +301,15 @@ def save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
     return path
 
 
+def existing_files(images: Sequence[str | os.PathLike]) -> list[Path]:
+    """`images` as paths, after checking that every one is a file (the error names those that are not)."""
+    paths = [Path(p) for p in images]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"No such image file(s): {', '.join(missing)}")
+    return paths
+
+
 def _read_image(path: Path, channels: int) -> np.ndarray:
     try:
         with Image.open(path) as picture:
@@ -346,10 +355,7 @@ def predict_files(checkpoint: str | os.PathLike | keras.Model, images: Sequence[
     Returns:
         The written paths.
     """
-    paths = [Path(p) for p in images]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"No such image file(s): {', '.join(missing)}")
+    paths = existing_files(images)
     model = load_model(checkpoint)
     num_classes = model_num_classes(model)
     if class_colors is None:

@@ -309,12 +309,9 @@ def restore_files(checkpoint, images: Sequence[str | os.PathLike], out_dir: str 
     Returns:
         The written paths.
     """
-    from kerazoo.evaluation import _read_image, load_model, save_png
+    from kerazoo.evaluation import _read_image, existing_files, load_model, save_png
 
-    paths = [Path(p) for p in images]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"No such image file(s): {', '.join(missing)}")
+    paths = existing_files(images)
     model = load_model(checkpoint)
     if getattr(model, "task", None) not in RESTORATION_TASKS:
         raise ValueError(f"restore_files takes a denoising or super-resolution model; this one's task is "

@@ -226,3 +226,15 @@ def test_set12_bm3d_and_set5_bicubic_match_published_figures(shared_data_dir):
     report = restoration_eval.evaluate_restoration(sr, dataset="set5", scale=4, data_dir=root)
     # Bicubic on Set5 x4, PSNR on Y with 4 pixels cropped: 28.42 dB (SRCNN, Dong et al., Table 2).
     assert report["mean"]["bicubic"]["psnr"] == pytest.approx(28.42, abs=0.05)
+
+
+@pytest.mark.parametrize("write", ["segmentation", "restoration"])
+def test_predicting_missing_images_names_them_before_loading_a_model(tmp_path, write):
+    from kerazoo import evaluation, restoration_eval
+
+    present = tmp_path / "present.png"
+    present.write_bytes(b"")
+    predict = evaluation.predict_files if write == "segmentation" else restoration_eval.restore_files
+    with pytest.raises(FileNotFoundError, match=r"No such image file\(s\): .*missing\.png$"):
+        predict("no-such-checkpoint.keras", [present, tmp_path / "missing.png"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
