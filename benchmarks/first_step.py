@@ -26,17 +26,6 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def _median_ms(call, runs=7):
-    call()
-    call()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--encoder", default="resnet50")
@@ -61,6 +50,7 @@ def main(argv=None):
     import keras
 
     import kerazoo
+    from kerazoo.timing import median_ms
 
     keras.mixed_precision.set_global_policy(args.precision)
     figures = {"arguments": vars(args)}
@@ -99,10 +89,10 @@ def main(argv=None):
         one = images[:1]
         call = tf.function(lambda x: model(x, training=False))
         figures["inference_batch1_ms"] = {
-            "predict": _median_ms(lambda: model.predict(one, verbose=0)),
-            "predict_on_batch": _median_ms(lambda: model.predict_on_batch(one)),
-            "tf_function": _median_ms(lambda: call(tf.constant(one)).numpy()),
-            "predict_again": _median_ms(lambda: model.predict(one, verbose=0)),
+            "predict": median_ms(lambda: model.predict(one, verbose=0), 7, warmup=2),
+            "predict_on_batch": median_ms(lambda: model.predict_on_batch(one), 7, warmup=2),
+            "tf_function": median_ms(lambda: call(tf.constant(one)).numpy(), 7, warmup=2),
+            "predict_again": median_ms(lambda: model.predict(one, verbose=0), 7, warmup=2),
         }
     figures["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(figures))
