@@ -102,6 +102,14 @@ def _as_image_list(images, in_channels):
     return arrays, kind
 
 
+def _in_input_form(arrays, kind):
+    """Per-image results in the form the images came in (`_as_image_list`'s kind): one array for
+    'single', a stacked array for 'batch', the list for 'list'."""
+    if kind == "single":
+        return arrays[0]
+    return np.stack(arrays) if kind == "batch" else arrays
+
+
 def _resize_image(image, size):
     """As the data pipeline resizes training images: bilinear, antialiased, clipped to 0..255."""
     if tuple(image.shape[:2]) == tuple(size):
@@ -307,10 +315,7 @@ class ZooModel(keras.Model):
             raise ValueError(f"segment() needs head='segmentation'; this model's head is {self.head!r}")
         outputs, kind = self._outputs_at_image_size(images, batch_size)
         labels = [scores_to_labels(output, self.activation) for output in outputs]
-        if kind == "single":
-            return labels[0]
-        return np.stack(labels) if kind == "batch" else labels
-
+        return _in_input_form(labels, kind)
 
     def restore(self, images, batch_size: int = 8):
         """Restored images (denoised, or super-resolved by `scale`), rounded and clipped to uint8.
@@ -339,9 +344,7 @@ class ZooModel(keras.Model):
         for output in outputs:
             image = np.clip(np.rint(output), 0, 255).astype(np.uint8)
             restored.append(image[..., 0] if image.shape[-1] == 1 else image)
-        if kind == "single":
-            return restored[0]
-        return np.stack(restored) if kind == "batch" else restored
+        return _in_input_form(restored, kind)
 
     def predict_depth(self, images, batch_size: int = 8):
         """Depth in metres at each image's own size (float32 HxW), resizing to `input_size` inside when set.
@@ -358,9 +361,7 @@ class ZooModel(keras.Model):
                              f"{_TASK_METHODS[self.task]}")
         outputs, kind = self._outputs_at_image_size(images, batch_size)
         depths = [output[..., 0] for output in outputs]
-        if kind == "single":
-            return depths[0]
-        return np.stack(depths) if kind == "batch" else depths
+        return _in_input_form(depths, kind)
 
     def _run_at_own_size(self, images, batch_size):
         """Runs each image as it is (no resize) and checks the output is `scale` times its size."""
