@@ -58,6 +58,24 @@ def scores(report):
     return {key: round(float(value), 4) for key, value in flat.items()}
 
 
+def ship_smallest(model, directory, metadata, float32, compared, tolerance, score, change_key):
+    """Writes the preset with float16 kernels when that moves none of the `compared` scores of `float32`
+    (the checkpoint's) by more than `tolerance`, else with float32 ones; metadata records the shipped
+    file's scores, and the largest change under metadata["evaluation"][change_key]. `score(model)`
+    measures a model. Returns (directory, shipped scores, largest change)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        candidate = kerazoo.save_to_preset(model, Path(scratch) / directory.name, {**metadata, "metrics": float32},
+                                           weights_dtype="float16")
+        float16 = score(kerazoo.from_preset(str(candidate)))
+    worst = max(abs(float16[key] - float32[key]) for key in compared)
+    dtype = "float16" if worst <= tolerance else "float32"
+    metrics = float16 if dtype == "float16" else float32
+    metadata["evaluation"][change_key] = round(worst, 4)
+    print(f"{directory.name}: shipping {dtype} weights")
+    return kerazoo.save_to_preset(model, directory, {**metadata, "metrics": metrics}, weights_dtype=dtype,
+                                  overwrite=True), metrics, worst
+
+
 def build(name, recipe, runs, data_dir, zoo_dir=ZOO):
     run_dir = Path(runs) / recipe["run"]
     run = json.loads((run_dir / "run.json").read_text())
@@ -82,17 +100,10 @@ def build(name, recipe, runs, data_dir, zoo_dir=ZOO):
                                   f"{'x'.join(map(str, run['image_size']))}", "split": "val",
                        "image_size": run["image_size"], "float32_checkpoint_metrics": float32},
     }
-    with tempfile.TemporaryDirectory() as scratch:
-        candidate = kerazoo.save_to_preset(model, Path(scratch) / name, {**metadata, "metrics": float32},
-                                           weights_dtype="float16")
-        float16 = scores(evaluation.evaluate_checkpoint(kerazoo.from_preset(str(candidate)), **evaluate))
-        worst = max(abs(float16[key] - float32[key]) for key in float32)
-        dtype = "float16" if worst <= TOLERANCE else "float32"
-        print(f"{name}: float16 storage moves the metrics by up to {100 * worst:.2f} points -> ship {dtype}")
-        metadata["evaluation"]["float16_storage_max_metric_change"] = round(worst, 4)
-        metrics = float16 if dtype == "float16" else float32
-        directory = kerazoo.save_to_preset(model, Path(zoo_dir) / name, {**metadata, "metrics": metrics},
-                                           weights_dtype=dtype, overwrite=True)
+    directory, metrics, worst = ship_smallest(
+        model, Path(zoo_dir) / name, metadata, float32, list(float32), TOLERANCE,
+        lambda preset: scores(evaluation.evaluate_checkpoint(preset, **evaluate)), "float16_storage_max_metric_change")
+    print(f"{name}: float16 storage moves the metrics by up to {100 * worst:.2f} points")
     shipped = kerazoo.from_preset(str(directory), offline=True)
     images = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, model.input.shape[-1])).astype("float32")
     agreement = (np.argmax(shipped(images), -1) == np.argmax(model(images), -1)).mean()
@@ -152,17 +163,11 @@ def build_restoration(name, runs, data_dir, zoo_dir=ZOO):
                                      "255; super-resolution crops `scale` border pixels; noise seeded per image",
                        "float32_checkpoint_metrics": float32},
     }
-    with tempfile.TemporaryDirectory() as scratch:
-        candidate = kerazoo.save_to_preset(model, Path(scratch) / name, {**metadata, "metrics": float32},
-                                           weights_dtype="float16")
-        float16 = restoration_scores(kerazoo.from_preset(str(candidate)), recipe, data_dir)
-        worst = max(abs(float16[key] - float32[key]) for key in float32 if key.startswith("psnr"))
-        dtype = "float16" if worst <= RESTORATION_TOLERANCE_DB else "float32"
-        print(f"{name}: float16 storage moves PSNR by up to {worst:.3f} dB -> ship {dtype}")
-        metadata["evaluation"]["float16_storage_max_psnr_change_db"] = round(worst, 4)
-        metrics = float16 if dtype == "float16" else float32
-        directory = kerazoo.save_to_preset(model, Path(zoo_dir) / name, {**metadata, "metrics": metrics},
-                                           weights_dtype=dtype, overwrite=True)
+    directory, metrics, worst = ship_smallest(
+        model, Path(zoo_dir) / name, metadata, float32, [key for key in float32 if key.startswith("psnr")],
+        RESTORATION_TOLERANCE_DB, lambda preset: restoration_scores(preset, recipe, data_dir),
+        "float16_storage_max_psnr_change_db")
+    print(f"{name}: float16 storage moves PSNR by up to {worst:.3f} dB")
     print(f"{name}: {directory} ({(directory / 'model.weights.h5').stat().st_size / 1e6:.2f} MB), {metrics}")
 
 
