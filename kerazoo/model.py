@@ -336,7 +336,9 @@ class ZooModel(keras.Model):
             ValueError: for a model that is not a restoration model (naming the method to use), or
                 for a model with a static input size the images do not have.
         """
-        if self.task not in ("denoise", "super_resolution"):
+        from kerazoo.tasks import RESTORATION_TASKS
+
+        if self.task not in RESTORATION_TASKS:
             raise ValueError(f"restore() is for the 'denoise' and 'super_resolution' tasks; this is a "
                              f"{self.task!r} model: use {_TASK_METHODS[self.task]}")
         outputs, kind = self._run_at_own_size(images, batch_size)

@@ -26,10 +26,11 @@ from typing import Sequence
 
 import numpy as np
 
+from kerazoo.tasks import RESTORATION_TASKS
+
 __all__ = ["BASELINES", "RESTORATION_TASKS", "baseline", "before_after_image", "checkpoint_task",
            "evaluate_restoration", "export_samples", "print_restoration_report", "restoration_table", "restore_files"]
 
-RESTORATION_TASKS = ("denoise", "super_resolution")
 # The classical methods each task is compared with; the first ones are the defaults of `evaluate_restoration`.
 BASELINES = {"denoise": ("noisy", "bm3d"), "super_resolution": ("bicubic",)}
 

@@ -205,7 +205,7 @@ class TrainConfig:
                              f"only, not {self.dataset!r}")
 
     def _check_task(self):
-        from kerazoo.data.catalog import DATASETS, TASKS
+        from kerazoo.data.catalog import DATASETS, RESTORATION_TASKS, TASKS
 
         if self.task is not None and self.task not in TASKS:
             raise ValueError(f"Unknown task {self.task!r}; valid: {', '.join(TASKS)}")
@@ -224,7 +224,7 @@ class TrainConfig:
                              f"it takes {', '.join(allowed) or 'none of ' + ', '.join(RESTORATION_FIELDS)}")
         if task != "segmentation" and self.class_weights is not None:
             raise ValueError(f"class_weights apply to segmentation, not to task {task!r}")
-        if task in ("denoise", "super_resolution") and self.image_size is not None:
+        if task in RESTORATION_TASKS and self.image_size is not None:
             raise ValueError(f"task {task!r} trains on patches: pass patch_size, not image_size")
         if "scale" in self.model_options and self.scale is not None and self.model_options["scale"] != self.scale:
             raise ValueError(f"scale={self.scale!r} and model option scale={self.model_options['scale']!r} differ; "
@@ -302,7 +302,9 @@ class TrainConfig:
         task = options.pop("task", "segmentation")
         if task != "segmentation":  # its task and scale are config fields: they shape the data too
             fields["task"] = task
-            if task in ("denoise", "super_resolution"):
+            from kerazoo.data.catalog import RESTORATION_TASKS
+
+            if task in RESTORATION_TASKS:
                 fields["image_size"] = None  # restoration trains on patches and runs at any size
             if "scale" in options:
                 fields["scale"] = options.pop("scale")

@@ -240,7 +240,7 @@ def _load_splits(config: TrainConfig, info, image_size, replicas):
         train_counts = {"num_examples": config.num_examples or 256}
         val_counts = {"num_examples": config.val_examples or max(16, train_counts["num_examples"] // 4)}
     common = dict(data_dir=config.data_dir, batch_size=config.batch_size, image_size=image_size, seed=config.seed)
-    if config.task_name in ("denoise", "super_resolution"):
+    if config.task_name in kz_data.RESTORATION_TASKS:
         train_data, val_data = _restoration_splits(config, info)
     else:
         train_data = kz_data.load(config.dataset, "train", augment=config.augment, shuffle=True, **common,
@@ -376,7 +376,7 @@ def train(
     if model is not None and config.model is not None:
         raise ValueError(f"pass either a model name (got {config.model!r}) or a keras.Model, not both")
     info = kz_data.DATASETS[config.dataset]
-    restoration = config.task_name in ("denoise", "super_resolution")
+    restoration = config.task_name in kz_data.RESTORATION_TASKS
     image_size = None if restoration else config.image_size or info.image_size
     channels = config.channels or info.channels
     if verbose == "auto":

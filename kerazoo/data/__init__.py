@@ -16,7 +16,7 @@ from typing import Mapping
 import tensorflow as tf
 
 from kerazoo.data.augment import AugmentConfig, augment_pair, resize_pair
-from kerazoo.data.catalog import DATASETS, TASKS, DatasetInfo, list_datasets
+from kerazoo.data.catalog import DATASETS, RESTORATION_TASKS, TASKS, DatasetInfo, list_datasets
 from kerazoo.data.class_weights import class_pixel_counts, median_frequency_weights
 from kerazoo.data.folders import DataValidationError, FolderSource, scan_folders
 from kerazoo.data.loaders import MEMBRANE_VAL_SLICES
@@ -197,14 +197,14 @@ def load(
     task_options = dict(noise_sigma=noise_sigma, scale=scale, patch_size=patch_size,
                         patches_per_image=patches_per_image, channels=channels)
     given = sorted(key for key, value in task_options.items() if value is not None)
-    if given and info.task not in ("denoise", "super_resolution"):
+    if given and info.task not in RESTORATION_TASKS:
         raise ValueError(f"{', '.join(given)} apply to restoration data sets "
-                         f"({[n for n in list_datasets() if DATASETS[n].task in ('denoise', 'super_resolution')]}), "
+                         f"({[n for n in list_datasets() if DATASETS[n].task in RESTORATION_TASKS]}), "
                          f"not to {name!r} (task {info.task!r})")
     if num_examples is not None and not info.synthetic:
         raise ValueError(f"num_examples applies to synthetic data sets only "
                          f"({[n for n in list_datasets() if DATASETS[n].synthetic]}), not {name!r}")
-    if info.task in ("denoise", "super_resolution"):
+    if info.task in RESTORATION_TASKS:
         if image_size is not None:
             raise ValueError(f"{name!r} is a {info.task} data set: it takes patch_size=..., not image_size")
         return load_restoration(info, split, data_dir=data_dir, download=download, batch_size=batch_size,

@@ -11,9 +11,11 @@ from typing import Any, Callable, Mapping
 
 from kerazoo.data import loaders
 
-__all__ = ["DatasetInfo", "DATASETS", "TASKS", "list_datasets"]
+__all__ = ["DatasetInfo", "DATASETS", "RESTORATION_TASKS", "TASKS", "list_datasets"]
 
+# The data side's task names (kerazoo.tasks holds the same names with the models, which data must not load).
 TASKS = ("segmentation", "denoise", "super_resolution", "depth")
+RESTORATION_TASKS = ("denoise", "super_resolution")
 
 
 @dataclasses.dataclass(frozen=True)

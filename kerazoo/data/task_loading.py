@@ -3,7 +3,7 @@ and depth. Each catalogue entry's `task` picks the branch; `task_options` holds 
 
 from __future__ import annotations
 
-from kerazoo.data.catalog import DatasetInfo
+from kerazoo.data.catalog import RESTORATION_TASKS, DatasetInfo
 from kerazoo.data.degradations import check_scale
 
 __all__ = ["RESTORATION_OPTIONS", "SR_PATCH_SIZES", "image_names", "load_depth", "load_restoration",
@@ -86,8 +86,8 @@ def image_names(name: str, split: str | None = None, *, data_dir=None, scale: in
     from kerazoo.data.folders import _list_images
 
     info = DATASETS.get(name)
-    if info is None or info.task not in ("denoise", "super_resolution"):
-        restoration = [n for n in list_datasets() if DATASETS[n].task in ("denoise", "super_resolution")]
+    if info is None or info.task not in RESTORATION_TASKS:
+        restoration = [n for n in list_datasets() if DATASETS[n].task in RESTORATION_TASKS]
         raise ValueError(f"image_names takes a restoration data set ({restoration}), got {name!r}")
     if split is not None and split not in info.splits:
         raise ValueError(f"{info.name} has splits {list(info.splits)}, got split={split!r}")

@@ -5,6 +5,7 @@ import keras
 import numpy as np
 
 from kerazoo.export.report import ExportError
+from kerazoo.tasks import RESTORATION_TASKS
 
 # Parity contract, per numeric variant. None: measured and reported, not enforced.
 # max_psnr_drop: restoration models ("psnr" policy) measured against clean images, in dB.
@@ -26,7 +27,6 @@ CONTRACTS = {
 #   its PSNR drop (int8's is the figure to read); without targets the "exact" max |diff| contract holds.
 #   Argmax over colour channels means nothing there, so agreement is not measured.
 TIE_POLICIES = ("exact", "argmax_agreement", "psnr")
-RESTORATION_TASKS = ("denoise", "super_resolution")
 
 
 def all_layers(model):

@@ -12,10 +12,11 @@ from kerazoo.tasks.depth import Depth
 from kerazoo.tasks.restoration import SCALES, UPSAMPLERS, Denoise, SuperResolution
 from kerazoo.tasks.segmentation import Segmentation
 
-__all__ = ["TASKS", "Task", "Segmentation", "Denoise", "SuperResolution", "Depth", "SCALES", "UPSAMPLERS",
+__all__ = ["TASKS", "RESTORATION_TASKS", "Task", "Segmentation", "Denoise", "SuperResolution", "Depth", "SCALES", "UPSAMPLERS",
            "task_class", "list_tasks"]
 
 TASKS = {cls.name: cls for cls in (Segmentation, Denoise, SuperResolution, Depth)}
+RESTORATION_TASKS = (Denoise.name, SuperResolution.name)  # image in, image out: restore(), PSNR/SSIM
 
 
 def list_tasks():
