@@ -44,18 +44,20 @@ def test_atomic_directory_replaces_or_refuses(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["preset"]
 
 
-def test_median_ms_warms_up_then_takes_the_median():
+def test_median_ms_warms_up_then_takes_the_median(monkeypatch):
+    # A fake clock: each call advances it by its listed duration, so the result is exact on a busy machine.
+    clock = [0.0]
     calls = []
-    durations = iter([0.0, 0.003, 0.001, 0.002])  # the first (warm-up) call is not timed
+    durations = iter([0.5, 0.003, 0.001, 0.002])  # the first (warm-up) call is not timed
 
     def run():
-        import time
         calls.append(1)
-        time.sleep(next(durations))
+        clock[0] += next(durations)
 
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
     ms = timing.median_ms(run, runs=3)
     assert len(calls) == 4
-    assert 1.9 <= ms < 3.0
+    assert abs(ms - 2.0) < 1e-9
     assert timing.median_ms(run, runs=0) is None
 
 
