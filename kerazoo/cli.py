@@ -43,7 +43,16 @@ def _list(args):
         encoders = ", ".join(entry.encoders) if entry.encoders else "(own topology)"
         print(f"{name:14s} encoders: {encoders}\n{'':14s} {entry.reference}")
     print("encoders:", ", ".join(kerazoo.list_encoders()))
+    print("presets (kerazoo.from_preset):")
+    for preset in kerazoo.list_presets():
+        print(f"  {preset.name:28s} {preset.task:16s} {preset.model} on {preset.dataset}: {_headline(preset.metrics)}")
     return 0
+
+
+def _headline(metrics):
+    """A preset's main figures for listings: mean IoU for segmentation, its PSNRs for restoration."""
+    keys = ["mean_iou"] if "mean_iou" in metrics else [key for key in metrics if key.startswith("psnr")]
+    return ", ".join(f"{key} {metrics[key]:g}" for key in keys) or "no metrics"
 
 
 def image_size(text):
@@ -253,7 +262,7 @@ def _benchmark(args):
 
 
 def _add_list(commands):
-    parser = commands.add_parser("list", help="list models and encoders")
+    parser = commands.add_parser("list", help="list models, encoders and presets")
     parser.add_argument("--table", action="store_true",
                         help="build every model x encoder and print parameters and output shapes (slow)")
     parser.set_defaults(run=_list)

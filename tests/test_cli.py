@@ -69,6 +69,12 @@ def test_list(capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
     assert "segnet_basic" in out and "mobilenetv2" in out
+    # Every built-in preset is listed with its task and its main figure from its own metadata.
+    for preset in kerazoo.list_presets():
+        line = next(line for line in out.splitlines() if line.split()[:1] == [preset.name])
+        assert preset.task in line
+        keys = ["mean_iou"] if preset.task == "segmentation" else [k for k in preset.metrics if "psnr" in k]
+        assert keys and all(f"{key} {preset.metrics[key]:g}" in line for key in keys)
 
 
 @pytest.mark.slow
