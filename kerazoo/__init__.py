@@ -4,7 +4,7 @@
 never loads the data pipelines, the exporters, TensorFlow Datasets, tf2onnx, ONNX or LiteRT, and the
 command line can quiet TensorFlow before anything imports it.
 
-Keras finds kerazoo's custom layers, losses, metrics and ZooModel (needed to load a trained `.keras`
+Keras finds kerazoo's custom layers, losses, metrics, optimizers and ZooModel (needed to load a trained `.keras`
 file) once they are registered: at `import kerazoo` when Keras is already imported, else on first use
 of any name below or of any module that imports `kerazoo.layers` (models, export, presets, evaluation).
 """
@@ -29,10 +29,11 @@ _LAZY = {
     "layers": ("kerazoo.layers", None),
     "losses": ("kerazoo.losses", None),
     "metrics": ("kerazoo.metrics", None),
+    "optimizers": ("kerazoo.optimizers", None),
     "presets": ("kerazoo.presets", None),
 }
 # Modules whose import registers serializable classes with Keras; they import Keras and nothing heavier.
-_REGISTERING = ("kerazoo.layers", "kerazoo.losses", "kerazoo.metrics", "kerazoo.model")
+_REGISTERING = ("kerazoo.layers", "kerazoo.losses", "kerazoo.metrics", "kerazoo.optimizers", "kerazoo.model")
 
 __all__ = sorted(_LAZY)
 

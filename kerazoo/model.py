@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from kerazoo.models.heads import scores_to_labels
+from kerazoo.optimizers import fast_optimizer  # also registers kerazoo>Adam for loading compiled .keras files
 
 __all__ = ["ZooModel", "check_task_attributes"]
 
@@ -237,13 +238,15 @@ class ZooModel(keras.Model):
         name = config.pop("name")
         return create_model(name, encoder_weights=None, **config)
 
-    def compile(self, *args, **kwargs):
+    def compile(self, optimizer="rmsprop", *args, **kwargs):
         """`keras.Model.compile`, then the optimizer's variables are made at once (the model is built).
 
         Otherwise the TensorFlow backend creates them while tracing the first training step, which makes
         tf.function trace that step twice: about half of the first step's time (benchmarks/BENCHMARK.md).
+        The names "adam" and "adamw" give `kerazoo.optimizers.Adam` / `AdamW`: Keras' optimizers with a
+        fused update that traces one op per variable on TensorFlow (same results).
         """
-        super().compile(*args, **kwargs)
+        super().compile(fast_optimizer(optimizer), *args, **kwargs)
         if self.built and self.optimizer is not None and not self.optimizer.built:
             self.optimizer.build(self.trainable_variables)
 
