@@ -6,8 +6,8 @@ concrete function the SavedModel also stores. That is the route Keras' own
 `convert_model`), but on kerazoo's serving function, so the file keeps its interface: input "image",
 output "scores" or "classes" (`argmax_output`), uint8 input, dynamic batch, height and width, and the
 metadata (in the IR's rt_info under "kerazoo", and in a JSON sidecar). Converting from the ONNX file
-gave the same outputs (max |diff| equal to the last bit on U-Net and SegNet-Basic) but needs the ONNX
-export first.
+instead gave the same max |diff| on a tiny U-Net and SegNet-Basic (probe, 2026-12-02), but needs the
+ONNX export first; this route needs TensorFlow, so the format is written on the TensorFlow backend.
 
 Weights are saved in float32 (`compress_to_fp16=False`: `save_model` halves them by default), and the
 runner asks the CPU plugin for float32 arithmetic (it picks bfloat16 on CPUs that have it), so the file
