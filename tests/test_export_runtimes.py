@@ -92,6 +92,14 @@ def test_litert_runner_defaults_to_one_thread_per_physical_core(unet_files, monk
     np.testing.assert_allclose(runner(samples), keras_outputs, atol=1e-4 * float(np.ptp(keras_outputs)))
 
 
+@pytest.mark.parametrize("bad", [0, -2, "four", 1.5, True])
+def test_bad_thread_counts_name_the_valid_values(unet_files, bad):
+    with pytest.raises(ValueError, match=r"num_threads must be 'auto', None .* positive int; got"):
+        TFLiteRunner(unet_files[0]["tflite"], num_threads=bad)
+    with pytest.raises(ValueError, match="num_threads must be"):
+        onnx_session(unet_files[0]["onnx"], num_threads=bad)
+
+
 def test_bad_format_names_list_openvino_and_openvino_is_not_a_default_format():
     with pytest.raises(ValueError, match=r"'tiff'.*openvino"):
         export(small_segnet_basic(), "unused", formats=["tiff"], verbose=False)
@@ -142,6 +150,11 @@ def test_openvino_export_round_trips_with_float32_parity(tmp_path, build, size):
     assert read_openvino_metadata(exported.path)["class_names"] == ["a", "b", "c"]
     with open(os.path.join(tmp_path, f"{model.name}.openvino.json")) as handle:
         assert json.load(handle)["class_names"] == ["a", "b", "c"]
+
+
+def test_openvino_runner_rejects_an_unknown_precision(tmp_path):
+    with pytest.raises(ValueError, match=r"precision must be one of \('f32', 'bf16', 'f16'\); got 'fp8'"):
+        runners.openvino_runner(tmp_path / "missing.xml", precision="fp8")
 
 
 def test_openvino_argmax_output_returns_the_keras_classes(tmp_path):

@@ -14,6 +14,7 @@ from kerazoo.timing import median_ms
 
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "image"
+OPENVINO_PRECISIONS = ("f32", "bf16", "f16")  # the CPU plugin's INFERENCE_PRECISION_HINT values
 AUTO = "auto"  # a runner's thread count: one per physical core available (`physical_cores`)
 
 
@@ -36,7 +37,13 @@ def physical_cores():
 
 
 def _threads(num_threads):
-    return physical_cores() if num_threads == AUTO else num_threads
+    """The thread count a runner passes to its runtime: "auto" -> `physical_cores()`; None (the runtime's
+    own default) and positive ints as given; anything else is a ValueError naming the valid values."""
+    if num_threads == AUTO:
+        return physical_cores()
+    if num_threads is None or (isinstance(num_threads, int) and not isinstance(num_threads, bool) and num_threads > 0):
+        return num_threads
+    raise ValueError(f"num_threads must be 'auto', None (the runtime's default) or a positive int; got {num_threads!r}")
 
 
 class TFLiteRunner:
@@ -133,6 +140,8 @@ def openvino_runner(path, num_threads=AUTO, precision="f32"):
     parity contract; "bf16" asks for that speed knowingly. PERFORMANCE_HINT is LATENCY (one request at a
     time), with `num_threads` inference threads (by default one per physical core available).
     """
+    if precision not in OPENVINO_PRECISIONS:
+        raise ValueError(f"precision must be one of {OPENVINO_PRECISIONS}; got {precision!r}")
     import openvino
 
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
