@@ -232,7 +232,7 @@ def inference_latency(fmt, path, image_size, batch_sizes, warmup, runs, threads)
     from kerazoo.export import TFLiteRunner, onnx_runner
 
     baseline_mib = peak_rss_mib()
-    runner = {"keras": lambda: _keras_runner(path), "onnx": lambda: onnx_runner(path)}.get(
+    runner = {"keras": lambda: _keras_runner(path), "onnx": lambda: onnx_runner(path, num_threads=threads)}.get(
         fmt, lambda: TFLiteRunner(path, num_threads=threads))()
     latency, errors = {}, {}
     for batch_size in batch_sizes:

@@ -37,7 +37,9 @@ from kerazoo.export.parity import CONTRACTS, TIE_POLICIES, declared_tie_policy
 from kerazoo.export.report import (
     ConversionError, ExportedFile, ExportError, ExportReport, InsufficientMemoryError, UnsupportedOpsError,
 )
-from kerazoo.export.runners import INPUT_NAME, SIGNATURE_KEY, TFLiteRunner, onnx_runner
+from kerazoo.export.runners import (
+    INPUT_NAME, SIGNATURE_KEY, TFLiteRunner, onnx_runner, onnx_session, openvino_runner, physical_cores,
+)
 from kerazoo.export.serving import ExportOptions, float32_model, prepare_job
 from kerazoo.export.tflite import METADATA_NAME, read_tflite_metadata
 from kerazoo.export.writers import FORMATS, WRITERS, Writer, check_backend
@@ -50,7 +52,7 @@ __all__ = [
     "CONTRACTS", "FORMATS", "INPUT_NAME", "IO_DTYPES", "METADATA_NAME", "QUANTIZE_MODES", "SIGNATURE_KEY",
     "TIE_POLICIES", "WRITERS", "ConversionError", "ExportError", "ExportReport", "ExportedFile",
     "InsufficientMemoryError", "TFLiteRunner", "UnsupportedOpsError", "Writer", "declared_tie_policy", "export",
-    "onnx_runner", "read_tflite_metadata",
+    "onnx_runner", "onnx_session", "openvino_runner", "physical_cores", "read_tflite_metadata",
 ]
 
 
@@ -101,7 +103,8 @@ def export(
             `<name>_<quantize>.tflite`, `<name>.onnx` (and `<name>.onnx.data` past 1.8 GB of weights),
             each with a `.json` metadata sidecar (SavedModel: `saved_model/assets.extra/kerazoo.json`),
             and `export_report.json`. Every file is written atomically.
-        formats: any of "saved_model", "tflite", "onnx" (the keys of `WRITERS`).
+        formats: any of "saved_model", "tflite", "onnx" (the default `FORMATS`) and "openvino" (an
+            OpenVINO IR, with the optional extra `kerazoo[openvino]`); the keys of `WRITERS`.
         quantize: the TFLite numeric variants to write: None (float32 only), "float16", "dynamic"
             (dynamic-range int8 weights) or "int8" (full integer, needs `representative_data`) for that
             one variant, or a sequence of variants (None or "float32" in it means the float32 file).

@@ -1,5 +1,12 @@
 """Runners: each exported format run in its own runtime, as an app would, and timed the one way
-(`kerazoo.timing.median_ms`). The benchmark and export/real_data.py use the same runners."""
+(`kerazoo.timing.median_ms`). The benchmark and export/real_data.py use the same runners.
+
+Each runner defaults to the fastest CPU settings measured on these machines (benchmarks/INFERENCE.md):
+one thread per physical core this process may run on (`physical_cores`), and for ONNX Runtime the
+session options of `onnx_session`.
+"""
+
+import os
 
 import numpy as np
 
@@ -7,6 +14,36 @@ from kerazoo.timing import median_ms
 
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "image"
+OPENVINO_PRECISIONS = ("f32", "bf16", "f16")  # the CPU plugin's INFERENCE_PRECISION_HINT values
+AUTO = "auto"  # a runner's thread count: one per physical core available (`physical_cores`)
+
+
+def physical_cores():
+    """Physical cores this process may run on: its CPU affinity with SMT siblings counted once.
+
+    A runtime's own default counts the whole machine's cores (ONNX Runtime) or a single thread (LiteRT);
+    in a container or under `taskset` the first oversubscribes, the second leaves cores idle.
+    """
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        topology = f"/sys/devices/system/cpu/cpu{cpu}/topology/"
+        try:
+            with open(topology + "physical_package_id") as package, open(topology + "core_id") as core:
+                cores.add((package.read().strip(), core.read().strip()))
+        except OSError:  # no sysfs topology (not Linux): count logical CPUs
+            return max(1, len(cpus))
+    return max(1, len(cores))
+
+
+def _threads(num_threads):
+    """The thread count a runner passes to its runtime: "auto" -> `physical_cores()`; None (the runtime's
+    own default) and positive ints as given; anything else is a ValueError naming the valid values."""
+    if num_threads == AUTO:
+        return physical_cores()
+    if num_threads is None or (isinstance(num_threads, int) and not isinstance(num_threads, bool) and num_threads > 0):
+        return num_threads
+    raise ValueError(f"num_threads must be 'auto', None (the runtime's default) or a positive int; got {num_threads!r}")
 
 
 class TFLiteRunner:
@@ -14,11 +51,17 @@ class TFLiteRunner:
     would: the input is resized to each batch's shape, an integer input is quantised and an integer
     output dequantised, so every variant takes and returns what the Keras model does."""
 
-    def __init__(self, model_path=None, model_content=None, num_threads=None):
+    def __init__(self, model_path=None, model_content=None, num_threads=AUTO):
+        """Loads the file (`model_path`) or flatbuffer bytes (`model_content`).
+
+        `num_threads`: "auto" (the default) runs XNNPACK on one thread per physical core available
+        (`physical_cores`); None leaves it to LiteRT, which runs one thread here; an int is used as given.
+        """
         from ai_edge_litert.interpreter import Interpreter
 
+        self.num_threads = _threads(num_threads)
         self.interpreter = Interpreter(model_path=None if model_path is None else str(model_path),
-                                       model_content=model_content, num_threads=num_threads)
+                                       model_content=model_content, num_threads=self.num_threads)
         self._shape = None
 
     @property
@@ -54,13 +97,60 @@ class TFLiteRunner:
         return self.invoke(self.prepare(batch))
 
 
-def onnx_runner(path):
-    """A function running batches of raw float32 pixels through an .onnx file in onnxruntime (CPU)."""
+def onnx_session(path, tuned=True, num_threads=AUTO):
+    """An onnxruntime `InferenceSession` of the .onnx file at `path` on the CPU execution provider.
+
+    With `tuned` (the default), the options measured fastest on these machines (benchmarks/INFERENCE.md):
+    - `intra_op_num_threads` = `num_threads`, by default the physical cores this process may run on:
+      ONNX Runtime's own default counts the machine's cores, which oversubscribes under an affinity mask.
+    - `session.intra_op.allow_spinning` = "0": idle pool threads sleep instead of spinning; on a loaded
+      CPU a spinning thread takes the core another process (or a training run) needs, and latency grew.
+    - `graph_optimization_level` = ORT_ENABLE_ALL (also ORT's default): it adds the NCHWc layout
+      transforms that EXTENDED lacks, the larger share of the convolution speed.
+    - `execution_mode` = ORT_SEQUENTIAL (the default): an encoder-decoder is one chain of ops, so
+      ORT_PARALLEL only adds scheduling cost.
+    - `enable_cpu_mem_arena` stays on: without it every run allocates its activations anew.
+    `tuned=False` gives ONNX Runtime's defaults, for comparison.
+    """
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    if tuned:
+        options.intra_op_num_threads = _threads(num_threads)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.enable_cpu_mem_arena = True
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_runner(path, tuned=True, num_threads=AUTO):
+    """A function running batches of raw float32 pixels through an .onnx file in onnxruntime (CPU),
+    in the session `onnx_session(path, tuned, num_threads)` builds."""
+    session = onnx_session(path, tuned, num_threads)
     name = session.get_inputs()[0].name
     return lambda batch: session.run(None, {name: batch})[0]
+
+
+def openvino_runner(path, num_threads=AUTO, precision="f32"):
+    """A function running batches of raw pixels through an OpenVINO IR (.xml + .bin) on the CPU plugin.
+
+    `precision` is the CPU plugin's INFERENCE_PRECISION_HINT: "f32" by default, because the plugin
+    otherwise computes in bfloat16 on CPUs that have it (AVX512-BF16, AMX), which misses the float32
+    parity contract; "bf16" asks for that speed knowingly. PERFORMANCE_HINT is LATENCY (one request at a
+    time), with `num_threads` inference threads (by default one per physical core available).
+    """
+    if precision not in OPENVINO_PRECISIONS:
+        raise ValueError(f"precision must be one of {OPENVINO_PRECISIONS}; got {precision!r}")
+    import openvino
+
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
+    threads = _threads(num_threads)
+    if threads is not None:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = openvino.Core().compile_model(str(path), "CPU", config)
+    request = compiled.create_infer_request()
+    return lambda batch: request.infer({0: batch}).to_tuple()[0].copy()
 
 
 def saved_model_runner(path, output_name):

@@ -6,6 +6,7 @@ from collections.abc import Callable
 import keras
 
 from kerazoo.export.onnx import check_onnx_memory, write_onnx
+from kerazoo.export.openvino import check_openvino, write_openvino
 from kerazoo.export.report import ExportError
 from kerazoo.export.saved_model import write_saved_model
 from kerazoo.export.tflite import write_tflite
@@ -21,12 +22,14 @@ class Writer:
         preflight: `preflight(model, name)`, run for every requested format before any file is written: raises
             `ExportError` when the format cannot be written (e.g. too little memory), or None.
         backends: the Keras backends the format is written from.
+        default: whether `export` writes it when no formats are named (optional extras are not).
     """
 
     write: Callable
     quantizable: bool = False
     preflight: Callable | None = None
     backends: tuple = ("tensorflow",)
+    default: bool = True
 
     def variants(self, requested):
         """The numeric variants this format writes, of those `requested`."""
@@ -38,8 +41,10 @@ WRITERS = {
     "tflite": Writer(write_tflite, quantizable=True),
     # TensorFlow through tf2onnx; JAX and torch through Keras' own exporter (see kerazoo.export.onnx).
     "onnx": Writer(write_onnx, preflight=check_onnx_memory, backends=("tensorflow", "jax", "torch")),
+    # Optional extra kerazoo[openvino]; from the TensorFlow serving function (see kerazoo.export.openvino).
+    "openvino": Writer(write_openvino, preflight=check_openvino, default=False),
 }
-FORMATS = tuple(WRITERS)
+FORMATS = tuple(name for name, writer in WRITERS.items() if writer.default)  # what `export` writes by default
 
 
 def check_backend(formats, uint8_input=False):
