@@ -359,13 +359,15 @@ def _add_predict(commands):
 
 def _add_export(commands):
     from kerazoo.export import FORMATS, QUANTIZE_MODES
+    from kerazoo.export.writers import WRITERS
 
     parser = commands.add_parser(
         "export", help="export to SavedModel, TFLite and ONNX, each checked for parity with the Keras model",
         description="Export a .keras checkpoint or a preset. Exits 1 when a file fails its parity contract.")
     parser.add_argument("checkpoint", help="a .keras file (its run.json supplies data set and size) or a preset")
     parser.add_argument("--out-dir", default="exported")
-    parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
+    parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=tuple(WRITERS),
+                        help=f"default: {' '.join(FORMATS)}; openvino needs pip install 'kerazoo[openvino]'")
     parser.add_argument("--quantize", nargs="+", default=["float32"], choices=("float32",) + QUANTIZE_MODES,
                         help="TFLite variants to write, e.g. --quantize float32 float16 int8")
     parser.add_argument("--dataset", default=None, help="calibration data for int8; default: the run's")
