@@ -257,7 +257,8 @@ def _benchmark(args):
     case_list = benchmark.cases(args.model, args.encoder, args.image_size, args.option)
     benchmark.run(case_list, num_classes=args.num_classes, formats=args.formats, batch_sizes=args.batch_sizes,
                   train_batch_size=args.train_batch_size, warmup=args.warmup, runs=args.runs,
-                  threads=args.threads, peer=args.peer, json_path=args.json, markdown_path=args.markdown)
+                  threads=args.threads, peer=args.peer, json_path=args.json, markdown_path=args.markdown,
+                  peer_modes=args.peer_modes)
     return 0
 
 
@@ -399,6 +400,7 @@ def _add_fetch(commands):
 
 def _add_benchmark(commands):
     from kerazoo.benchmark import FORMATS
+    from kerazoo.peer import PEER_MODES
 
     parser = commands.add_parser(
         "benchmark", help="training images/s, inference latency per format, peak memory, FLOPs; peer side by side",
@@ -419,6 +421,8 @@ def _add_benchmark(commands):
     parser.add_argument("--threads", type=int, default=None, help="LiteRT and torch threads; default: all cores")
     parser.add_argument("--peer", action="store_true",
                         help='also run segmentation-models-pytorch\'s U-Net (pip install "kerazoo[peer]")')
+    parser.add_argument("--peer-modes", nargs="+", default=None, choices=tuple(PEER_MODES),
+                        help="the peer's modes (default: all; compile spends minutes compiling on a small CPU)")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--markdown", default=None, help="write the tables here")
     parser.set_defaults(run=_benchmark)

@@ -43,6 +43,15 @@ def test_cli_rejects_unknown_names(capsys):
     assert "unet" in capsys.readouterr().err
 
 
+def test_cli_passes_the_peer_modes(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(benchmark, "run", lambda case_list, **kwargs: seen.update(kwargs))
+    assert cli.main(["benchmark", "--model", "segnet_basic", "--peer", "--peer-modes", "eager", "bf16_autocast"]) == 0
+    assert seen["peer"] and seen["peer_modes"] == ["eager", "bf16_autocast"]
+    with pytest.raises(SystemExit):
+        cli.main(["benchmark", "--peer-modes", "jit"])
+
+
 def test_a_measuring_process_that_dies_is_an_error_naming_it():
     with pytest.raises(RuntimeError, match="_exit died"):
         benchmark._in_fresh_process(os._exit, 3)
