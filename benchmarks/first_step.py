@@ -7,12 +7,15 @@ machine), the last step when the data end on a partial batch, and optionally bat
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/first_step.py                      # 256x256, batch 4
     PYTHONPATH=$PWD .venv/bin/python benchmarks/first_step.py --lazy-optimizer     # Keras' own compile
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/first_step.py --keras-adam         # Keras' Adam update
     PYTHONPATH=$PWD .venv/bin/python benchmarks/first_step.py --grappler constant_folding=off
     PYTHONPATH=$PWD .venv/bin/python benchmarks/first_step.py --partial 2 --inference
     PYTHONPATH=$PWD .venv/bin/python benchmarks/first_step.py --precision mixed_bfloat16 --inference
 
 `--lazy-optimizer` compiles with `keras.Model.compile`, so that the optimizer's variables are made while
 the first step is traced (Keras' default); without it, `ZooModel.compile` makes them at compile time.
+`--keras-adam` gives compile a `keras.optimizers.Adam` instead of the name "adam" (which ZooModel.compile
+turns into `kerazoo.optimizers.Adam`, one fused update op per variable).
 Results: benchmarks/BENCHMARK.md, "First training step".
 """
 
@@ -34,6 +37,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=4, help="full batches")
     parser.add_argument("--partial", type=int, default=0, help="images in a last, partial batch")
     parser.add_argument("--lazy-optimizer", action="store_true")
+    parser.add_argument("--keras-adam", action="store_true", help="keras.optimizers.Adam, not kerazoo's fused one")
     parser.add_argument("--grappler", action="append", default=[], metavar="PASS=on|off",
                         help="tf.config.optimizer.set_experimental_options entry, e.g. constant_folding=off; "
                              "disable_meta_optimizer=on turns Grappler off")
@@ -58,7 +62,8 @@ def main(argv=None):
     model = kerazoo.create_model("unet", encoder=args.encoder, num_classes=12, upsampling="nearest")
     figures["create_seconds"] = time.perf_counter() - start
     compile_model = keras.Model.compile if args.lazy_optimizer else type(model).compile
-    compile_model(model, optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    optimizer = keras.optimizers.Adam() if args.keras_adam else "adam"
+    compile_model(model, optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
     class Timer(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
