@@ -357,3 +357,17 @@ def test_argmax_pooling_lowers_to_tflite_ops_without_selects_or_strided_slices()
     interpreter.invoke()
     out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     np.testing.assert_array_equal(out, to_numpy(model(x)))
+
+
+def test_shipped_segnet_preset_gives_the_same_outputs_with_either_formulation(monkeypatch):
+    import kerazoo
+
+    # Flat 8x8 blocks make exact ties in every pooling window of the first stages.
+    blocks = np.random.default_rng(11).uniform(0, 255, size=(2, 22, 30, 3)).astype("float32")
+    x = np.concatenate([np.repeat(np.repeat(blocks[:1], 8, axis=1), 8, axis=2),
+                        np.random.default_rng(12).uniform(0, 255, size=(1, 176, 240, 3)).astype("float32")])
+    model = kerazoo.from_preset("camvid_segnet_basic")
+    fast = to_numpy(model(x, training=False))
+    monkeypatch.setattr(layers, "_argmax_pool_fast", layers._argmax_pool_reference)
+    monkeypatch.setattr(layers, "_unpool_fast", layers._unpool_reference)
+    np.testing.assert_array_equal(fast, to_numpy(model(x, training=False)))
