@@ -4,13 +4,14 @@ For SegNet-Basic and SegNet (VGG16, weights None) the script builds the model on
 formulation of `MaxPoolingWithArgmax2D` / `MaxUnpooling2D` in kerazoo.layers:
   reference: strided slices, comparisons and SELECTs on int32 indices (the layers before this change);
   fast:      reshapes, unit-stride slices, MAX_POOL_2D, 0/1 masks and DEPTH_TO_SPACE (what they run now),
-and times, at each batch size (the two formulations' calls alternating), the Keras model (inside a tf.function) and the float32 and full-int8
+and times, at each batch size (all six calls in turn, round after round), the Keras model (inside a tf.function) and the float32 and full-int8
 .tflite files that `kerazoo.export` writes, run in LiteRT through `TFLiteRunner` (XNNPACK, its default
 threads). Medians of single calls timed by `kerazoo.timing.median_ms`; random weights and inputs. All figures of one run are
 taken side by side on the same (shared, noisy) machine: compare the ratios.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/segnet_tflite.py
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/segnet_tflite.py --models segnet_basic --image-size 128 --runs 3
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/segnet_tflite.py --models segnet_basic --image-size 128 128 --runs 3
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/segnet_tflite.py --layer-profile --runs 9   # one layer pair, why
 """
 
 import argparse
@@ -74,33 +75,75 @@ def build(model_name, form, size, images, calibration, out_dir):
 def measure(model_name, size, batch_sizes, runs, calibration, out_dir):
     """{(formulation, format, batch): median ms}, {formulation: int8 argmax agreement}.
 
-    The formulations' runs alternate call by call, so that the load of the shared machine falls on both alike.
+    Every (formulation, format) takes one call in turn, so that the load of the shared machine falls on all alike.
     """
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (max(batch_sizes + [calibration]), *size, 3)).astype("float32")
     built = {form: build(model_name, form, size, images, calibration, os.path.join(out_dir, form))
              for form in FORMULATIONS}
     times = {}
-    for fmt in ("keras", "tflite_float32", "tflite_int8"):
-        for batch in batch_sizes:
-            calls = {}
-            for form, (runners, _) in built.items():
-                runner = runners.get(fmt)
-                if runner is None or (fmt != "keras" and runner.static_batch and batch != 1):
-                    continue
+    for batch in batch_sizes:
+        calls = {}
+        for form, (runners, _) in built.items():
+            for fmt, runner in runners.items():
                 if fmt == "keras":
-                    x = tf.constant(images[:batch])
-                    calls[form] = lambda x=x, run=runner: run(x)
-                else:
-                    prepared = runner.prepare(images[:batch])
-                    calls[form] = lambda prepared=prepared, run=runner: run.invoke(prepared)
-            samples = {form: [] for form in calls}
-            for _ in range(runs):
-                for form, call in calls.items():
-                    samples[form].append(median_ms(call, 1, warmup=1 if samples[form] else 2))
-            for form, values in samples.items():
-                times[form, fmt, batch] = statistics.median(values)
+                    calls[form, fmt] = lambda x=tf.constant(images[:batch]), run=runner: run(x)
+                elif not runner.static_batch or batch == 1:
+                    calls[form, fmt] = lambda prepared=runner.prepare(images[:batch]), run=runner: run.invoke(prepared)
+        samples = {key: [] for key in calls}
+        for _ in range(runs):
+            for key, call in calls.items():
+                samples[key].append(median_ms(call, 1, warmup=1 if samples[key] else 2))
+        for (form, fmt), values in samples.items():
+            times[form, fmt, batch] = statistics.median(values)
     return times, {form: agreement for form, (_, agreement) in built.items()}
+
+
+def convert_pair(form, shape, int8):
+    """.tflite bytes of one argmax pooling + unpooling pair on (1, H, W, C) inputs, float32 or full int8."""
+    import keras
+
+    with formulation(form):
+        inputs = keras.Input(shape[1:], batch_size=1)
+        pooled, indices = layers.MaxPoolingWithArgmax2D(2)(inputs)
+        model = keras.Model(inputs, layers.MaxUnpooling2D(2)([pooled, indices, inputs]))
+        function = tf.function(lambda x: model(x, training=False)).get_concrete_function(tf.TensorSpec(shape))
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if int8:
+            rng = np.random.default_rng(1)
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.representative_dataset = lambda: ([rng.normal(size=shape).astype("float32")] for _ in range(4))
+        return converter.convert()
+
+
+def layer_profile(size, channels, runs):
+    """One pooling + unpooling pair in LiteRT, per formulation: median ms with XNNPACK and with the
+    builtin kernels only, the ops, and (int8) the ops that still compute in float32."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    shape = (1, *size, channels)
+    x = np.random.default_rng(2).normal(size=shape).astype("float32")
+    print(f"\nOne MaxPoolingWithArgmax2D + MaxUnpooling2D pair, input {shape}, medians of {runs} runs, milliseconds")
+    print("| formulation | variant | XNNPACK | builtin kernels only | ops | ops computing in float32 |")
+    print("|---|---|---:|---:|---|---|")
+    for int8 in (False, True):
+        for form in FORMULATIONS:
+            content = convert_pair(form, shape, int8)
+            timed = []
+            for resolver in (OpResolverType.AUTO, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES):
+                interpreter = Interpreter(model_content=content, experimental_op_resolver_type=resolver)
+                interpreter.allocate_tensors()
+                interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+                timed.append(median_ms(interpreter.invoke, runs, warmup=2))
+            dtypes = {d["index"]: d["dtype"] for d in interpreter.get_tensor_details()}
+            details = interpreter._get_ops_details()
+            names = sorted({d["op_name"] for d in details})
+            floating = sorted({d["op_name"] for d in details if d["op_name"] not in ("QUANTIZE", "DELEGATE")
+                               and any(dtypes[i] == np.float32 for i in d["inputs"] if i >= 0)})
+            print(f"| {form} | {'int8' if int8 else 'float32'} | {timed[0]:.1f} | {timed[1]:.1f} | {', '.join(names)} | "
+                  f"{', '.join(floating) if int8 else '-'} |", flush=True)
 
 
 def main(argv=None):
@@ -110,7 +153,12 @@ def main(argv=None):
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--runs", type=int, default=5, help="timed runs per figure (median)")
     parser.add_argument("--calibration", type=int, default=8, help="int8 calibration images")
+    parser.add_argument("--layer-profile", action="store_true",
+                        help="only time one pooling + unpooling pair (64 channels) per formulation")
     args = parser.parse_args(argv)
+    if args.layer_profile:
+        layer_profile(tuple(args.image_size), 64, args.runs)
+        return
     rows = []
     for model_name in args.models:
         with tempfile.TemporaryDirectory() as out_dir:
