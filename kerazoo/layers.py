@@ -1,9 +1,9 @@
 """Custom layers of kerazoo: argmax pooling and unpooling, upsampling, padding and preprocessing.
 
 Every layer uses `keras.ops` only, is registered for `.keras` serialization, and lowers to TFLite
-builtin ops and to a valid ONNX graph. Argmax pooling is written with strided slices, comparisons and
-selects (no `tf.nn.max_pool_with_argmax`, no float argmax, no one-hot products), because those are
-what the mobile runtimes and the int8 converter handle correctly.
+builtin ops and to a valid ONNX graph. Argmax pooling is written with reshapes, slices, comparisons
+and 0/1 masks (no `tf.nn.max_pool_with_argmax`, no float argmax, no one-hot products), because those
+are what the mobile runtimes and the int8 converter handle correctly.
 """
 
 import keras
@@ -66,11 +66,11 @@ def _pad_to_multiple_by_edge(x, block):
 
 
 # Argmax pooling and unpooling come in two formulations with the same results. The reference one
-# (strided slices, comparisons, selects on int32 indices) is kept to test the fast one against. The
-# fast one is what the layers run: reshapes, unit-stride slices, MAX_POOL_2D, one comparison per window
-# position, MUL/ADD/RELU on 0/1 masks and DEPTH_TO_SPACE: mostly the ops that LiteRT's XNNPACK delegate takes in float32 and int8
-# (strided slices, SELECT and EQUAL run in its slow reference kernels, and int8 falls back to float
-# around them). See benchmarks/SEGNET_TFLITE.md.
+# (strided slices, comparisons and SELECTs on int32 indices) is kept to test the fast one against. The
+# fast one is what the layers run: a reshape and unit-stride slices, MAX_POOL_2D, one comparison per
+# window position, MUL/ADD/SUB/RELU on 0/1 masks and DEPTH_TO_SPACE. In LiteRT, XNNPACK takes all but
+# the comparisons and casts; strided slices, SELECT, EQUAL and PACK ran in slow reference kernels
+# (benchmarks/SEGNET_TFLITE.md).
 
 
 def _argmax_pool_reference(inputs, block, tolerance):
