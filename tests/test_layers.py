@@ -302,6 +302,7 @@ def test_fast_argmax_pooling_equals_the_reference(pool, shape, tolerance):
     ties = rng.integers(-2, 3, size=shape).astype("float32")  # many exact ties, zeros and negatives
     near = (1.0 + rng.integers(0, 3, size=shape) * 1e-6).astype("float32")  # ties only within the tolerance
     for x in (ties, near, rng.normal(size=shape).astype("float32") * 1e3):
+        x = keras.ops.convert_to_tensor(x)  # as a layer gets it, on every backend
         fast = layers._argmax_pool_fast(x, pool, tolerance)
         reference = layers._argmax_pool_reference(x, pool, tolerance)
         np.testing.assert_array_equal(to_numpy(fast[0]), to_numpy(reference[0]))
@@ -314,8 +315,9 @@ def test_fast_unpooling_equals_the_reference(block):
     rng = np.random.default_rng(block[0])
     values = rng.normal(size=(2, 3, 5, 4)).astype("float32")
     indices = rng.integers(0, block[0] * block[1], size=values.shape).astype("int32")
-    fast = layers._unpool_fast(values, indices, block)
-    np.testing.assert_array_equal(to_numpy(fast), to_numpy(layers._unpool_reference(values, indices, block)))
+    tensors = keras.ops.convert_to_tensor(values), keras.ops.convert_to_tensor(indices)
+    fast = layers._unpool_fast(*tensors, block)
+    np.testing.assert_array_equal(to_numpy(fast), to_numpy(layers._unpool_reference(*tensors, block)))
     np.testing.assert_array_equal(to_numpy(fast), reference_unpool(values, indices, block, (3 * block[0], 5 * block[1])))
 
 
