@@ -22,6 +22,7 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -52,6 +53,7 @@ def build(model_name, form, size, images, calibration, out_dir):
     """{format: function(batch) -> output} for the Keras model and its float32 and int8 .tflite files,
     and the int8 file's argmax agreement with the Keras model."""
     with formulation(form):
+        keras.utils.set_random_seed(0)  # the same weights for both formulations
         model = kerazoo.create_model(model_name, num_classes=12, input_shape=(*size, 3), **MODELS[model_name])
         # Traced here, inside the formulation, once for every batch size.
         spec = tf.TensorSpec((None, *size, 3), tf.float32)
@@ -101,8 +103,6 @@ def measure(model_name, size, batch_sizes, runs, calibration, out_dir):
 
 def convert_pair(form, shape, int8):
     """.tflite bytes of one argmax pooling + unpooling pair on (1, H, W, C) inputs, float32 or full int8."""
-    import keras
-
     with formulation(form):
         inputs = keras.Input(shape[1:], batch_size=1)
         pooled, indices = layers.MaxPoolingWithArgmax2D(2)(inputs)
