@@ -154,6 +154,8 @@ def _unpool_fast(values, indices, block):
     The mask of position k is relu(min(i - k + 1, k + 1 - i)) for the integer index i: 1 at k, else 0.
     """
     count = block[0] * block[1]
+    if count == 1:
+        return values
     index = ops.cast(indices, values.dtype)
     masks = [ops.relu(1.0 - index)]
     masks += [ops.relu(ops.minimum(index - (k - 1.0), (k + 1.0) - index)) for k in range(1, count - 1)]

@@ -310,7 +310,7 @@ def test_fast_argmax_pooling_equals_the_reference(pool, shape, tolerance):
         assert keras.backend.standardize_dtype(fast[1].dtype) == "int32"
 
 
-@pytest.mark.parametrize("block", [(2, 2), (3, 3)])
+@pytest.mark.parametrize("block", [(2, 2), (3, 3), (1, 1)])
 def test_fast_unpooling_equals_the_reference(block):
     rng = np.random.default_rng(block[0])
     values = rng.normal(size=(2, 3, 5, 4)).astype("float32")
