@@ -1,9 +1,9 @@
 """Custom layers of kerazoo: argmax pooling and unpooling, upsampling, padding and preprocessing.
 
 Every layer uses `keras.ops` only, is registered for `.keras` serialization, and lowers to TFLite
-builtin ops and to a valid ONNX graph. Argmax pooling is written with strided slices, comparisons and
-selects (no `tf.nn.max_pool_with_argmax`, no float argmax, no one-hot products), because those are
-what the mobile runtimes and the int8 converter handle correctly.
+builtin ops and to a valid ONNX graph. Argmax pooling is written with reshapes, slices, comparisons
+and 0/1 masks (no `tf.nn.max_pool_with_argmax`, no float argmax, no one-hot products), because those
+are what the mobile runtimes and the int8 converter handle correctly.
 """
 
 import keras
@@ -65,6 +65,105 @@ def _pad_to_multiple_by_edge(x, block):
     return x
 
 
+# Argmax pooling and unpooling come in two formulations with the same results. The reference one
+# (strided slices, comparisons and SELECTs on int32 indices) is kept to test the fast one against. The
+# fast one is what the layers run: a reshape and unit-stride slices, MAX_POOL_2D, one comparison per
+# window position, MUL/ADD/SUB/RELU on 0/1 masks and DEPTH_TO_SPACE. In LiteRT, XNNPACK takes all but
+# the comparisons and casts; strided slices, SELECT, EQUAL and PACK ran in slow reference kernels
+# (benchmarks/SEGNET_TFLITE.md).
+
+
+def _argmax_pool_reference(inputs, block, tolerance):
+    """The reference formulation of `MaxPoolingWithArgmax2D`: strided slices, comparisons and selects."""
+    x = _pad_to_multiple_by_edge(inputs, block)
+    ph, pw = block
+    candidates = [x[:, r::ph, c::pw, :] for r in range(ph) for c in range(pw)]
+    window_max = ops.stop_gradient(candidates[0])
+    for candidate in candidates[1:]:
+        window_max = ops.maximum(window_max, ops.stop_gradient(candidate))
+    threshold = window_max - tolerance * ops.abs(window_max) if tolerance else window_max
+    # Walk the window backwards so that the first maximum in row-major order wins.
+    indices = ops.full_like(window_max, len(candidates) - 1, dtype="int32")
+    pooled = candidates[-1]
+    for position in range(len(candidates) - 2, -1, -1):
+        is_max = ops.greater_equal(candidates[position], threshold)
+        indices = ops.where(is_max, position, indices)
+        pooled = ops.where(is_max, candidates[position], pooled)
+    return pooled, indices
+
+
+def _window_candidates(x, block):
+    """The ph * pw values of every window, row-major, each (B, H / ph, W / pw, C); H and W are multiples.
+
+    Reshapes and unit-stride 4-D slices: x[:, r::ph, c::pw] would be a strided slice, which XNNPACK does
+    not take (10x slower in LiteRT's reference kernel), and int8 conversion leaves 5-D slices in float.
+    """
+    ph, pw = block
+    shape = ops.shape(x)
+    height, width, channels = shape[1] // ph, shape[2] // pw, shape[3]
+    rows = ops.reshape(x, (-1, height, ph, width * pw * channels))
+    candidates = []
+    for r in range(ph):
+        row = ops.reshape(rows[:, :, r : r + 1, :], (-1, height, width, pw * channels))
+        candidates += [row[:, :, :, c * channels : (c + 1) * channels] for c in range(pw)]
+    return candidates
+
+
+def _argmax_pool_fast(inputs, block, tolerance):
+    """`_argmax_pool_reference` with 0/1 float masks: the same pooled values and indices for finite inputs.
+
+    A candidate c is a maximum when m - c <= tolerance * |m| (m: the window's maximum, from MAX_POOL_2D).
+    For near ties m - c is exact (Sterbenz), so this is the reference's c >= m - tolerance * |m| up to the
+    rounding of that threshold; in int8, m - c is exactly 0 for a tie (m and c share one scale), where a
+    requantised threshold could land above m. `free[k]` is 1 while no earlier candidate was a maximum, so
+    the first one wins. The pooled value is the sum of mask * candidate (one non-zero term: exact), and
+    gradients flow through it to the selected inputs.
+    """
+    x = _pad_to_multiple_by_edge(inputs, block)
+    candidates = _window_candidates(x, block)
+    if len(candidates) == 1:  # 1 x 1 windows
+        return x, ops.zeros_like(x, dtype="int32")
+    window_max = ops.stop_gradient(ops.max_pool(x, block, block, padding="valid", data_format="channels_last"))
+    slack = tolerance * ops.abs(window_max) if tolerance else 0.0
+    free, dtype = [None], window_max.dtype
+    for candidate in candidates[:-1]:
+        # One comparison per position: not delegated, but cheap next to the reference's SELECTs.
+        is_max = ops.cast(ops.less_equal(window_max - ops.stop_gradient(candidate), slack), dtype)
+        free.append(1.0 - is_max if free[-1] is None else free[-1] * (1.0 - is_max))
+    selected = [1.0 - free[1]] + [free[k] - free[k + 1] for k in range(1, len(free) - 1)] + [free[-1]]
+    pooled = selected[0] * candidates[0]
+    for mask, candidate in zip(selected[1:], candidates[1:]):
+        pooled = pooled + mask * candidate
+    index = free[1]  # sum of k * selected[k] = sum of free[k] for k >= 1
+    for still_free in free[2:]:
+        index = index + still_free
+    return pooled, ops.cast(index + 0.5, "int32")  # + 0.5: int8 rounding must not truncate 3 to 2
+
+
+def _unpool_reference(values, indices, block):
+    """The reference formulation of `MaxUnpooling2D` (before the crop): selects and an interleave."""
+    ph, pw = block
+    zeros = ops.zeros_like(values)
+    parts = [[ops.where(ops.equal(indices, r * pw + c), values, zeros) for c in range(pw)] for r in range(ph)]
+    return _interleave(parts, block)
+
+
+def _unpool_fast(values, indices, block):
+    """`_unpool_reference` for square blocks: values times 0/1 masks, concatenated, DEPTH_TO_SPACE.
+
+    The mask of position k is relu(min(i - k + 1, k + 1 - i)) for the integer index i: 1 at k, else 0.
+    """
+    count = block[0] * block[1]
+    if count == 1:
+        return values
+    index = ops.cast(indices, values.dtype)
+    masks = [ops.relu(1.0 - index)]
+    masks += [ops.relu(ops.minimum(index - (k - 1.0), (k + 1.0) - index)) for k in range(1, count - 1)]
+    masks += [ops.relu(index - (count - 2.0))]
+    parts = ops.concatenate([values * mask for mask in masks], axis=-1)
+    return ops.depth_to_space(parts, block[0], data_format="channels_last")
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class MaxPoolingWithArgmax2D(keras.layers.Layer):
     """Max pooling that also returns where each maximum was.
@@ -100,22 +199,8 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
         self.tie_tolerance = float(tie_tolerance)
 
     def call(self, inputs, training=None):
-        x = _pad_to_multiple_by_edge(inputs, self.pool_size)
-        ph, pw = self.pool_size
         tolerance = 0.0 if training else self.tie_tolerance
-        candidates = [x[:, r::ph, c::pw, :] for r in range(ph) for c in range(pw)]
-        window_max = ops.stop_gradient(candidates[0])
-        for candidate in candidates[1:]:
-            window_max = ops.maximum(window_max, ops.stop_gradient(candidate))
-        threshold = window_max - tolerance * ops.abs(window_max) if tolerance else window_max
-        # Walk the window backwards so that the first maximum in row-major order wins.
-        indices = ops.full_like(window_max, len(candidates) - 1, dtype="int32")
-        pooled = candidates[-1]
-        for position in range(len(candidates) - 2, -1, -1):
-            is_max = ops.greater_equal(candidates[position], threshold)
-            indices = ops.where(is_max, position, indices)
-            pooled = ops.where(is_max, candidates[position], pooled)
-        return pooled, indices
+        return _argmax_pool_fast(inputs, self.pool_size, tolerance)
 
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = input_shape
@@ -170,13 +255,13 @@ class MaxUnpooling2D(keras.layers.Layer):
     def call(self, inputs):
         self._check_inputs(inputs)
         values, indices = inputs[0], ops.cast(inputs[1], "int32")
-        ph, pw = self.pool_size
-        zeros = ops.zeros_like(values)
-        parts = [[ops.where(ops.equal(indices, r * pw + c), values, zeros) for c in range(pw)] for r in range(ph)]
-        output = _interleave(parts, self.pool_size)
+        square = self.pool_size[0] == self.pool_size[1]
+        output = (_unpool_fast if square else _unpool_reference)(values, indices, self.pool_size)
         if len(inputs) == 3:
-            reference_shape = ops.shape(inputs[2])
-            output = output[:, : reference_shape[1], : reference_shape[2], :]
+            out_shape, reference_shape = ops.shape(output), ops.shape(inputs[2])
+            if not all(isinstance(size, int) for size in (*out_shape[1:3], *reference_shape[1:3])) or \
+                    tuple(out_shape[1:3]) != tuple(reference_shape[1:3]):  # a crop is a full copy in TFLite
+                output = output[:, : reference_shape[1], : reference_shape[2], :]
         return output
 
     def compute_output_shape(self, input_shape):

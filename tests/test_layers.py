@@ -290,3 +290,86 @@ def test_layers_convert_to_a_valid_onnx_graph_that_runs():
     session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     out = session.run(None, {session.get_inputs()[0].name: x})[0]
     np.testing.assert_allclose(out, to_numpy(model(x)), atol=1e-3)
+
+
+# The layers run the fast formulation of argmax pooling and unpooling (TFLite/XNNPACK-friendly ops); the
+# keras.ops reference formulation is kept, and the fast one must give exactly what it gives.
+@pytest.mark.parametrize("pool", [(2, 2), (3, 2), (2, 3), (3, 3), (1, 1)])
+@pytest.mark.parametrize("shape", [(2, 6, 8, 3), (1, 7, 9, 2), (1, 1, 1, 1)])
+@pytest.mark.parametrize("tolerance", [0.0, 1e-5])
+def test_fast_argmax_pooling_equals_the_reference(pool, shape, tolerance):
+    rng = np.random.default_rng(sum(shape) + pool[0])
+    ties = rng.integers(-2, 3, size=shape).astype("float32")  # many exact ties, zeros and negatives
+    near = (1.0 + rng.integers(0, 3, size=shape) * 1e-6).astype("float32")  # ties only within the tolerance
+    for x in (ties, near, rng.normal(size=shape).astype("float32") * 1e3):
+        x = keras.ops.convert_to_tensor(x)  # as a layer gets it, on every backend
+        fast = layers._argmax_pool_fast(x, pool, tolerance)
+        reference = layers._argmax_pool_reference(x, pool, tolerance)
+        np.testing.assert_array_equal(to_numpy(fast[0]), to_numpy(reference[0]))
+        np.testing.assert_array_equal(to_numpy(fast[1]), to_numpy(reference[1]))
+        assert keras.backend.standardize_dtype(fast[1].dtype) == "int32"
+
+
+@pytest.mark.parametrize("block", [(2, 2), (3, 3), (1, 1)])
+def test_fast_unpooling_equals_the_reference(block):
+    rng = np.random.default_rng(block[0])
+    values = rng.normal(size=(2, 3, 5, 4)).astype("float32")
+    indices = rng.integers(0, block[0] * block[1], size=values.shape).astype("int32")
+    tensors = keras.ops.convert_to_tensor(values), keras.ops.convert_to_tensor(indices)
+    fast = layers._unpool_fast(*tensors, block)
+    np.testing.assert_array_equal(to_numpy(fast), to_numpy(layers._unpool_reference(*tensors, block)))
+    np.testing.assert_array_equal(to_numpy(fast), reference_unpool(values, indices, block, (3 * block[0], 5 * block[1])))
+
+
+def test_fast_pooling_gradients_equal_the_reference():
+    x = tf.constant(np.random.default_rng(9).integers(0, 3, size=(1, 6, 7, 2)).astype("float32"))
+    grads = []
+    for pool_fn in (layers._argmax_pool_fast, layers._argmax_pool_reference):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            pooled, _ = pool_fn(x, (2, 2), 0.0)
+            loss = tf.reduce_sum(pooled * tf.range(1.0, 1.0 + pooled.shape[-1]))
+        grads.append(tape.gradient(loss, x).numpy())
+    np.testing.assert_array_equal(grads[0], grads[1])
+    assert np.count_nonzero(grads[0]) == 1 * 3 * 4 * 2  # one input per window
+
+
+def test_argmax_pooling_lowers_to_tflite_ops_without_selects_or_strided_slices():
+    """The fast formulation's point: no SELECT/SELECT_V2/EQUAL/PACK (not delegated to XNNPACK, float islands in
+    int8) and no strided slice with a stride other than 1 (LiteRT's slow reference kernel)."""
+    from ai_edge_litert.interpreter import Interpreter
+    from kerazoo.export.tflite import tflite_ops
+
+    inputs = keras.Input((8, 10, 3), batch_size=1)
+    pooled, indices = layers.MaxPoolingWithArgmax2D(2)(inputs)
+    model = keras.Model(inputs, layers.MaxUnpooling2D(2)([pooled * 2.0, indices, inputs]))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([_concrete_function(model, (1, 8, 10, 3))])
+    content = converter.convert()
+    used = set(tflite_ops(content))
+    assert not used & {"SELECT", "SELECT_V2", "EQUAL", "GREATER_EQUAL", "PACK", "GATHER", "ARG_MAX"}, used
+    assert {"MAX_POOL_2D", "DEPTH_TO_SPACE"} <= used, used
+    interpreter = Interpreter(model_content=content)
+    interpreter.allocate_tensors()
+    for detail in interpreter._get_ops_details():
+        if detail["op_name"] == "STRIDED_SLICE":
+            strides = interpreter.get_tensor(detail["inputs"][3])
+            assert (strides == 1).all(), strides
+    x = np.random.default_rng(10).integers(0, 4, size=(1, 8, 10, 3)).astype("float32")  # ties
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_array_equal(out, to_numpy(model(x)))
+
+
+def test_shipped_segnet_preset_gives_the_same_outputs_with_either_formulation(monkeypatch):
+    import kerazoo
+
+    # Flat 8x8 blocks make exact ties in every pooling window of the first stages.
+    blocks = np.random.default_rng(11).uniform(0, 255, size=(2, 22, 30, 3)).astype("float32")
+    x = np.concatenate([np.repeat(np.repeat(blocks[:1], 8, axis=1), 8, axis=2),
+                        np.random.default_rng(12).uniform(0, 255, size=(1, 176, 240, 3)).astype("float32")])
+    model = kerazoo.from_preset("camvid_segnet_basic")
+    fast = to_numpy(model(x, training=False))
+    monkeypatch.setattr(layers, "_argmax_pool_fast", layers._argmax_pool_reference)
+    monkeypatch.setattr(layers, "_unpool_fast", layers._unpool_reference)
+    np.testing.assert_array_equal(fast, to_numpy(model(x, training=False)))
