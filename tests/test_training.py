@@ -116,7 +116,7 @@ def test_train_config_reads_a_shipped_preset_recipe():
                  if getattr(config, f.name) != getattr(commanded, f.name)}
     assert differing <= resolved | {"output_dir"}, differing
     assert config.model == "segnet_basic" and config.model_options == {"filters": 32}
-    assert config.image_size == (176, 240) and config.epochs == 12 and len(config.class_weights) == 11
+    assert config.image_size == (176, 240) and config.epochs == 48 and len(config.class_weights) == 11
 
 
 def test_train_validates_on_the_registry_split(tmp_path, monkeypatch):
