@@ -105,18 +105,23 @@ def test_train_config_round_trips_through_json():
 
 
 def test_train_config_reads_a_shipped_preset_recipe():
-    metadata = json.loads((REPO / "kerazoo/zoo/camvid_segnet_basic/metadata.json").read_text())
+    metadata = kerazoo.presets.preset_metadata("camvid_segnet_basic", offline=True)  # model facts filled in
     config = TrainConfig.from_metadata(metadata)
     # The command that trained it, parsed by the CLI, is the same recipe except what train() resolved
-    # (the median-frequency weights and the steps per epoch are recorded as numbers in the metadata).
+    # (the median-frequency weights and the steps per epoch are recorded as numbers under "resolved").
     args = cli.build_parser().parse_args(metadata["training"]["command"].split()[1:])
     commanded = cli.train_config_from_args(args)
-    resolved = {"class_weights", "steps_per_epoch"}
+    # The preset's model options are every create_model argument (defaults filled in), a superset of the
+    # command's; data_dir and output_dir are where that machine kept its data and runs.
+    resolved = {"class_weights", "steps_per_epoch", "model_options"}
     differing = {f.name for f in dataclasses.fields(TrainConfig)
                  if getattr(config, f.name) != getattr(commanded, f.name)}
-    assert differing <= resolved | {"output_dir"}, differing
-    assert config.model == "segnet_basic" and config.model_options == {"filters": 32}
-    assert config.image_size == (176, 240) and config.epochs == 48 and len(config.class_weights) == 11
+    assert differing <= resolved | {"output_dir", "data_dir"}, differing
+    assert commanded.model_options.items() <= config.model_options.items()
+    assert config.model == "segnet_basic" and config.model_options["filters"] == 32
+    assert config.mixed_precision == commanded.mixed_precision == "mixed_bfloat16"
+    assert config.image_size == (176, 240) and config.epochs == 48 and config.class_weights == "median_frequency"
+    assert len(metadata["training"]["resolved"]["class_weights"]) == 11  # what median_frequency gave
 
 
 def test_train_validates_on_the_registry_split(tmp_path, monkeypatch):
