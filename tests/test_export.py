@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import kerazoo
 from kerazoo.export import CONTRACTS, ExportedFile, ExportError, ExportReport, export, read_tflite_metadata
-from kerazoo.export import WRITERS, InsufficientMemoryError, declared_tie_policy
+from kerazoo.export import FORMATS, WRITERS, InsufficientMemoryError, declared_tie_policy
 from kerazoo.export import onnx as onnx_export  # the module (kerazoo.export is the function)
 from kerazoo.export.parity import check_parity
 from kerazoo.export.serving import images_from
@@ -436,7 +436,8 @@ def test_unet_upsampling_variants_export(tmp_path):
 
 
 def test_writer_registry_drives_export(tmp_path, monkeypatch):
-    assert set(WRITERS) == {"saved_model", "tflite", "onnx"}
+    assert set(WRITERS) == {"saved_model", "tflite", "onnx", "openvino"}
+    assert set(FORMATS) == {"saved_model", "tflite", "onnx"}  # openvino is opt-in, an optional extra
     assert WRITERS["tflite"].variants(("float32", "int8")) == ("float32", "int8")
     assert WRITERS["onnx"].variants(("float32", "int8")) == ("float32",)  # ONNX stays float32
     written = []

@@ -3,6 +3,7 @@
 Each runs as a user runs it (a child process from the repository root) and writes only under tmp_path.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -44,11 +45,19 @@ def test_export_matrix_one_row(tmp_path):
     assert all(cells[3 + i].startswith("ok:") for i in (0, 1, 5)), cells
 
 
+def _recipe_run(name):
+    """The run directory zoo/build_presets.py reads for preset `name`."""
+    spec = importlib.util.spec_from_file_location("build_presets", REPO / "zoo" / "build_presets.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.RECIPES[name]["run"]
+
+
 def test_build_presets_from_a_tiny_run(tmp_path):
     # A tiny run where the recipe expects it, on the synthetic shapes (evaluation needs no files).
     train("segnet_basic", model_options=dict(filters=4, kernel_size=3, depth=2), dataset="shapes",
           image_size=(32, 32), num_examples=16, val_examples=16, batch_size=8, epochs=1,
-          output_dir=tmp_path / "runs" / "camvid_segnet_basic", tensorboard=False, verbose=0)
+          output_dir=tmp_path / "runs" / _recipe_run("camvid_segnet_basic"), tensorboard=False, verbose=0)
     zoo = tmp_path / "zoo"
     run = _run("zoo/build_presets.py", "--runs", tmp_path / "runs", "--only", "camvid_segnet_basic",
                "--zoo-dir", zoo)
