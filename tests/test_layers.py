@@ -321,6 +321,7 @@ def test_fast_unpooling_equals_the_reference(block):
     np.testing.assert_array_equal(to_numpy(fast), reference_unpool(values, indices, block, (3 * block[0], 5 * block[1])))
 
 
+@pytest.mark.tensorflow_only(reason="uses tf.GradientTape")
 def test_fast_pooling_gradients_equal_the_reference():
     x = tf.constant(np.random.default_rng(9).integers(0, 3, size=(1, 6, 7, 2)).astype("float32"))
     grads = []
@@ -334,6 +335,7 @@ def test_fast_pooling_gradients_equal_the_reference():
     assert np.count_nonzero(grads[0]) == 1 * 3 * 4 * 2  # one input per window
 
 
+@pytest.mark.tensorflow_only(reason="converts to TFLite")
 def test_argmax_pooling_lowers_to_tflite_ops_without_selects_or_strided_slices():
     """The fast formulation's point: no SELECT/SELECT_V2/EQUAL/PACK (not delegated to XNNPACK, float islands in
     int8) and no strided slice with a stride other than 1 (LiteRT's slow reference kernel)."""
