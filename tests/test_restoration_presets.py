@@ -26,14 +26,19 @@ def test_list_presets_tells_a_super_resolver_from_a_segmenter():
     assert (metadata["task"], metadata["noise_sigma"], metadata["channels"]) == ("denoise", 25, 1)
 
 
-@pytest.mark.data
-def test_super_resolution_preset_reproduces_its_set5_figure_and_beats_bicubic(shared_data_dir):
+def _shipped_and_measured(name, dataset, shared_data_dir):
+    """(data directory, the preset's recorded metrics, its figures measured now by zoo/reproduce.py)."""
     from reproduce import RECIPES, evaluation_figures
 
-    data_dir = shared_data_dir("set5")
-    model = kerazoo.from_preset("set5_sr_x4_unet", offline=True)
-    recorded = json.loads((ZOO / "set5_sr_x4_unet" / "metadata.json").read_text())["metrics"]
-    measured = evaluation_figures(model, RECIPES["set5_sr_x4_unet"], data_dir)
+    data_dir = shared_data_dir(dataset)
+    model = kerazoo.from_preset(name, offline=True)
+    recorded = json.loads((ZOO / name / "metadata.json").read_text())["metrics"]
+    return data_dir, recorded, evaluation_figures(model, RECIPES[name], data_dir)
+
+
+@pytest.mark.data
+def test_super_resolution_preset_reproduces_its_set5_figure_and_beats_bicubic(shared_data_dir):
+    data_dir, recorded, measured = _shipped_and_measured("set5_sr_x4_unet", "set5", shared_data_dir)
     assert measured["psnr"] == pytest.approx(recorded["psnr"], abs=0.01)
     # The baseline, computed independently of the model: MATLAB-style bicubic of the published LR files.
     bicubic = []
@@ -46,12 +51,7 @@ def test_super_resolution_preset_reproduces_its_set5_figure_and_beats_bicubic(sh
 
 @pytest.mark.data
 def test_denoising_preset_reproduces_its_set12_figure_and_beats_the_noisy_input(shared_data_dir):
-    from reproduce import RECIPES, evaluation_figures
-
-    data_dir = shared_data_dir("set12")
-    model = kerazoo.from_preset("set12_denoise_sigma25_unet", offline=True)
-    recorded = json.loads((ZOO / "set12_denoise_sigma25_unet" / "metadata.json").read_text())["metrics"]
-    measured = evaluation_figures(model, RECIPES["set12_denoise_sigma25_unet"], data_dir)
+    data_dir, recorded, measured = _shipped_and_measured("set12_denoise_sigma25_unet", "set12", shared_data_dir)
     assert measured["psnr"] == pytest.approx(recorded["psnr_sigma25"], abs=0.01)
     # The noisy input itself, scored independently: sigma 25 noise is about 20.2 dB on 8-bit images.
     noisy = [psnr(np.clip(np.round(noisy.numpy()[0]), 0, 255), clean.numpy()[0])
