@@ -1,4 +1,5 @@
-"""What this CPU offers bfloat16: AMX tiles, AVX512-BF16 instructions (x86) or the BF16 extension (Arm).
+"""What this CPU offers: bfloat16 support (AMX tiles, AVX512-BF16 instructions on x86, the BF16 extension on
+Arm) and the physical cores a process may use (the runtimes' thread counts, `physical_cores`).
 
 oneDNN, under TensorFlow and torch, picks its bfloat16 kernels at run time from these instruction sets.
 Without any of them, `mixed_bfloat16` is emulated and usually slower than float32, so `kerazoo train
@@ -9,6 +10,7 @@ Without any of them, `mixed_bfloat16` is emulated and usually slower than float3
 """
 
 import dataclasses
+import os
 from pathlib import Path
 
 CPUINFO = Path("/proc/cpuinfo")
@@ -81,3 +83,21 @@ def bfloat16_support(cpuinfo_text=None):
     return Bfloat16Support(amx=all(flag in flags for flag in _AMX_FLAGS),
                            avx512_bf16=_AVX512_BF16_FLAG in flags,
                            arm_bf16=_ARM_BF16_FEATURE in flags)
+
+
+def physical_cores():
+    """Physical cores this process may run on: its CPU affinity with SMT siblings counted once.
+
+    A runtime's own default counts the whole machine's cores (ONNX Runtime) or a single thread (LiteRT);
+    in a container or under `taskset` the first oversubscribes, the second leaves cores idle.
+    """
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        topology = f"/sys/devices/system/cpu/cpu{cpu}/topology/"
+        try:
+            with open(topology + "physical_package_id") as package, open(topology + "core_id") as core:
+                cores.add((package.read().strip(), core.read().strip()))
+        except OSError:  # no sysfs topology (not Linux): count logical CPUs
+            return max(1, len(cpus))
+    return max(1, len(cores))

@@ -6,34 +6,15 @@ one thread per physical core this process may run on (`physical_cores`), and for
 session options of `onnx_session`.
 """
 
-import os
-
 import numpy as np
 
+from kerazoo.cpu import physical_cores
 from kerazoo.timing import median_ms
 
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "image"
 OPENVINO_PRECISIONS = ("f32", "bf16", "f16")  # the CPU plugin's INFERENCE_PRECISION_HINT values
 AUTO = "auto"  # a runner's thread count: one per physical core available (`physical_cores`)
-
-
-def physical_cores():
-    """Physical cores this process may run on: its CPU affinity with SMT siblings counted once.
-
-    A runtime's own default counts the whole machine's cores (ONNX Runtime) or a single thread (LiteRT);
-    in a container or under `taskset` the first oversubscribes, the second leaves cores idle.
-    """
-    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-    cores = set()
-    for cpu in cpus:
-        topology = f"/sys/devices/system/cpu/cpu{cpu}/topology/"
-        try:
-            with open(topology + "physical_package_id") as package, open(topology + "core_id") as core:
-                cores.add((package.read().strip(), core.read().strip()))
-        except OSError:  # no sysfs topology (not Linux): count logical CPUs
-            return max(1, len(cpus))
-    return max(1, len(cores))
 
 
 def _threads(num_threads):
