@@ -122,6 +122,59 @@ def _make_lookup(value_map: Mapping[int, int] | None, values: np.ndarray):
     return lookup
 
 
+def _pairs_by_stem(image_dir: Path, mask_dir: Path, mask_suffix: str, select) -> list[tuple[Path, Path]]:
+    """(image, mask) paths matched by stem (mask stem = image stem + `mask_suffix`), after `select`;
+    unmatched names on either side are a DataValidationError naming them."""
+    images = _list_images(image_dir, "Image")
+    masks = _list_images(mask_dir, "Mask")
+    by_stem = {}
+    for path in masks:
+        by_stem.setdefault(path.stem, path)
+    unmatched_images = [p for p in images if p.stem + mask_suffix not in by_stem]
+    image_stems = {p.stem + mask_suffix for p in images}
+    unmatched_masks = [p for p in masks if p.stem not in image_stems]
+    if unmatched_images or unmatched_masks:
+        parts = []
+        if unmatched_images:
+            parts.append(f"{len(unmatched_images)} image(s) without a mask named <stem>{mask_suffix}.* "
+                         f"in {mask_dir}: {_names(p.name for p in unmatched_images)}")
+        if unmatched_masks:
+            parts.append(f"{len(unmatched_masks)} mask(s) without an image in {image_dir}: "
+                         f"{_names(p.name for p in unmatched_masks)}")
+        raise DataValidationError("Unmatched file names: " + "; ".join(parts))
+    if select is not None:
+        images = list(select(images))
+        if not images:
+            raise DataValidationError(f"No pairs selected from {image_dir}")
+    return [(img, by_stem[img.stem + mask_suffix]) for img in images]
+
+
+def _checked_mask(image_path: Path, mask_path: Path) -> tuple[str, np.ndarray]:
+    """(PIL mode, label array) of a mask whose image and mask both read, single-channel and of the
+    image's size; else a DataValidationError naming the file and what is wrong."""
+    try:
+        with Image.open(image_path) as img:
+            image_size = img.size
+            img.verify()  # reads the data and checks it (PNG CRCs, truncation) without decoding
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise DataValidationError(f"Unreadable image {image_path}: {error}") from error
+    try:
+        with Image.open(mask_path) as img:
+            mode = img.mode
+            mask = np.asarray(img)
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise DataValidationError(f"Unreadable mask {mask_path}: {error}") from error
+    if mask.ndim != 2:
+        raise DataValidationError(
+            f"Mask {mask_path} has mode {mode} with shape {mask.shape}; masks must be single-channel "
+            "label images (8-bit grayscale or palette), one integer class per pixel")
+    if mask.shape[::-1] != image_size:
+        raise DataValidationError(
+            f"Size mismatch: image {image_path} is {image_size[0]}x{image_size[1]} but mask {mask_path} "
+            f"is {mask.shape[1]}x{mask.shape[0]} (width x height)")
+    return mode, mask
+
+
 def scan_folders(
     image_dir: str | os.PathLike,
     mask_dir: str | os.PathLike,
@@ -157,53 +210,13 @@ def scan_folders(
             colour masks or labels out of range; the message names the files and values.
     """
     image_dir, mask_dir = Path(image_dir), Path(mask_dir)
-    images = _list_images(image_dir, "Image")
-    masks = _list_images(mask_dir, "Mask")
-    by_stem = {}
-    for path in masks:
-        by_stem.setdefault(path.stem, path)
-    unmatched_images = [p for p in images if p.stem + mask_suffix not in by_stem]
-    image_stems = {p.stem + mask_suffix for p in images}
-    unmatched_masks = [p for p in masks if p.stem not in image_stems]
-    if unmatched_images or unmatched_masks:
-        parts = []
-        if unmatched_images:
-            parts.append(f"{len(unmatched_images)} image(s) without a mask named <stem>{mask_suffix}.* "
-                         f"in {mask_dir}: {_names(p.name for p in unmatched_images)}")
-        if unmatched_masks:
-            parts.append(f"{len(unmatched_masks)} mask(s) without an image in {image_dir}: "
-                         f"{_names(p.name for p in unmatched_masks)}")
-        raise DataValidationError("Unmatched file names: " + "; ".join(parts))
-    if select is not None:
-        images = list(select(images))
-        if not images:
-            raise DataValidationError(f"No pairs selected from {image_dir}")
-    pairs = [(img, by_stem[img.stem + mask_suffix]) for img in images]
+    pairs = _pairs_by_stem(image_dir, mask_dir, mask_suffix, select)
 
     sizes, bad_values, all_values = [], [], set()
     pil_images = any(p.suffix.lower() not in _TF_DECODABLE for p, _ in pairs)
     pil_masks = False
     for image_path, mask_path in pairs:
-        try:
-            with Image.open(image_path) as img:
-                image_size = img.size
-                img.verify()  # reads the data and checks it (PNG CRCs, truncation) without decoding
-        except (UnidentifiedImageError, OSError, SyntaxError) as error:
-            raise DataValidationError(f"Unreadable image {image_path}: {error}") from error
-        try:
-            with Image.open(mask_path) as img:
-                mode = img.mode
-                mask = np.asarray(img)
-        except (UnidentifiedImageError, OSError, SyntaxError) as error:
-            raise DataValidationError(f"Unreadable mask {mask_path}: {error}") from error
-        if mask.ndim != 2:
-            raise DataValidationError(
-                f"Mask {mask_path} has mode {mode} with shape {mask.shape}; masks must be single-channel "
-                "label images (8-bit grayscale or palette), one integer class per pixel")
-        if mask.shape[::-1] != image_size:
-            raise DataValidationError(
-                f"Size mismatch: image {image_path} is {image_size[0]}x{image_size[1]} but mask {mask_path} "
-                f"is {mask.shape[1]}x{mask.shape[0]} (width x height)")
+        mode, mask = _checked_mask(image_path, mask_path)
         # tf.io.decode_image agrees with PIL only for plain 8-bit grayscale PNG/BMP; palette,
         # 1-bit and 16-bit masks are decoded with PIL so labels are read, not colours.
         pil_masks |= mode != "L" or mask_path.suffix.lower() not in (".png", ".bmp")
