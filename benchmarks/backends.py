@@ -91,7 +91,7 @@ def main(argv=None):
             results.append(json.loads(child.stdout.strip().splitlines()[-1]))
         print(json.dumps(results[-1]), flush=True)
     if args.out:
-        from kerazoo.files import atomic_write_text
+        from kerazoo.utils.files import atomic_write_text
 
         atomic_write_text(args.out, json.dumps(results, indent=2) + "\n")
 

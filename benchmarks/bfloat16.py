@@ -3,7 +3,7 @@
 Builds U-Net (nearest upsampling) twice, once under each Keras dtype policy, compiles both (Adam,
 cross-entropy), then alternates: training steps on one in-memory batch (`train_on_batch`) and batch-1
 inference in a `tf.function`, one model after the other, and prints the medians and the bf16/fp32
-ratios as JSON, with what `kerazoo.cpu.bfloat16_support` found.
+ratios as JSON, with what `kerazoo.utils.cpu.bfloat16_support` found.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bfloat16.py                 # U-Net ResNet50, 256x256, batch 4
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bfloat16.py --image-size 128 --runs 5
@@ -33,7 +33,7 @@ def main(argv=None):
     import tensorflow as tf
 
     import kerazoo
-    from kerazoo.cpu import bfloat16_support
+    from kerazoo.utils.cpu import bfloat16_support
 
     rng = np.random.default_rng(0)
     size = (args.image_size, args.image_size)

@@ -54,7 +54,7 @@ def main(argv=None):
     import keras
 
     import kerazoo
-    from kerazoo.timing import median_ms
+    from kerazoo.utils.timing import median_ms
 
     keras.mixed_precision.set_global_policy(args.precision)
     figures = {"arguments": vars(args)}

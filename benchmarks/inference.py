@@ -11,7 +11,7 @@ reference). Before the table: each ONNX Runtime session option alone, and LiteRT
 The machine is shared: runners are timed round-robin (`--rounds` rounds of `--runs` timed calls, median
 of the round medians), so that a change in load falls on every runner alike. Compare ratios of one run.
 Batch-1 % of peak = forward FLOPs (TensorFlow's profiler) / latency / the float32 matmul peak
-(`kerazoo.benchmark.measure_peak_flops`); the physical limit of a batch-1 forward is FLOPs / peak.
+(`kerazoo.bench.benchmark.measure_peak_flops`); the physical limit of a batch-1 forward is FLOPs / peak.
 """
 
 import argparse
@@ -26,9 +26,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import kerazoo  # noqa: E402
-from kerazoo.benchmark import Case, forward_flops, measure_peak_flops  # noqa: E402
+from kerazoo.bench.benchmark import Case, forward_flops, measure_peak_flops  # noqa: E402
 from kerazoo.export import TFLiteRunner, onnx_runner, openvino_runner, physical_cores  # noqa: E402
-from kerazoo.timing import median_ms  # noqa: E402
+from kerazoo.utils.timing import median_ms  # noqa: E402
 
 IMAGE_SIZE = (256, 256)
 NUM_CLASSES = 12

@@ -6,7 +6,7 @@ formulation of `MaxPoolingWithArgmax2D` / `MaxUnpooling2D` in kerazoo.layers:
   fast:      reshapes, unit-stride slices, MAX_POOL_2D, 0/1 masks and DEPTH_TO_SPACE (what they run now),
 and times, at each batch size (all six calls in turn, round after round), the Keras model (inside a tf.function) and the float32 and full-int8
 .tflite files that `kerazoo.export` writes, run in LiteRT through `TFLiteRunner` (XNNPACK, its default
-threads). Medians of single calls timed by `kerazoo.timing.median_ms`; random weights and inputs. All figures of one run are
+threads). Medians of single calls timed by `kerazoo.utils.timing.median_ms`; random weights and inputs. All figures of one run are
 taken side by side on the same (shared, noisy) machine: compare the ratios.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/segnet_tflite.py
@@ -30,7 +30,7 @@ import kerazoo  # noqa: E402
 from kerazoo import layers  # noqa: E402
 from kerazoo.export import export  # noqa: E402
 from kerazoo.export.runners import TFLiteRunner  # noqa: E402
-from kerazoo.timing import median_ms  # noqa: E402
+from kerazoo.utils.timing import median_ms  # noqa: E402
 
 MODELS = {"segnet_basic": {}, "segnet": {"encoder": "vgg16", "encoder_weights": None}}
 FORMULATIONS = ("reference", "fast")

@@ -6,7 +6,7 @@ command line can quiet TensorFlow before anything imports it.
 
 Keras finds kerazoo's custom layers, losses, metrics, optimizers and ZooModel (needed to load a trained `.keras`
 file) once they are registered: at `import kerazoo` when Keras is already imported, else on first use
-of any name below or of any module that imports `kerazoo.layers` (models, export, presets, evaluation).
+of any name below or of `kerazoo.models`, which every path that builds, loads or exports a model imports.
 """
 
 import importlib
@@ -19,21 +19,22 @@ __version__ = "0.1.0"
 _LAZY = {
     "create_model": ("kerazoo.models", "create_model"),
     "list_models": ("kerazoo.models", "list_models"),
+    "ZooModel": ("kerazoo.models", "ZooModel"),
     "list_encoders": ("kerazoo.encoders", "list_encoders"),
-    "from_preset": ("kerazoo.presets", "from_preset"),
-    "list_presets": ("kerazoo.presets", "list_presets"),
-    "save_to_preset": ("kerazoo.presets", "save_to_preset"),
+    "from_preset": ("kerazoo.zoo", "from_preset"),
+    "list_presets": ("kerazoo.zoo", "list_presets"),
+    "save_to_preset": ("kerazoo.zoo", "save_to_preset"),
     "export": ("kerazoo.export", "export"),
-    "TrainConfig": ("kerazoo.train_config", "TrainConfig"),
+    "TrainConfig": ("kerazoo.training.config", "TrainConfig"),
     "data": ("kerazoo.data", None),
     "layers": ("kerazoo.layers", None),
     "losses": ("kerazoo.losses", None),
     "metrics": ("kerazoo.metrics", None),
     "optimizers": ("kerazoo.optimizers", None),
-    "presets": ("kerazoo.presets", None),
+    "presets": ("kerazoo.zoo", None),  # the old module name of the zoo, kept for users
 }
 # Modules whose import registers serializable classes with Keras; they import Keras and nothing heavier.
-_REGISTERING = ("kerazoo.layers", "kerazoo.losses", "kerazoo.metrics", "kerazoo.optimizers", "kerazoo.model")
+_REGISTERING = ("kerazoo.models",)  # imports layers, losses, metrics, optimizers and ZooModel
 
 __all__ = sorted(_LAZY)
 
@@ -47,7 +48,7 @@ def __getattr__(name):
     if name not in _LAZY:
         raise AttributeError(f"module 'kerazoo' has no attribute {name!r}")
     module_name, attribute = _LAZY[name]
-    if module_name != "kerazoo.train_config":
+    if module_name != "kerazoo.training.config":
         _register_custom_objects()
     module = importlib.import_module(module_name)
     value = module if attribute is None else getattr(module, attribute)

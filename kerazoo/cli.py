@@ -21,13 +21,11 @@ TensorFlow's C++ log lines (oneDNN, absl, CPU features) are silenced unless `ker
 import argparse
 import ast
 import json
-import os
 import sys
-import tempfile
 
-from kerazoo.train_config import MIXED_PRECISION, OPTIMIZERS, SCHEDULES, TrainConfig
+from kerazoo.utils.tensorflow_logs import QUIET_FLAGS, quiet_tensorflow
+from kerazoo.training.config import MIXED_PRECISION, OPTIMIZERS, SCHEDULES, TrainConfig
 
-QUIET_FLAGS = ("--verbose", "-v")
 
 
 def _list(args):
@@ -152,7 +150,7 @@ def train_config_from_args(args) -> TrainConfig:
 
 def _train(args):
     config = train_config_from_args(args)
-    from kerazoo.training import train
+    from kerazoo.training.train import train
 
     result = train(config, tensorboard=not getattr(args, "no_tensorboard", False) and "auto",
                    verbose=getattr(args, "verbose", "auto"))
@@ -160,7 +158,7 @@ def _train(args):
 
 
 def _evaluate(args):
-    from kerazoo import evaluation, restoration_eval
+    from kerazoo.training import evaluation, restoration_eval
 
     if restoration_eval.checkpoint_task(args.checkpoint) in restoration_eval.RESTORATION_TASKS:
         report = restoration_eval.evaluate_restoration(
@@ -182,7 +180,7 @@ def _evaluate(args):
 
 
 def _predict(args):
-    from kerazoo import evaluation, restoration_eval
+    from kerazoo.training import evaluation, restoration_eval
 
     if restoration_eval.checkpoint_task(args.checkpoint) in restoration_eval.RESTORATION_TASKS:
         written = restoration_eval.restore_files(args.checkpoint, args.images, args.out_dir)
@@ -197,7 +195,7 @@ def _predict(args):
 
 def _export(args):
     from kerazoo import data as kz_data
-    from kerazoo import evaluation
+    from kerazoo.training import evaluation
     from kerazoo.export import export
 
     model = evaluation.load_model(args.checkpoint)
@@ -227,7 +225,7 @@ def _restoration_export_data(model, dataset, data_dir):
     """(calibration patches of the train split, evaluation inputs, their clean images) for a restoration
     model: the PSNR contract is measured on the set that evaluates `dataset` (train400 -> set12)."""
     from kerazoo import data as kz_data
-    from kerazoo.restoration_eval import export_samples
+    from kerazoo.training.restoration_eval import export_samples
 
     info = kz_data.DATASETS[dataset]
     sigma = 25.0 if model.task == "denoise" else None
@@ -243,16 +241,16 @@ def _restoration_export_data(model, dataset, data_dir):
 
 
 def _fetch(args):
-    from kerazoo import presets
+    from kerazoo import zoo
 
-    directory = presets.fetch(args.preset, cache_dir=args.cache_dir, force=args.force, sha256=args.sha256,
-                              progress=True)
+    directory = zoo.fetch(args.preset, cache_dir=args.cache_dir, force=args.force, sha256=args.sha256,
+                          progress=True)
     print(directory)
     return 0
 
 
 def _benchmark(args):
-    from kerazoo import benchmark
+    from kerazoo.bench import benchmark
 
     case_list = benchmark.cases(args.model, args.encoder, args.image_size, args.option)
     benchmark.run(case_list, num_classes=args.num_classes, formats=args.formats, batch_sizes=args.batch_sizes,
@@ -399,8 +397,8 @@ def _add_fetch(commands):
 
 
 def _add_benchmark(commands):
-    from kerazoo.benchmark import FORMATS
-    from kerazoo.peer import PEER_MODES
+    from kerazoo.bench.benchmark import FORMATS
+    from kerazoo.bench.peer import PEER_MODES
 
     parser = commands.add_parser(
         "benchmark", help="training images/s, inference latency per format, peak memory, FLOPs; peer side by side",
@@ -434,47 +432,6 @@ COMMANDS = {"list": _add_list, "train": _add_train, "evaluate": _add_evaluate, "
 
 # Lines TensorFlow's native libraries write straight to the stderr file descriptor while it is imported;
 # some (oneDNN's, through absl before it is initialised) ignore TF_CPP_MIN_LOG_LEVEL.
-TF_IMPORT_NOISE = ("All log messages before absl::InitializeLog", "oneDNN custom operations",
-                   "cpu_feature_guard", "rebuild TensorFlow with the appropriate compiler flags")
-
-
-def _import_tensorflow_filtered():
-    """Imports TensorFlow with stderr captured at the file-descriptor level, then writes back every
-    captured line except `TF_IMPORT_NOISE`, so a real error still shows."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            import tensorflow  # noqa: F401
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            lines = capture.read().decode("utf-8", errors="replace").splitlines(keepends=True)
-            sys.stderr.write("".join(line for line in lines if not any(noise in line for noise in TF_IMPORT_NOISE)))
-
-
-def quiet_tensorflow(argv) -> bool:
-    """Silences TensorFlow's C++ log lines (oneDNN, absl, CPU features) unless `--verbose` (or `-v`)
-    comes before the sub-command; call it before anything imports TensorFlow.
-
-    Returns:
-        True when TensorFlow stays quiet.
-    """
-    leading = []
-    for token in argv:
-        if not token.startswith("-"):
-            break
-        leading.append(token)
-    verbose = any(flag in leading for flag in QUIET_FLAGS)
-    # Explicit either way: some modules set a default of their own when imported.
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else "3"
-    if not verbose and "tensorflow" not in sys.modules:
-        _import_tensorflow_filtered()
-    return not verbose
-
-
 def build_parser():
     """The argument parser with every registered sub-command."""
     parser = argparse.ArgumentParser(prog="kerazoo", description=__doc__.split("\n")[0])

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 import kerazoo
-from kerazoo.files import atomic_path
+from kerazoo.utils.files import atomic_path
 
 DEMO_SIZE = (97, 130)  # deliberately not a multiple of 32: the models pad and crop back inside
 OVERLAY_SCALE = 3  # the 64x64 tiles are enlarged (nearest neighbour, so pixels stay visible) to 192x192
@@ -33,7 +33,7 @@ DEMO_RECIPE = dict(dataset="shapes", image_size=(64, 64), num_examples=768, val_
 
 def demo_config(output_dir="runs/demo/train", epochs=None, num_examples=None):
     """The demo's `TrainConfig`: `DEMO_MODEL` trained with `DEMO_RECIPE`, optionally shortened."""
-    from kerazoo.train_config import TrainConfig
+    from kerazoo.training.config import TrainConfig
 
     recipe = dict(DEMO_RECIPE)
     if epochs is not None:
@@ -157,7 +157,7 @@ def enlarge(array, scale=OVERLAY_SCALE):
 def _save_overlay(best, val, class_colors, path):
     from PIL import Image
 
-    from kerazoo import evaluation
+    from kerazoo.training import evaluation
 
     images, masks = next(iter(val.unbatch().batch(4)))
     images, masks = images.numpy(), masks.numpy()
@@ -181,9 +181,9 @@ def run_demo(output_dir="runs/demo", epochs=None, num_examples=None, export_form
     Returns:
         The evaluation report (dict) with `output_dir` added.
     """
-    from kerazoo import evaluation
-    from kerazoo.files import atomic_write_text
-    from kerazoo.training import train
+    from kerazoo.training import evaluation
+    from kerazoo.utils.files import atomic_write_text
+    from kerazoo.training.train import train
 
     console = console or Console()
     output_dir = Path(output_dir)
@@ -244,7 +244,7 @@ def main(argv=None):
     parser.add_argument("--models", action="store_true", help="print the table of every model x encoder instead")
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
     args = parser.parse_args(argv)
-    from kerazoo.cli import quiet_tensorflow
+    from kerazoo.utils.tensorflow_logs import quiet_tensorflow
 
     quiet_tensorflow(["--verbose"] if args.verbose else [])
     console = Console()

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from kerazoo import layers
-from kerazoo.registry import Registry
+from kerazoo.utils.registry import Registry
 
 STRIDES = (2, 4, 8, 16, 32)
 # Encoders' own BatchNormalization layers become `layers.BatchNormalization` (fused) (same names, weights):

@@ -636,7 +636,3 @@ class BilinearUpsampling(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale}
-
-# Loading a `.keras` file needs every kerazoo class registered with Keras. Every path that builds or
-# exports a model imports these layers, so it registers the losses, metrics and ZooModel too.
-from kerazoo import losses, metrics, model  # noqa: E402,F401

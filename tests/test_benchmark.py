@@ -1,4 +1,4 @@
-"""The benchmark harness (kerazoo.benchmark) and its segmentation-models-pytorch peer (kerazoo.peer)."""
+"""The benchmark harness (kerazoo.bench.benchmark) and its segmentation-models-pytorch peer (kerazoo.bench.peer)."""
 
 import importlib.util
 import json
@@ -8,8 +8,10 @@ import statistics
 import keras
 import pytest
 
-from kerazoo import benchmark, benchmark_tables, cli, peer
-from kerazoo.benchmark import Case
+from kerazoo.bench import benchmark, tables as benchmark_tables, peer
+
+from kerazoo import cli
+from kerazoo.bench.benchmark import Case
 
 
 def test_forward_flops_count_multiply_adds_twice():

@@ -14,7 +14,7 @@ from PIL import Image
 import kerazoo
 import kerazoo.data
 from kerazoo import cli, demo
-from kerazoo.train_config import TrainConfig
+from kerazoo.training.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 TF_NOISE = ("oneDNN", "absl::InitializeLog", "cpu_feature_guard", "rebuild TensorFlow")
@@ -181,7 +181,7 @@ def test_demo_writes_model_report_and_overlay(tmp_path):
     assert set(files) == {("saved_model", "float32"), ("tflite", "float32"), ("tflite", "int8"), ("onnx", "float32")}
     # Float32 files compute the same segmentation. (Their max |diff| can miss the 1e-4 contract: argmax
     # unpooling is discontinuous, and a pooling window whose top two values sit at the tie tolerance's
-    # edge may select another pixel in another runtime; export/REPORT.md.)
+    # edge may select another pixel in another runtime; export_matrix/REPORT.md.)
     assert all(files[key]["argmax_agreement"] >= 0.999 for key in files if key[1] == "float32"), files
     assert demo.stated_band(demo.demo_config(**demo.SHORT_MODE)) == demo.SHORT_MODE_BAND
     low, high = demo.SHORT_MODE_BAND  # the band measured for this mode, as demo.py says

@@ -1,6 +1,6 @@
-"""kerazoo.cpu: bfloat16 hardware read from /proc/cpuinfo text."""
+"""kerazoo.utils.cpu: bfloat16 hardware read from /proc/cpuinfo text."""
 
-from kerazoo.cpu import bfloat16_support, cpu_flags
+from kerazoo.utils.cpu import bfloat16_support, cpu_flags
 
 # Abridged /proc/cpuinfo of the three kinds of machine seen here, and of an Arm server.
 EPYC_ZEN4 = """processor\t: 0

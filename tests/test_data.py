@@ -20,7 +20,7 @@ from PIL import Image
 
 import kerazoo.data as data
 from kerazoo.data import loaders, sources
-from kerazoo.download import ChecksumError, DownloadError
+from kerazoo.utils.download import ChecksumError, DownloadError
 
 
 def _write_pairs(root, n=3, size=(12, 16), num_classes=3, mask_values=None):

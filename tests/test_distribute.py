@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kerazoo import distribute
-from kerazoo.train_config import TrainConfig
+from kerazoo.training import distribute
+from kerazoo.training.config import TrainConfig
 
 # A small model without batch normalisation: with two replicas each normalises its own half of the batch,
 # which is a different model from one process normalising the whole batch, so only a BN-free model can
@@ -30,8 +30,8 @@ RUN = dict(model=None, dataset="shapes", image_size=[32, 32], num_examples=32, v
 WORKER = """
 import json, sys
 import keras
-from kerazoo import distribute
-from kerazoo.training import TrainConfig, train
+from kerazoo.training import distribute
+from kerazoo.training.train import TrainConfig, train
 config = TrainConfig(**json.loads(sys.argv[1]))
 with distribute.make_strategy(config.devices).scope():  # the model is built in the strategy's scope
     keras.utils.set_random_seed(config.seed)
@@ -288,7 +288,7 @@ def test_killed_worker_resumes_from_the_saved_epoch(tmp_path):
 JAX_RUN = """
 import json, sys
 import keras
-from kerazoo.training import TrainConfig, train
+from kerazoo.training.train import TrainConfig, train
 config = TrainConfig(**json.loads(sys.argv[1]))
 if sys.argv[2] == "data-parallel":
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=keras.distribution.list_devices()))

@@ -195,7 +195,7 @@ def test_spec_is_read_only():
 
 
 def _record():
-    from kerazoo.files import atomic_write_text
+    from kerazoo.utils.files import atomic_write_text
 
     topologies = {}
     for model, encoder in topology_cases():

@@ -391,7 +391,7 @@ FAST = {"segnet_basic": {"filters": 8, "depth": 3}}
 SIZES = {"unet_paper": (188, 188)}
 FLOAT16_NEAR_TIE_MISSES = {("segnet", "float16")}  # (model, variant) pairs measured to miss by near-ties
 # Each model on its smallest encoder: the decoder is what differs between models. The export matrix
-# (export/matrix.py, one subprocess per model) covers the default encoders; FCN on VGG16 (134M
+# (export_matrix/matrix.py, one subprocess per model) covers the default encoders; FCN on VGG16 (134M
 # parameters) to ONNX is tested below.
 SMALLEST_ENCODER = {"fcn8s": "mobilenetv2", "fcn16s": "mobilenetv2", "fcn32s": "mobilenetv2", "unet": "mobilenetv2"}
 EXPORT_CASES = [(name, SMALLEST_ENCODER.get(name)) for name in kerazoo.list_models()]
@@ -411,7 +411,7 @@ def test_every_registered_model_exports(name, encoder, tmp_path):
     report = export(model, str(tmp_path), formats=("saved_model", "tflite"), quantize=(None, "float16", "int8"),
                     representative_data=calibration, latency_runs=0, verbose=False, strict=False)
     # Random-weight SegNet-VGG16 misses the float16 argmax contract (0.987 < 0.99) because ~45% of its
-    # pixels are near-ties within float16's error (export/REPORT.md). Only that named miss is excused,
+    # pixels are near-ties within float16's error (export_matrix/REPORT.md). Only that named miss is excused,
     # and only down to a floor: a badly wrong file still fails.
     excused = [f for f in report.failures() if (name, f.variant) in FLOAT16_NEAR_TIE_MISSES]
     assert all(f.argmax_agreement is not None and f.argmax_agreement >= 0.95 for f in excused), excused

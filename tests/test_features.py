@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import kerazoo
-from kerazoo.training import train
+from kerazoo.training.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_SEGNET = dict(filters=4, kernel_size=3, depth=2)

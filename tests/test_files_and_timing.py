@@ -2,7 +2,7 @@
 
 import pytest
 
-from kerazoo import files, timing
+from kerazoo.utils import files, timing
 
 
 def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import kerazoo
-from kerazoo.model import ZooModel
+from kerazoo.models.model import ZooModel
 from kerazoo.models import model_encoders
 
 # Small odd size that every encoder model must give back (padding to stride 32 happens inside).

@@ -12,7 +12,7 @@ import pytest
 
 import kerazoo
 from kerazoo import optimizers
-from kerazoo.training import make_optimizer
+from kerazoo.training.train import make_optimizer
 
 tf = pytest.importorskip("tensorflow")
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the fused kernel is TensorFlow's")

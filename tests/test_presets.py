@@ -21,10 +21,12 @@ import keras
 import numpy as np
 import pytest
 
-from kerazoo import create_model, presets
-from kerazoo.model import ZooModel
-from kerazoo.download import ChecksumError, DownloadError, UnsafeArchiveError, extract_archive, sha256_file
-from kerazoo.presets import Preset, PresetError, PresetNotCachedError
+from kerazoo import create_model
+
+from kerazoo import zoo as presets
+from kerazoo.models.model import ZooModel
+from kerazoo.utils.download import ChecksumError, DownloadError, UnsafeArchiveError, extract_archive, sha256_file
+from kerazoo.zoo import Preset, PresetError, PresetNotCachedError
 
 SEGNET_ARGS = {"name": "segnet_basic", "num_classes": 4, "filters": 8, "depth": 2}
 UNET_ARGS = {"name": "unet", "encoder": "mobilenetv2", "num_classes": 3, "decoder_filters": [16, 16, 8, 8, 8]}
@@ -197,7 +199,7 @@ def test_version1_preset_loads_as_a_zoo_model_with_its_metadata(segnet, tmp_path
     assert reloaded.class_names == loaded.class_names and reloaded.input_size == (24, 40)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(reloaded(images)),
                                   keras.ops.convert_to_numpy(model(images)))
-    with caplog.at_level(logging.WARNING, logger="kerazoo.presets"):
+    with caplog.at_level(logging.WARNING, logger="kerazoo.zoo"):
         more = presets.from_preset(directory, num_classes=6)
     assert more.num_classes == 6 and more.class_names is None and more.input_size == (24, 40)
     assert "head_conv" in caplog.text
@@ -208,7 +210,7 @@ def test_version1_preset_loads_as_a_zoo_model_with_its_metadata(segnet, tmp_path
 
 def test_unet_new_num_classes_reinitialises_only_head_conv(unet, no_network, caplog):
     model, directory = unet
-    with caplog.at_level(logging.WARNING, logger="kerazoo.presets"):
+    with caplog.at_level(logging.WARNING, logger="kerazoo.zoo"):
         loaded = presets.from_preset(directory, num_classes=5)
     assert loaded.output.shape[-1] == 5
     assert "head_conv" in caplog.text and "freshly initialised" in caplog.text
@@ -222,7 +224,7 @@ def test_unet_new_num_classes_reinitialises_only_head_conv(unet, no_network, cap
 def test_fcn_new_num_classes_reinitialises_score_and_upscore_layers(tmp_path, no_network, caplog):
     model = _build(FCN_ARGS)
     directory = _save(model, tmp_path / "fcn", FCN_ARGS)
-    with caplog.at_level(logging.WARNING, logger="kerazoo.presets"):
+    with caplog.at_level(logging.WARNING, logger="kerazoo.zoo"):
         loaded = presets.from_preset(directory, num_classes=2)
     message = caplog.records[-1].getMessage()
     named = set(message.rsplit(": ", 1)[-1].split(", "))
@@ -236,7 +238,7 @@ def test_fcn_new_num_classes_reinitialises_score_and_upscore_layers(tmp_path, no
 
 def test_same_num_classes_or_softmax_override_keeps_all_weights(segnet, caplog):
     model, directory, _, _ = segnet
-    with caplog.at_level(logging.INFO, logger="kerazoo.presets"):
+    with caplog.at_level(logging.INFO, logger="kerazoo.zoo"):
         same = presets.from_preset(directory, num_classes=4)
         probabilities = presets.from_preset(directory, activation="softmax")
     assert "freshly initialised" not in caplog.text

@@ -12,10 +12,11 @@ from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 import kerazoo
-from kerazoo import cli, evaluation, restoration_eval
+from kerazoo import cli
+from kerazoo.training import evaluation, restoration_eval
 from kerazoo.data import imresize_numpy
-from kerazoo.train_config import TrainConfig
-from kerazoo.training import train
+from kerazoo.training.config import TrainConfig
+from kerazoo.training.train import train
 
 
 def smooth_image(height, width, channels, seed):
@@ -230,7 +231,7 @@ def test_set12_bm3d_and_set5_bicubic_match_published_figures(shared_data_dir):
 
 @pytest.mark.parametrize("write", ["segmentation", "restoration"])
 def test_predicting_missing_images_names_them_before_loading_a_model(tmp_path, write):
-    from kerazoo import evaluation, restoration_eval
+    from kerazoo.training import evaluation, restoration_eval
 
     present = tmp_path / "present.png"
     present.write_bytes(b"")

@@ -11,8 +11,8 @@ import kerazoo
 from kerazoo.data import imresize_numpy
 from kerazoo.metrics import psnr
 
-ZOO = Path(kerazoo.__file__).parent / "zoo"
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "zoo"))
+ZOO = Path(kerazoo.__file__).parent / "zoo" / "shipped"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "preset_recipes"))
 
 
 def test_list_presets_tells_a_super_resolver_from_a_segmenter():
@@ -27,7 +27,7 @@ def test_list_presets_tells_a_super_resolver_from_a_segmenter():
 
 
 def _shipped_and_measured(name, dataset, shared_data_dir):
-    """(data directory, the preset's recorded metrics, its figures measured now by zoo/reproduce.py)."""
+    """(data directory, the preset's recorded metrics, its figures measured now by preset_recipes/reproduce.py)."""
     from reproduce import RECIPES, evaluation_figures
 
     data_dir = shared_data_dir(dataset)

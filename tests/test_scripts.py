@@ -1,4 +1,4 @@
-"""The repository's scripts at a tiny size: export/matrix.py, export/real_data.py, zoo/build_presets.py.
+"""The repository's scripts at a tiny size: export_matrix/matrix.py, export_matrix/real_data.py, preset_recipes/build_presets.py.
 
 Each runs as a user runs it (a child process from the repository root) and writes only under tmp_path.
 """
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 import kerazoo
-from kerazoo import evaluation
-from kerazoo.presets import preset_metadata
-from kerazoo.training import train
+from kerazoo.training import evaluation
+from kerazoo.zoo import preset_metadata
+from kerazoo.training.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ def _run(*argv, timeout=900):
 @pytest.mark.slow
 def test_export_matrix_one_row(tmp_path):
     report = tmp_path / "REPORT.md"
-    _run("export/matrix.py", "--models", "segnet_basic", "--report", report)
+    _run("export_matrix/matrix.py", "--models", "segnet_basic", "--report", report)
     rows = [line for line in report.read_text().splitlines() if line.startswith("| segnet_basic |")]
     assert len(rows) == 1, report.read_text()
     cells = [cell.strip() for cell in rows[0].strip("|").split("|")]
@@ -46,8 +46,8 @@ def test_export_matrix_one_row(tmp_path):
 
 
 def _recipe_run(name):
-    """The run directory zoo/build_presets.py reads for preset `name`."""
-    spec = importlib.util.spec_from_file_location("build_presets", REPO / "zoo" / "build_presets.py")
+    """The run directory preset_recipes/build_presets.py reads for preset `name`."""
+    spec = importlib.util.spec_from_file_location("build_presets", REPO / "preset_recipes" / "build_presets.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.RECIPES[name]["run"]
@@ -59,7 +59,7 @@ def test_build_presets_from_a_tiny_run(tmp_path):
           image_size=(32, 32), num_examples=16, val_examples=16, batch_size=8, epochs=1,
           output_dir=tmp_path / "runs" / _recipe_run("camvid_segnet_basic"), tensorboard=False, verbose=0)
     zoo = tmp_path / "zoo"
-    run = _run("zoo/build_presets.py", "--runs", tmp_path / "runs", "--only", "camvid_segnet_basic",
+    run = _run("preset_recipes/build_presets.py", "--runs", tmp_path / "runs", "--only", "camvid_segnet_basic",
                "--zoo-dir", zoo)
     assert "argmax agreement with the checkpoint" in run.stdout
     metadata = preset_metadata(str(zoo / "camvid_segnet_basic"))  # input_size: config.json in format 2
@@ -74,7 +74,7 @@ def test_build_presets_from_a_tiny_run(tmp_path):
 @pytest.mark.data
 def test_real_data_on_a_few_images(tmp_path, shared_data_dir):
     data = shared_data_dir("camvid")
-    _run("export/real_data.py", "--data-dir", data, "--presets", "camvid_segnet_basic", "--max-images", "4",
+    _run("export_matrix/real_data.py", "--data-dir", data, "--presets", "camvid_segnet_basic", "--max-images", "4",
          "--out-dir", tmp_path)
     (result,) = json.loads((tmp_path / "real_data.json").read_text())
     assert result["preset"] == "camvid_segnet_basic" and result["val_images"] == 4

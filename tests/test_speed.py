@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import kerazoo
-from kerazoo.model import ZooModel
-from kerazoo.cpu import bfloat16_support
-from kerazoo.training import train
+from kerazoo.models.model import ZooModel
+from kerazoo.utils.cpu import bfloat16_support
+from kerazoo.training.train import train
 
 TINY_SEGNET = dict(filters=4, kernel_size=3, depth=2, input_shape=(32, 32, 3))
 

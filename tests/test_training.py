@@ -18,10 +18,10 @@ import pytest
 
 import kerazoo
 import kerazoo.data
-from kerazoo import evaluation
+from kerazoo.training import evaluation
 from kerazoo import cli
-from kerazoo.train_config import TrainConfig
-from kerazoo.training import BestCheckpoint, make_optimizer, make_strategy, train
+from kerazoo.training.config import TrainConfig
+from kerazoo.training.train import BestCheckpoint, make_optimizer, make_strategy, train
 
 REPO = Path(__file__).resolve().parents[1]
 # The smallest SegNet-Basic that still exercises argmax pooling and unpooling.
@@ -199,7 +199,7 @@ def test_mixed_precision_keeps_float32_outputs_and_restores_policy(tmp_path):
 # The subprocess scripts below start their own TensorFlow, so they can configure devices first.
 _RESUME_SCRIPT = """
 import hashlib, json, sys, time, keras
-from kerazoo.training import train
+from kerazoo.training.train import train
 
 class Slow(keras.callbacks.Callback):  # makes each epoch last long enough to be killed inside it
     def on_train_batch_end(self, batch, logs=None):
@@ -265,7 +265,7 @@ import json, sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from kerazoo.training import train
+from kerazoo.training.train import train
 
 # Plain SGD: unlike Adam, it is not invariant to the gradient's scale, so a cross-replica scaling error
 # changes the loss curve. The same seed gives both runs the same weights and batches.

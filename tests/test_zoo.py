@@ -1,5 +1,5 @@
 """The presets shipped inside the package: they load offline by name, are small, and still score on the real
-validation images what their metadata says (zoo/build_presets.py measured it)."""
+validation images what their metadata says (preset_recipes/build_presets.py measured it)."""
 
 import json
 
@@ -9,8 +9,8 @@ import pytest
 
 import kerazoo
 from kerazoo import data as kz_data
-from kerazoo import evaluation
-from kerazoo.presets import preset_metadata
+from kerazoo.training import evaluation
+from kerazoo.zoo import preset_metadata
 
 SHIPPED = ["camvid_segnet_basic", "membrane_unet_mobilenetv2"]
 
@@ -110,7 +110,7 @@ def test_shipped_preset_scores_its_metadata_on_real_validation_data(name, shared
 
 
 def test_new_num_classes_from_a_shipped_preset_keeps_the_encoder(caplog):
-    with caplog.at_level("WARNING", logger="kerazoo.presets"):
+    with caplog.at_level("WARNING", logger="kerazoo.zoo"):
         model = kerazoo.from_preset("membrane_unet_mobilenetv2", num_classes=3, offline=True)
     assert "kept the pretrained weights except 1 layer(s)" in caplog.text, caplog.text
     shipped = kerazoo.from_preset("membrane_unet_mobilenetv2", offline=True)

@@ -19,6 +19,7 @@ from kerazoo.data.augment import AugmentConfig, augment_pair, resize_pair
 from kerazoo.data.catalog import DATASETS, RESTORATION_TASKS, TASKS, DatasetInfo, list_datasets
 from kerazoo.data.class_weights import class_pixel_counts, median_frequency_weights
 from kerazoo.data.folders import DataValidationError, FolderSource, scan_folders
+from kerazoo.data import loaders
 from kerazoo.data.loaders import MEMBRANE_VAL_SLICES
 from kerazoo.data.paths import DataNotFoundError, data_home, resolve_data_dir
 from kerazoo.data.pipeline import CACHE_LIMIT_BYTES, build_pipeline
@@ -218,8 +219,8 @@ def load(
     common = dict(image_size=image_size, batch_size=batch_size, augment=_augment_config(augment, split, info),
                   shuffle=split == "train" if shuffle is None else shuffle, seed=seed,
                   drop_remainder=drop_remainder)
-    raw = info.loader(info, split, data_dir=data_dir, download=download, num_examples=num_examples,
-                      image_size=image_size, seed=seed)
+    raw = loaders.load_raw(info, split, data_dir=data_dir, download=download, num_examples=num_examples,
+                           image_size=image_size, seed=seed)
     if isinstance(raw, FolderSource):
         return _from_source(raw, cache=cache, **common)
     # In-memory and TFDS record sources read quickly; caching them (full-size photos for TFDS) is opt-in.

@@ -1,15 +1,13 @@
 """The catalogue of known data sets: each entry says how to load it, its splits, classes, colours,
 default size and where to download it, so that no caller tests data-set names.
 
-This module imports no TensorFlow: loaders are imported by `kerazoo.data.loaders` only when called.
+This module imports nothing of kerazoo: `kerazoo.data.loaders` reads it, and runs the loader an entry names.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
-
-from kerazoo.data import loaders
+from typing import Any, Mapping
 
 __all__ = ["DatasetInfo", "DATASETS", "RESTORATION_TASKS", "TASKS", "list_datasets"]
 
@@ -39,10 +37,9 @@ class DatasetInfo:
         val_split: The split that training validates on and evaluation defaults to.
         synthetic: Generated in memory: takes `num_examples`, needs no files.
         splits: The split names `kerazoo.data.load` accepts.
-        loader: `loader(info, split, *, data_dir, download, num_examples, image_size, seed)` returning a
-            `FolderSource` or a `tf.data.Dataset` of raw `(image, mask)` pairs (see `kerazoo.data.loaders`);
-            `(image, depth)` pairs for depth; None for restoration sets, whose folder is read by
-            `kerazoo.data.restoration`.
+        loader: the name of the function in `kerazoo.data.loaders` that loads it (`load_raw` runs it), returning a
+            `FolderSource` or a `tf.data.Dataset` of raw `(image, mask)` pairs; `(image, depth)` pairs for
+            depth; None for restoration sets, whose folder is read by `kerazoo.data.restoration`.
         download: Manifest of files to download (a name in `kerazoo/data/manifests/` or a JSON path),
             or None when the data cannot be downloaded by kerazoo.
         augment: `AugmentConfig` keyword arguments for the default training augmentation.
@@ -65,7 +62,7 @@ class DatasetInfo:
     val_split: str = "val"
     synthetic: bool = False
     splits: tuple[str, ...] = ("train", "val")
-    loader: Callable[..., Any] | None = None
+    loader: str | None = None
     download: str | None = None
     augment: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     task: str = "segmentation"
@@ -103,7 +100,7 @@ DATASETS: dict[str, DatasetInfo] = {
             description="CamVid road scenes as used by SegNet: 11 classes + void (11), 480x360 RGB; "
                         "splits train/val/test",
             splits=("train", "val", "test"),
-            loader=loaders.camvid,
+            loader="camvid",
             download="camvid",
         ),
         DatasetInfo(
@@ -116,7 +113,7 @@ DATASETS: dict[str, DatasetInfo] = {
             source="folders",
             image_size=(512, 512),
             description="ISBI 2012 EM membranes (U-Net paper): 24 grayscale 512x512 slices; val = last 4",
-            loader=loaders.membrane,
+            loader="membrane",
             download="membrane",
             # EM slices have no up or down; road scenes do.
             augment={"vertical_flip": True, "brightness": 0.05, "contrast": 0.1},
@@ -133,7 +130,7 @@ DATASETS: dict[str, DatasetInfo] = {
             description="Synthetic coloured circles, squares and triangles on noise; no files needed",
             synthetic=True,
             splits=("train", "val", "test"),
-            loader=loaders.shapes,
+            loader="shapes",
             augment={"vertical_flip": True, "hue": 0.0, "saturation": 0.0},
         ),
         DatasetInfo(
@@ -151,7 +148,7 @@ DATASETS: dict[str, DatasetInfo] = {
             val_split="test",
             # "val" reads TFDS' test split, as before.
             splits=("train", "test", "val"),
-            loader=loaders.oxford_iiit_pet,
+            loader="oxford_iiit_pet",
         ),
         DatasetInfo(
             name="train400", num_classes=0, class_names=(), class_colors=(), ignore_class=None, channels=1,
@@ -186,13 +183,13 @@ DATASETS: dict[str, DatasetInfo] = {
             name="depth_scenes", num_classes=0, class_names=(), class_colors=(), ignore_class=None, channels=3,
             source="synthetic", image_size=(64, 64),
             description="Synthetic depth: a floor, a wall and boxes, shaded from depth (metres); no files needed",
-            synthetic=True, splits=("train", "val", "test"), loader=loaders.depth_scenes, task="depth",
+            synthetic=True, splits=("train", "val", "test"), loader="depth_scenes", task="depth",
         ),
         DatasetInfo(
             name="nyu_depth_v2", num_classes=0, class_names=(), class_colors=(), ignore_class=None, channels=3,
             source="tfds", image_size=(240, 320),
             description="NYU Depth V2 indoor RGB-D via tensorflow_datasets (pip install kerazoo[data]), 480x640",
-            splits=("train", "val"), loader=loaders.nyu_depth_v2, task="depth",
+            splits=("train", "val"), loader="nyu_depth_v2", task="depth",
         ),
     )
 }

@@ -1,4 +1,4 @@
-"""One loader per catalogued data set; each `DatasetInfo.loader` points at one of these.
+"""One loader per catalogued data set; each `DatasetInfo.loader` names one of these, `load_raw` runs it.
 
 A loader is called as `loader(info, split, *, data_dir, download, num_examples, image_size, seed)`
 and returns either a `FolderSource` (files, scanned and validated) or a `tf.data.Dataset` of raw
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["MEMBRANE_VAL_SLICES", "camvid", "dataset_folder", "depth_scenes", "membrane", "nyu_depth_v2",
+__all__ = ["MEMBRANE_VAL_SLICES", "load_raw", "camvid", "dataset_folder", "depth_scenes", "membrane", "nyu_depth_v2",
            "oxford_iiit_pet", "shapes"]
 
 MEMBRANE_VAL_SLICES = 4
@@ -86,3 +86,10 @@ def nyu_depth_v2(info, split, *, data_dir=None, download=True, **_):
     from kerazoo.data.depth import nyu_depth_v2 as load_nyu
 
     return load_nyu(split, data_dir=data_dir, download=download)
+
+
+def load_raw(info, split, **kwargs):
+    """Runs the loader that catalogue entry `info` names (see the module docstring for the arguments)."""
+    if info.loader is None:
+        raise ValueError(f"{info.name} has no loader of its own (a {info.task} set is read by its task's reader)")
+    return globals()[info.loader](info, split, **kwargs)

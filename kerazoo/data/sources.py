@@ -7,7 +7,7 @@ downloaded, verified and unpacked into the folder the same way.
 
 The data set folder appears whole or not at all: files are fetched into a staging folder beside it,
 each checked against its sha256, and the staging folder is renamed into place only when every file
-arrived (`kerazoo.files.atomic_directory`). A failed, corrupt or interrupted download leaves nothing.
+arrived (`kerazoo.utils.files.atomic_directory`). A failed, corrupt or interrupted download leaves nothing.
 
 Environment:
     KERAZOO_DATA: the root that holds one folder per data set (default `~/.keras/datasets`).
@@ -28,8 +28,8 @@ from pathlib import Path
 
 from kerazoo.data.catalog import DATASETS, DatasetInfo, list_datasets
 from kerazoo.data.paths import OFFLINE_VAR, DataNotFoundError, data_home, is_offline
-from kerazoo.download import ChecksumError, DownloadError, download, extract_archive, progress_bar
-from kerazoo.files import atomic_directory
+from kerazoo.utils.download import ChecksumError, DownloadError, download, extract_archive, progress_bar
+from kerazoo.utils.files import atomic_directory
 
 __all__ = ["Manifest", "MIRROR_VAR", "download_dataset", "ensure_dataset", "load_manifest"]
 
@@ -135,7 +135,7 @@ def download_dataset(name: str | DatasetInfo, data_dir: str | os.PathLike | None
         force: Download again when the folder exists (the old folder is replaced in one rename).
         workers: Files downloaded in parallel.
         progress: Show a progress bar on stderr; None shows it only on a terminal.
-        timeout, retries, backoff: Per file; see `kerazoo.download.download`.
+        timeout, retries, backoff: Per file; see `kerazoo.utils.download.download`.
 
     Returns:
         The data set folder, `<root>/<name>`.

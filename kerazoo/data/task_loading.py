@@ -102,12 +102,13 @@ def image_names(name: str, split: str | None = None, *, data_dir=None, scale: in
 def load_depth(info: DatasetInfo, split: str, *, data_dir, download, num_examples, image_size, batch_size,
                augment, shuffle, seed, cache, drop_remainder):
     """`(image, depth)` batches of a catalogued depth data set."""
+    from kerazoo.data import loaders
     from kerazoo.data.depth import depth_pipeline
 
     if split not in info.splits:
         raise ValueError(f"{info.name} has splits {list(info.splits)}, got split={split!r}")
-    raw = info.loader(info, split, data_dir=data_dir, download=download, num_examples=num_examples,
-                      image_size=image_size, seed=seed)
+    raw = loaders.load_raw(info, split, data_dir=data_dir, download=download, num_examples=num_examples,
+                           image_size=image_size, seed=seed)
     return depth_pipeline(raw, image_size=image_size, batch_size=batch_size,
                           augment=_check_augment(augment, split),
                           shuffle=split == "train" if shuffle is None else shuffle, seed=seed,

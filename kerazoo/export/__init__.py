@@ -8,7 +8,7 @@ latency. The results come back as an `ExportReport`, printed as a table.
 
 Modules: `report` (ExportReport, ExportedFile, errors), `serving` (the float32 model, serving function,
 samples, metadata: an `ExportJob`), `parity` (contracts, declared tie policies), `runners` (each
-format in its runtime, timed by `kerazoo.timing`), `writers` (the registry) and one module per format:
+format in its runtime, timed by `kerazoo.utils.timing`), `writers` (the registry) and one module per format:
 `saved_model`, `tflite`, `onnx` (with `onnx_child`, the converting child process).
 
 Rules the writers keep, each learned the hard way (measured on these exporters; see the README's Export section):
@@ -32,7 +32,7 @@ import os
 import sys
 import types
 
-import kerazoo.layers  # noqa: F401  (registers kerazoo's classes: exported models are often loaded first)
+import kerazoo.models  # noqa: F401  (registers kerazoo's classes: exported models are often loaded first)
 from kerazoo.export.parity import CONTRACTS, TIE_POLICIES, declared_tie_policy
 from kerazoo.export.report import (
     ConversionError, ExportedFile, ExportError, ExportReport, InsufficientMemoryError, UnsupportedOpsError,
@@ -43,7 +43,7 @@ from kerazoo.export.runners import (
 from kerazoo.export.serving import ExportOptions, float32_model, prepare_job
 from kerazoo.export.tflite import METADATA_NAME, read_tflite_metadata
 from kerazoo.export.writers import FORMATS, WRITERS, Writer, check_backend
-from kerazoo.files import atomic_write_text
+from kerazoo.utils.files import atomic_write_text
 
 QUANTIZE_MODES = ("float16", "dynamic", "int8")
 IO_DTYPES = ("float32", "int8", "uint8")

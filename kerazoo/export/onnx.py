@@ -30,7 +30,7 @@ import numpy as np
 from kerazoo.export.parity import check_parity
 from kerazoo.export.report import ExportError, InsufficientMemoryError, format_size
 from kerazoo.export.runners import INPUT_NAME, onnx_runner, run_and_time
-from kerazoo.files import atomic_write_text
+from kerazoo.utils.files import atomic_write_text
 
 # Weights above this many bytes are converted in a child process (smaller ones convert in-process in
 # about a second; a child costs a TensorFlow import).

@@ -23,7 +23,7 @@ import time
 from kerazoo.export.parity import check_parity
 from kerazoo.export.report import ExportError
 from kerazoo.export.runners import openvino_runner, run_and_time
-from kerazoo.files import atomic_write_text
+from kerazoo.utils.files import atomic_write_text
 
 EXTRA = "pip install 'kerazoo[openvino]'"
 _FRAMEWORK_OPS = ("Parameter", "Result", "Constant")

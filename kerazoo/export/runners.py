@@ -1,5 +1,5 @@
 """Runners: each exported format run in its own runtime, as an app would, and timed the one way
-(`kerazoo.timing.median_ms`). The benchmark and export/real_data.py use the same runners.
+(`kerazoo.utils.timing.median_ms`). The benchmark and export_matrix/real_data.py use the same runners.
 
 Each runner defaults to the fastest CPU settings measured on these machines (benchmarks/INFERENCE.md):
 one thread per physical core this process may run on (`physical_cores`), and for ONNX Runtime the
@@ -8,8 +8,8 @@ session options of `onnx_session`.
 
 import numpy as np
 
-from kerazoo.cpu import physical_cores
-from kerazoo.timing import median_ms
+from kerazoo.utils.cpu import physical_cores
+from kerazoo.utils.timing import median_ms
 
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "image"

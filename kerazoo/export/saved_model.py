@@ -10,7 +10,7 @@ import tensorflow as tf
 from kerazoo.export.parity import check_parity
 from kerazoo.export.report import path_size
 from kerazoo.export.runners import SIGNATURE_KEY, run_and_time, saved_model_runner
-from kerazoo.files import atomic_directory
+from kerazoo.utils.files import atomic_directory
 
 
 def write_saved_model(job, exported):

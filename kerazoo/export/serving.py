@@ -10,7 +10,7 @@ import tensorflow as tf
 from kerazoo.export.parity import all_layers, declared_tie_policy
 from kerazoo.export.report import ExportError, ExportReport
 from kerazoo.export.runners import INPUT_NAME
-from kerazoo.timing import median_ms
+from kerazoo.utils.timing import median_ms
 
 
 @dataclasses.dataclass

@@ -16,7 +16,7 @@ from kerazoo.export.parity import all_layers, check_parity
 from kerazoo.export.report import ConversionError, ExportError, UnsupportedOpsError
 from kerazoo.export.runners import INPUT_NAME, run_tflite
 from kerazoo.export.serving import images_from
-from kerazoo.files import atomic_write_bytes, atomic_write_text
+from kerazoo.utils.files import atomic_write_bytes, atomic_write_text
 
 METADATA_NAME = "kerazoo"  # name of the metadata buffer embedded in .tflite files
 

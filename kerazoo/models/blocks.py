@@ -3,12 +3,11 @@
 import keras
 
 from kerazoo import layers
+from kerazoo.tasks import Segmentation
 
 
 def segmentation_task(num_classes, in_channels, activation):
     """The task a builder uses when called without one: segmentation (what `create_model` passes by default)."""
-    from kerazoo.tasks import Segmentation  # kerazoo.tasks imports the heads of this package
-
     return Segmentation(num_classes, in_channels, activation, "segmentation")
 
 

@@ -5,7 +5,7 @@ import keras
 from kerazoo import layers
 from kerazoo.encoders import build_encoder
 from kerazoo.models.blocks import model_input, segmentation_task
-from kerazoo.models.heads import score_conv
+from kerazoo.tasks.heads import score_conv
 
 FCN_STRIDES = {"fcn32s": 32, "fcn16s": 16, "fcn8s": 8}
 

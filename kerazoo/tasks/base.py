@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from kerazoo import layers
-from kerazoo.models.heads import ACTIVATIONS
+from kerazoo.tasks.heads import ACTIVATIONS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ import dataclasses
 import keras
 
 from kerazoo import layers
-from kerazoo.models.heads import output_activation, score_conv
+from kerazoo.tasks.heads import output_activation, score_conv
 from kerazoo.tasks.base import Task
 
 PIXEL_RANGE = 255.0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kerazoo.models.heads import apply_head, output_activation
+from kerazoo.tasks.heads import apply_head, output_activation
 from kerazoo.tasks.base import Task
 
 

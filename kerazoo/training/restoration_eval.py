@@ -1,7 +1,7 @@
 """Evaluation and prediction for restoration models (denoising, super-resolution), next to the classical
 baselines on the same images.
 
-Kept apart from `kerazoo.evaluation`, whose figures (IoU, G, C from one confusion matrix) and pictures
+Kept apart from `kerazoo.training.evaluation`, whose figures (IoU, G, C from one confusion matrix) and pictures
 (colour masks) are segmentation's: restoration scores each image on its own (PSNR/SSIM per image, then
 the mean, as the papers' tables do) and compares methods, so it shares little beyond loading a model.
 
@@ -54,7 +54,7 @@ def checkpoint_task(checkpoint) -> str:
         except (OSError, KeyError, ValueError, zipfile.BadZipFile):
             return "segmentation"  # loading it later gives the real error
         return (config.get("config") or {}).get("task", "segmentation")
-    from kerazoo.presets import preset_metadata
+    from kerazoo.zoo import preset_metadata
 
     metadata = preset_metadata(str(checkpoint))
     return metadata.get("task") or metadata.get("model", {}).get("task", "segmentation")
@@ -112,7 +112,7 @@ def _check_baselines(task, baselines):
 def _resolve_dataset(checkpoint, task, dataset):
     """The data set to measure on: the given one, else the one that measures the trained-on set."""
     from kerazoo import data as kz_data
-    from kerazoo.evaluation import _trained_dataset
+    from kerazoo.training.evaluation import _trained_dataset
 
     dataset = dataset or _trained_dataset(checkpoint)
     if dataset is None:
@@ -175,7 +175,7 @@ def evaluate_restoration(checkpoint, *, dataset: str | None = None, noise_sigma:
     import keras
 
     from kerazoo import data as kz_data
-    from kerazoo.evaluation import load_model
+    from kerazoo.training.evaluation import load_model
 
     model = load_model(checkpoint)
     task = getattr(model, "task", None)
@@ -310,7 +310,7 @@ def restore_files(checkpoint, images: Sequence[str | os.PathLike], out_dir: str 
     Returns:
         The written paths.
     """
-    from kerazoo.evaluation import _read_image, existing_files, load_model, save_png
+    from kerazoo.training.evaluation import _read_image, existing_files, load_model, save_png
 
     paths = existing_files(images)
     model = load_model(checkpoint)

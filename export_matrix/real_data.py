@@ -4,9 +4,9 @@ For each preset: `kerazoo.export` writes SavedModel, TFLite (float32, float16, d
 calibrated on 100 unaugmented training images) and ONNX; then every TFLite and ONNX file runs over
 the whole validation split in its own runtime (ai_edge_litert, onnxruntime), one image at a time,
 and its G, C and mIoU are computed from one confusion matrix, as for the Keras model. Writes
-export/REAL_DATA.md and export/real_data.json.
+export_matrix/REAL_DATA.md and export_matrix/real_data.json.
 
-    python export/real_data.py [--data-dir ../shared/data] [--presets camvid_segnet_basic ...]
+    python export_matrix/real_data.py [--data-dir ../shared/data] [--presets camvid_segnet_basic ...]
 """
 
 import argparse
@@ -20,10 +20,10 @@ import tensorflow as tf
 
 import kerazoo
 from kerazoo.export import TFLiteRunner, export, onnx_runner
-from kerazoo.files import atomic_write_text
+from kerazoo.utils.files import atomic_write_text
 from kerazoo.metrics import PerClassIoU, confusion_matrix_scores
-from kerazoo.presets import preset_metadata
-from kerazoo.timing import median_ms
+from kerazoo.zoo import preset_metadata
+from kerazoo.utils.timing import median_ms
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = (None, "float16", "dynamic", "int8")
@@ -81,7 +81,7 @@ def measure(name, data_dir, max_images=None):
 
 def markdown(results):
     lines = ["# Exports of the shipped presets on real validation data", "",
-             "Written by `python export/real_data.py --data-dir ../shared/data`. Each file runs over the whole "
+             "Written by `python export_matrix/real_data.py --data-dir ../shared/data`. Each file runs over the whole "
              "validation split in its own runtime (TFLite: ai_edge_litert's interpreter; ONNX: onnxruntime CPU), "
              "batch 1; int8 is full-integer with float input and output, calibrated on 100 unaugmented training "
              "images. `agree` = per-pixel argmax agreement with the Keras model; `ms` = median of 20 batch-1 runs "

@@ -2,10 +2,10 @@
 memory and FLOPs, per model x encoder x input size, with segmentation-models-pytorch side by side.
 
     kerazoo benchmark --model unet --encoder resnet50 --image-size 256x256 --option upsampling=nearest --peer
-    kerazoo.benchmark.run([Case("unet", "resnet50", (256, 256), (("upsampling", "nearest"),))], peer=True)
+    kerazoo.bench.benchmark.run([Case("unet", "resnet50", (256, 256), (("upsampling", "nearest"),))], peer=True)
 
 kerazoo trains in each Keras dtype policy of `PRECISIONS` (float32, mixed_bfloat16); the peer runs in each
-of its modes (`kerazoo.peer.PEER_MODES`: float32 eager, bf16 autocast, torch.compile), and each kerazoo
+of its modes (`kerazoo.bench.peer.PEER_MODES`: float32 eager, bf16 autocast, torch.compile), and each kerazoo
 precision is compared with the peer's fastest mode of the same precision class.
 
 Every measurement (the machine's peak, training, each inference format, each peer side) runs in a
@@ -36,10 +36,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 
-from kerazoo.cpu import bfloat16_support  # noqa: E402
-from kerazoo.benchmark_tables import markdown  # noqa: E402,F401  (the tables: kerazoo.benchmark.markdown)
-from kerazoo.files import atomic_write_text  # noqa: E402
-from kerazoo.timing import median_ms, timed_runs  # noqa: E402
+from kerazoo.utils.cpu import bfloat16_support  # noqa: E402
+from kerazoo.bench.tables import markdown  # noqa: E402,F401  (the tables: kerazoo.bench.benchmark.markdown)
+from kerazoo.utils.files import atomic_write_text  # noqa: E402
+from kerazoo.utils.timing import median_ms, timed_runs  # noqa: E402
 
 FORMATS = ("keras", "tflite_float32", "tflite_int8", "onnx")
 # kerazoo.export's file for each format: (export format, TFLite quantize variant)
@@ -71,12 +71,12 @@ class Case:
         return f"{self.model}{encoder} {self.image_size[0]}x{self.image_size[1]}{options}"
 
     def create_model(self, num_classes):
-        import kerazoo
+        from kerazoo.models import create_model
 
         kwargs = dict(self.options)
         if self.encoder:
             kwargs["encoder"] = self.encoder
-        return kerazoo.create_model(self.model, num_classes=num_classes, **kwargs)
+        return create_model(self.model, num_classes=num_classes, **kwargs)
 
 
 def cases(models, encoders, image_sizes, options=()):
@@ -196,7 +196,7 @@ def keras_export(case, num_classes, out_dir, fmt):
     """Builds the model (random weights, seeded) and writes it in format `fmt`; returns the file's path,
     size and notes, or its error. A file that missed its parity contract is still timed (the reason goes
     to its notes): the benchmark measures speed, `kerazoo.export` judges parity."""
-    import kerazoo
+    from kerazoo.export import export
 
     keras.utils.set_random_seed(0)
     model = case.create_model(num_classes)
@@ -207,7 +207,7 @@ def keras_export(case, num_classes, out_dir, fmt):
         return {"path": str(path), "size_bytes": path.stat().st_size, "notes": []}
     export_format, variant = _EXPORTED[fmt]
     images, _ = _random_batch(8, case.image_size, num_classes, seed=1)
-    report = kerazoo.export(model, out_dir / fmt, formats=[export_format], quantize=variant,
+    report = export(model, out_dir / fmt, formats=[export_format], quantize=variant,
                             representative_data=images, num_calibration=8, latency_runs=0, strict=False,
                             verbose=False)
     (exported,) = report.files
@@ -276,10 +276,10 @@ def run_case(case, peak_gflops, num_classes=12, formats=FORMATS, batch_sizes=(1,
              peer_modes=None, peer_runner=None):
     """Measures one case (and its peer when asked); returns a JSON-ready dict.
 
-    `peer_runner` (default `kerazoo.peer.run_in_subprocess`) takes the peer's arguments and `peer_modes`
+    `peer_runner` (default `kerazoo.bench.peer.run_in_subprocess`) takes the peer's arguments and `peer_modes`
     and returns {"description", "modes": {mode: measured or {"error"}}}; tests give a fake one.
     """
-    from kerazoo import peer as peer_module
+    from kerazoo.bench import peer as peer_module
 
     peer_modes = tuple(peer_modes or peer_module.PEER_MODES)
     peer_runner = peer_runner or peer_module.run_in_subprocess
@@ -350,7 +350,7 @@ def peer_ratios(result):
         {kerazoo precision: {"training_step": {"ratio", "peer_mode"}, "inference_batch<b>": {...}}}; a
         precision whose class no peer mode ran in is absent.
     """
-    from kerazoo.peer import best_modes
+    from kerazoo.bench.peer import best_modes
 
     best = best_modes(result["peer"]["modes"])
     ratios = {}
@@ -371,7 +371,7 @@ def run(case_list, num_classes=12, formats=FORMATS, batch_sizes=(1, 8), train_ba
     """Benchmarks every case; prints a Markdown table, writes JSON and Markdown when paths are given.
 
     kerazoo trains in each Keras dtype policy of `precisions`; the peer runs in each of `peer_modes`
-    (default: every mode of `kerazoo.peer.PEER_MODES`) through `peer_runner` (tests give a fake one).
+    (default: every mode of `kerazoo.bench.peer.PEER_MODES`) through `peer_runner` (tests give a fake one).
 
     Returns:
         The results dict: machine, settings, peak GFLOP/s and one entry per case.

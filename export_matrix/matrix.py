@@ -1,4 +1,4 @@
-"""The export matrix: every zoo model x every export format, checked and written to export/REPORT.md.
+"""The export matrix: every zoo model x every export format, checked and written to export_matrix/REPORT.md.
 
 Each model (on its default encoder, plus U-Net on MobileNetV2) is built with random weights
 (weights=None) at a small size and exported by `kerazoo.export.export` to SavedModel, TFLite
@@ -8,8 +8,8 @@ TFLite, then ONNX), so that one crash or out-of-memory does not lose the rest an
 holds the TFLite converter and the ONNX conversion at once; its files are deleted once measured.
 
 Usage:
-    python export/matrix.py                     # every model, writes export/REPORT.md
-    python export/matrix.py --models segnet_basic unet_mobilenetv2 --report /tmp/REPORT.md
+    python export_matrix/matrix.py                     # every model, writes export_matrix/REPORT.md
+    python export_matrix/matrix.py --models segnet_basic unet_mobilenetv2 --report /tmp/REPORT.md
 """
 
 import argparse
@@ -83,7 +83,7 @@ def run_one(key, out_json, group="tf"):
 
     import kerazoo
     from kerazoo.export import export
-    from kerazoo.files import atomic_write_text
+    from kerazoo.utils.files import atomic_write_text
 
     (_, label, kwargs, size), = [row for row in entries() if row[0] == key]
     import keras
@@ -130,12 +130,12 @@ def _cell(result):
 
 
 def write_report(results, path, elapsed_s):
-    from kerazoo.files import atomic_write_text
+    from kerazoo.utils.files import atomic_write_text
 
     lines = [
         "# kerazoo export matrix",
         "",
-        f"Written by `python export/matrix.py` ({time.strftime('%Y-%m-%d')}"
+        f"Written by `python export_matrix/matrix.py` ({time.strftime('%Y-%m-%d')}"
         + (f", {elapsed_s / 60:.0f} min" if elapsed_s else "") + "). Every zoo model "
         f"(default encoder, plus U-Net on MobileNetV2), random weights, {NUM_CLASSES} classes, input "
         f"{HEIGHT}x{WIDTH} (unet_paper: 188x188x1, its smallest valid size), exported by "

@@ -21,12 +21,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import kerazoo  # noqa: E402,F401  (registers the custom layers for loading)
+import kerazoo.models  # noqa: E402,F401  (registers the custom layers for loading)
 from kerazoo import data as kz_data  # noqa: E402
-from kerazoo.files import atomic_path, atomic_write_text  # noqa: E402
+from kerazoo.utils.files import atomic_path, atomic_write_text  # noqa: E402
 from kerazoo.metrics import PerClassIoU, confusion_matrix_scores  # noqa: E402
-from kerazoo.model import ZooModel, model_num_classes  # noqa: E402
-from kerazoo.models.heads import scores_to_labels  # noqa: E402
+from kerazoo.models.model import ZooModel, model_num_classes  # noqa: E402
+from kerazoo.tasks.heads import scores_to_labels  # noqa: E402
 
 __all__ = [
     "colorize", "comparison_image", "confusion_matrix", "evaluate", "evaluate_checkpoint", "load_model",
@@ -41,7 +41,7 @@ def _is_keras_file(checkpoint) -> bool:
 
 
 def load_run(checkpoint: str | os.PathLike) -> dict:
-    """The `run.json` that `kerazoo.training.train` wrote beside a `.keras` checkpoint ({} if none), or
+    """The `run.json` that `kerazoo.training.train.train` wrote beside a `.keras` checkpoint ({} if none), or
     for a preset (name, directory or URI) its data set and input size.
 
     Only the data set's name is read from it by `evaluate_checkpoint` and `predict_files`: a model from
@@ -49,7 +49,7 @@ def load_run(checkpoint: str | os.PathLike) -> dict:
     if _is_keras_file(checkpoint):
         path = Path(checkpoint).with_name("run.json")
         return json.loads(path.read_text()) if path.exists() else {}
-    from kerazoo.presets import preset_metadata
+    from kerazoo.zoo import preset_metadata
 
     metadata = preset_metadata(str(checkpoint))
     return {"dataset": metadata.get("dataset"), "image_size": metadata.get("input_size")}
@@ -82,7 +82,7 @@ def load_model(checkpoint: str | os.PathLike | keras.Model) -> keras.Model:
     if isinstance(checkpoint, keras.Model):
         return checkpoint
     if not _is_keras_file(checkpoint):
-        from kerazoo.presets import from_preset
+        from kerazoo.zoo import from_preset
 
         return from_preset(str(checkpoint))
     path = Path(checkpoint)

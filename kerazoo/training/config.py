@@ -75,7 +75,7 @@ class TrainConfig:
         class_weights: None, "median_frequency" (computed on the train split, void ignored) or one
             weight per class.
         devices: None (one device), "mirrored"/"all", device names such as `("/cpu:0", "/cpu:1")`, or
-            "multi-worker" (the processes in `TF_CONFIG`; see `kerazoo.distribute`).
+            "multi-worker" (the processes in `TF_CONFIG`; see `kerazoo.training.distribute`).
         seed: Seed for weights, shuffling and augmentation.
         output_dir: Run directory.
         task: "segmentation", "denoise", "super_resolution" or "depth"; None: the data set's own task

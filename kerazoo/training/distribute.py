@@ -114,7 +114,7 @@ def make_strategy(devices: str | Sequence[str] | None):
 
     Returns:
         A `tf.distribute.Strategy`; the same object for the same `devices` within a process, so a model
-        built in its scope can be passed to `kerazoo.training.train(model=...)`.
+        built in its scope can be passed to `kerazoo.training.train.train(model=...)`.
     """
     if devices is None or devices == "":
         return tf.distribute.get_strategy()

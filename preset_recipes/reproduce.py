@@ -1,7 +1,7 @@
 """Runs a preset's recipe end to end: build, train, measure against time, keep the best weights.
 
-    python zoo/reproduce.py set12_denoise_sigma25_unet --data-dir ../shared/data --output-dir runs/NAME
-    python zoo/reproduce.py --list
+    python preset_recipes/reproduce.py set12_denoise_sigma25_unet --data-dir ../shared/data --output-dir runs/NAME
+    python preset_recipes/reproduce.py --list
 
 Each recipe fixes the model, the data, the schedule (in steps, so a run is the same on any machine)
 and the figure it is judged by. Every `eval_every` steps the run measures that figure on the
@@ -73,7 +73,7 @@ RECIPES = {
 
 def segmentation_config(name, data_dir, output_dir, epochs=None):
     """The `TrainConfig` of a segmentation recipe (`epochs` overrides the recipe's, for a trial run)."""
-    from kerazoo.train_config import TrainConfig
+    from kerazoo.training.config import TrainConfig
 
     fields = dict(SEGMENTATION_RECIPES[name]["config"])
     if epochs is not None:

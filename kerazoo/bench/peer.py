@@ -123,7 +123,7 @@ def best_modes(modes):
 
 
 # ----------------------------------------------------------------------------------------------------
-# The peer's process (no kerazoo, no TensorFlow). Same helpers as kerazoo.benchmark, which it cannot import.
+# The peer's process (no kerazoo, no TensorFlow). Same helpers as kerazoo.bench.benchmark, which it cannot import.
 
 
 def peak_rss_mib():

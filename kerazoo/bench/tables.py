@@ -1,4 +1,4 @@
-"""The benchmark's results (`kerazoo.benchmark.run`) as Markdown tables."""
+"""The benchmark's results (`kerazoo.bench.benchmark.run`) as Markdown tables."""
 
 
 def _fmt(value, digits=1):
@@ -51,7 +51,7 @@ def markdown(results):
 
 def peer_markdown(peered, batches):
     """The peer's modes, then kerazoo's ratio in each precision against the peer's best mode of its class."""
-    from kerazoo.peer import MODE_DESCRIPTIONS
+    from kerazoo.bench.peer import MODE_DESCRIPTIONS
 
     if not peered:
         return []

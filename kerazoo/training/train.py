@@ -1,4 +1,4 @@
-"""Training on a named data set: `kerazoo.training.train(TrainConfig(...))`, the engine behind `kerazoo train`.
+"""Training on a named data set: `kerazoo.training.train.train(TrainConfig(...))`, the engine behind `kerazoo train`.
 
 Everything goes through `model.fit`: the best checkpoint, resumption after a crash, logs and several
 devices are Keras callbacks and a `tf.distribute` strategy, not a loop of our own. An output
@@ -10,7 +10,7 @@ directory holds:
     backup/          `keras.callbacks.BackupAndRestore` state; a killed run re-run with the same
                      arguments resumes at the epoch it stopped in (deleted when training finishes);
                      non-chief workers of a multi-worker run keep theirs in backup-worker-<index>/ and
-                     write nothing else here (see `kerazoo.distribute`)
+                     write nothing else here (see `kerazoo.training.distribute`)
     log.csv          one row per epoch (appended across resumptions)
     tensorboard/     TensorBoard scalars
     run.json         the `TrainConfig` ("config"), the `create_model` call, the data set facts, what the
@@ -32,17 +32,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import kerazoo
 from kerazoo import data as kz_data
-from kerazoo import distribute, optimizers
-from kerazoo.cpu import bfloat16_support
-from kerazoo.distribute import make_strategy
-from kerazoo.files import atomic_path, atomic_write_text  # atomic_write_text: still imported from here by others
+from kerazoo.training import distribute
+from kerazoo import optimizers
+from kerazoo.utils.cpu import bfloat16_support
+from kerazoo.training.distribute import make_strategy
+from kerazoo.utils.files import atomic_path, atomic_write_text  # atomic_write_text: still imported from here by others
 from kerazoo.data.task_loading import restoration_options
 from kerazoo.losses import SegmentationLoss
 from kerazoo.metrics import MeanIoU, PixelAccuracy
-from kerazoo.model import ZooModel
-from kerazoo.train_config import OPTIMIZERS, SCHEDULES, TrainConfig
+from kerazoo.models import ZooModel, create_model
+from kerazoo.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
 
 __all__ = [
     "OPTIMIZERS", "SCHEDULES", "BestCheckpoint", "EpochTimer", "TrainConfig", "TrainResult", "make_optimizer",
@@ -273,7 +273,7 @@ def model_for_dataset(config: TrainConfig, info, image_size) -> tuple[keras.Mode
         arguments.update(class_names=list(info.class_names), class_colors=[list(c) for c in info.class_colors])
     # Restoration models run at each image's own size (image_size is None for them).
     arguments.update(input_size=list(image_size) if image_size else None)
-    return kerazoo.create_model(**arguments), arguments
+    return create_model(**arguments), arguments
 
 
 def _task_spec(net, config: TrainConfig, channels):

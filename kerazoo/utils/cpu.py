@@ -5,7 +5,7 @@ oneDNN, under TensorFlow and torch, picks its bfloat16 kernels at run time from 
 Without any of them, `mixed_bfloat16` is emulated and usually slower than float32, so `kerazoo train
 --mixed-precision mixed_bfloat16` and `kerazoo benchmark` say what they found:
 
-    >>> from kerazoo.cpu import bfloat16_support
+    >>> from kerazoo.utils.cpu import bfloat16_support
     >>> print(bfloat16_support().describe())
 """
 

@@ -1,11 +1,11 @@
-"""Turns trained checkpoints into the presets shipped in kerazoo/zoo/, with measured metrics.
+"""Turns trained checkpoints into the presets shipped in kerazoo/zoo/shipped/, with measured metrics.
 
 For each recipe: evaluate the checkpoint on its validation split, write a float16 preset, evaluate
 that too, and ship float16 only when it changes no metric by more than 0.05 points (else float32).
 The metrics written into metadata.json are those of the shipped file, with the command that
 reproduces them.
 
-    python zoo/build_presets.py --runs /work/runs --data-dir ../shared/data [--only NAME]
+    python preset_recipes/build_presets.py --runs /work/runs --data-dir ../shared/data [--only NAME]
 
 The training commands are in each recipe (and in the preset's metadata); see benchmarks/REAL_DATA.md.
 """
@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 import kerazoo
-from kerazoo import evaluation
+from kerazoo.training import evaluation
 
-ZOO = Path(kerazoo.__file__).resolve().parent / "zoo"
+ZOO = Path(kerazoo.__file__).resolve().parent / "zoo" / "shipped"
 TOLERANCE = 0.0005  # 0.05 points of G, C, mIoU or any class IoU
 RESTORATION_TOLERANCE_DB = 0.01  # float16 storage may move no PSNR by more than this
 
@@ -137,7 +137,7 @@ def restoration_scores(model, recipe, data_dir):
 
 
 def build_restoration(name, runs, data_dir, zoo_dir=ZOO):
-    """A restoration preset from a `zoo/reproduce.py` run: its best weights, measured float32 and as stored."""
+    """A restoration preset from a `preset_recipes/reproduce.py` run: its best weights, measured float32 and as stored."""
     from reproduce import RECIPES as REPRODUCE
 
     recipe = REPRODUCE[name]
@@ -154,7 +154,7 @@ def build_restoration(name, runs, data_dir, zoo_dir=ZOO):
         "task": recipe["model"]["task"],
         "channels": recipe["model"]["in_channels"],
         **{key: evaluate[key] for key in ("noise_sigma", "scale") if key in evaluate},
-        "training": {"command": f"python zoo/reproduce.py {name} --data-dir ../shared/data", "recipe": recipe,
+        "training": {"command": f"python preset_recipes/reproduce.py {name} --data-dir ../shared/data", "recipe": recipe,
                      "steps": run["steps"], "best_steps": run["best"]["steps"],
                      "train_seconds": run["train_seconds"], "psnr_against_time": run["history"],
                      "hardware": f"{run['machine']['cpus']}, 2 cores shared with other jobs, tensorflow-cpu 2.21"},

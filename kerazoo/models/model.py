@@ -14,15 +14,18 @@ and the head; the methods turn outputs into what a user wants: `segment` gives l
 
 from __future__ import annotations
 
-from typing import Sequence
+import inspect
 
 import keras
 import numpy as np
 
-from kerazoo.models.heads import scores_to_labels
+from kerazoo.encoders import ENCODERS
+from kerazoo.models.registry import MODELS
 from kerazoo.optimizers import fast_optimizer  # also registers kerazoo>Adam for loading compiled .keras files
+from kerazoo.tasks import RESTORATION_TASKS, Segmentation, task_class
+from kerazoo.tasks.heads import check_head, scores_to_labels
 
-__all__ = ["ZooModel", "check_task_attributes"]
+__all__ = ["ZooModel", "check_task_attributes", "create_model"]
 
 # Config keys that describe the trained model but are not `create_model` builder arguments.
 TASK_KEYS = ("class_names", "class_colors", "input_size")
@@ -181,8 +184,6 @@ class ZooModel(keras.Model):
     @property
     def task_spec(self):
         """The resolved `kerazoo.tasks.Task`: `model.task_spec.default_loss()`, `.default_metrics()`."""
-        from kerazoo.tasks import task_class
-
         cls = task_class(self.task)
         options = {key: self.arguments[key] for key in cls.option_defaults()}
         return cls(self.num_classes, self.in_channels, self.activation, self.head, **options)
@@ -230,8 +231,6 @@ class ZooModel(keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         """Rebuilds through `create_model` with `encoder_weights=None`; the weights come from the file."""
-        from kerazoo.models import create_model
-
         config = {key: value for key, value in config.items() if key not in INFO_KEYS}
         if config.get("input_shape") is not None:
             config["input_shape"] = tuple(config["input_shape"])
@@ -339,8 +338,6 @@ class ZooModel(keras.Model):
             ValueError: for a model that is not a restoration model (naming the method to use), or
                 for a model with a static input size the images do not have.
         """
-        from kerazoo.tasks import RESTORATION_TASKS
-
         if self.task not in RESTORATION_TASKS:
             raise ValueError(f"restore() is for the 'denoise' and 'super_resolution' tasks; this is a "
                              f"{self.task!r} model: use {_TASK_METHODS[self.task]}")
@@ -404,3 +401,123 @@ def model_num_classes(model) -> int | None:
         return model.num_classes
     shape = model.outputs[0].shape if getattr(model, "outputs", None) else None
     return None if shape is None or shape[-1] is None else int(shape[-1])
+
+
+def _option_defaults(builder):
+    """The builder's model options with their defaults (what an omitted option means)."""
+    return {
+        parameter.name: parameter.default
+        for parameter in inspect.signature(builder).parameters.values()
+        if parameter.name not in _NOT_OPTIONS and parameter.default is not inspect.Parameter.empty
+    }
+
+
+_NOT_OPTIONS = ("spec", "num_classes", "output_stride", "encoder_weights", "in_channels", "input_shape", "activation",
+                "task")
+
+
+def _resolve_task(task, head, activation, num_classes, in_channels, options):
+    """The `kerazoo.tasks.Task` for these arguments; takes the task's own options out of `options`."""
+    cls = task_class(task)
+    task_options = {key: options.pop(key, default) for key, default in cls.option_defaults().items()}
+    if cls is Segmentation:
+        head = head or "segmentation"
+    elif head not in (None, "regression"):
+        raise ValueError(f"task={task!r} has a regression head; got head={head!r} (leave it out)")
+    head = head or "regression"
+    if activation is None:
+        activation = cls.default_activation()
+    if cls is not Segmentation and activation not in cls.activations(head):
+        raise ValueError(f"activation for task={task!r} must be one of {cls.activations(head)}; got {activation!r}")
+    if num_classes is None:
+        num_classes = cls.default_num_classes(in_channels)
+    check_head(head, activation, num_classes)
+    return cls(num_classes, in_channels, activation, head, **task_options)
+
+
+def create_model(
+    name,
+    encoder=None,
+    num_classes=None,
+    encoder_weights=None,
+    in_channels=None,
+    input_shape=None,
+    head=None,
+    activation=None,
+    class_names=None,
+    class_colors=None,
+    input_size=None,
+    task="segmentation",
+    **options,
+):
+    """Builds a registered model.
+
+    Args:
+        name: a name from `list_models()`, e.g. "unet", "segnet", "fcn8s", "unet_paper".
+        encoder: a name from `list_encoders()` the model supports; None takes the model's default.
+            Models with a fixed topology of their own ("unet_paper", "segnet_basic") take none.
+        num_classes: classes of the segmentation head, or output channels of a regression head.
+            None: 2 for segmentation, in_channels for "denoise" and "super_resolution", 1 for "depth".
+        encoder_weights: None (random), "imagenet" (Keras Applications' download) or a weights file.
+        in_channels: input channels; with pretrained weights and a count other than 3 the first
+            convolution is adapted from the RGB kernel. Defaults to input_shape's, else 3 (1 for unet_paper).
+        input_shape: (height, width, channels); None sizes accept any size (the default).
+        head: "segmentation" or "regression" for task="segmentation" (None: "segmentation"); the other
+            tasks have a regression head of their own.
+        activation: None gives logits (segmentation) or linear outputs (regression); also "softmax",
+            "sigmoid" (and "tanh", "relu", "softplus" for regression). Depth: "softplus" (default) or "relu".
+        class_names: one name per class (segmentation only; two for a one-channel binary head).
+        class_colors: one (r, g, b) triple of 0..255 ints per class, for pictures.
+        input_size: the (height, width) the model is trained at; `model.segment` resizes images to
+            it and its labels back. Defaults to input_shape's height and width when those are static.
+        task: one of `kerazoo.tasks.list_tasks()`: "segmentation", "denoise", "super_resolution" or
+            "depth". Restoration models scale pixels to [0, 1] inside (not ImageNet preprocessing) and
+            return 0..255 pixels; depth models return metres.
+        **options: model-specific options, e.g. for "unet": decoder_filters, upsampling, batch_norm;
+            for encoder models: freeze_encoder, encoder_bn_momentum; for "unet_paper": padding ("same"
+            for restoration and depth). Task options: denoise: residual (predict the noise, default
+            True); super_resolution: scale (2, 3, 4), residual (bilinear upsample + detail, default
+            True), upsampler ("subpixel", "transpose", "bilinear"). An unknown option raises a
+            ValueError listing the valid ones.
+
+    Returns:
+        A `kerazoo.models.model.ZooModel` from raw 0..255 pixels (B, H, W, in_channels) to (B, H, W, num_classes)
+        float32 outputs (unet_paper: its smaller valid-convolution output; super-resolution: scale
+        times H and W). Its `get_config()` holds these arguments (with every option's value) and rebuilds it.
+    """
+    entry = MODELS.get(name)
+    name = name.lower()
+    if in_channels is None:
+        in_channels = input_shape[-1] if input_shape is not None else entry.default_in_channels
+    options = dict(options)
+    task_spec = _resolve_task(task, head, activation, num_classes, in_channels, options)
+    head, activation, num_classes = task_spec.head_kind, task_spec.activation, task_spec.num_classes
+    defaults = _option_defaults(entry.builder)
+    for option in options:
+        if option not in defaults:
+            raise ValueError(f"Unknown option {option!r} for model {name!r} and task {task!r}. "
+                             f"Valid options: {', '.join([*defaults, *task_spec.option_defaults()]) or 'none'}.")
+    attributes = check_task_attributes(head, num_classes, class_names, class_colors, input_size, input_shape)
+    options = {**defaults, **options}
+    arguments = dict(num_classes=num_classes, in_channels=in_channels, input_shape=input_shape,
+                     activation=activation, task=task_spec, **options)
+    if entry.encoders is None:
+        if encoder is not None or encoder_weights is not None:
+            raise ValueError(f"Model {name!r} has a fixed topology of its own and takes no encoder or "
+                             f"encoder_weights; got encoder={encoder!r}, encoder_weights={encoder_weights!r}")
+        built = entry.builder(**arguments)
+    else:
+        encoder = encoder or entry.default_encoder
+        if not isinstance(encoder, str) or encoder.lower() not in entry.encoders:
+            raise ValueError(f"Model {name!r} cannot use encoder {encoder!r}. "
+                             + ENCODERS.unknown_message(encoder, valid=entry.encoders).split(". ", 1)[-1])
+        encoder = encoder.lower()
+        built = entry.builder(ENCODERS.get(encoder), encoder_weights=encoder_weights, **arguments)
+    record = dict(name=name, encoder=encoder, num_classes=num_classes, in_channels=in_channels,
+                  input_shape=tuple(input_shape) if input_shape is not None else None, head=head,
+                  activation=activation, **options, task=task_spec.name, **task_spec.options())
+    record = {key: list(value) if isinstance(value, tuple) and key != "input_shape" else value
+              for key, value in record.items()}
+    class_names, class_colors, input_size = attributes
+    return ZooModel(built.input, built.output, arguments=record, class_names=class_names,
+                    class_colors=class_colors, input_size=input_size, name=built.name)

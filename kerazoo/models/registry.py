@@ -1,0 +1,71 @@
+"""The model registry: each family's builder, the encoders it takes and its paper.
+
+A new family is one file in this package plus one `MODELS.register(...)` here."""
+
+import dataclasses
+import functools
+from typing import Callable
+
+from kerazoo.encoders import ENCODERS
+from kerazoo.models.fcn import build_fcn
+from kerazoo.models.segnet import build_segnet, build_segnet_basic
+from kerazoo.models.unet import build_unet, build_unet_paper
+from kerazoo.utils.registry import Registry
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    """A registered model family.
+
+    Attributes:
+        builder: function building the Keras model; takes `spec` first when `encoders` is not None.
+        encoders: encoder names the model is built on, or None for a fixed topology of its own.
+        default_encoder: encoder used when `create_model` gets none.
+        default_in_channels: channels used when neither in_channels nor input_shape is given.
+        reference: the paper the model follows.
+    """
+
+    builder: Callable
+    encoders: tuple | None
+    default_encoder: str | None
+    default_in_channels: int
+    reference: str
+
+
+MODELS = Registry("model")
+_ALL_ENCODERS = tuple(ENCODERS.names())
+_VGG_ENCODERS = tuple(name for name, spec in ENCODERS.items() if spec.conv_stages)
+_FCN_PAPER = "Long, Shelhamer, Darrell. Fully Convolutional Networks for Semantic Segmentation. CVPR 2015"
+for _stride in (32, 16, 8):
+    MODELS.register(
+        f"fcn{_stride}s",
+        ModelEntry(functools.partial(build_fcn, output_stride=_stride), _ALL_ENCODERS, "vgg16", 3, _FCN_PAPER),
+    )
+MODELS.register(
+    "unet",
+    ModelEntry(build_unet, _ALL_ENCODERS, "resnet50", 3,
+               "Ronneberger, Fischer, Brox. U-Net. MICCAI 2015 (decoder on an ImageNet encoder)"),
+)
+MODELS.register(
+    "unet_paper",
+    ModelEntry(build_unet_paper, None, None, 1, "Ronneberger, Fischer, Brox. U-Net. MICCAI 2015 (as published)"),
+)
+MODELS.register(
+    "segnet",
+    ModelEntry(build_segnet, _VGG_ENCODERS, "vgg16", 3,
+               "Badrinarayanan, Kendall, Cipolla. SegNet. TPAMI 2017"),
+)
+MODELS.register(
+    "segnet_basic",
+    ModelEntry(build_segnet_basic, None, None, 3, "Badrinarayanan, Kendall, Cipolla. SegNet. TPAMI 2017 (SegNet-Basic)"),
+)
+
+
+def list_models():
+    """Names of the registered models."""
+    return MODELS.names()
+
+
+def model_encoders(name):
+    """Encoders the model `name` can be built on (empty for fixed topologies)."""
+    return MODELS.get(name).encoders or ()
