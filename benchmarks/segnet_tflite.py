@@ -28,6 +28,7 @@ import tensorflow as tf  # noqa: E402
 
 import kerazoo  # noqa: E402
 from kerazoo import layers  # noqa: E402
+from kerazoo.layers import pooling  # noqa: E402
 from kerazoo.export import export  # noqa: E402
 from kerazoo.export.runners import TFLiteRunner  # noqa: E402
 from kerazoo.utils.timing import median_ms  # noqa: E402
@@ -40,13 +41,13 @@ FORMULATIONS = ("reference", "fast")
 def formulation(name):
     """Builds, traces and converts inside use the named pooling formulation (the layers look both up
     by their module-level names at call time)."""
-    saved = layers._argmax_pool_fast, layers._unpool_fast
+    saved = pooling._argmax_pool_fast, pooling._unpool_fast
     if name == "reference":
-        layers._argmax_pool_fast, layers._unpool_fast = layers._argmax_pool_reference, layers._unpool_reference
+        pooling._argmax_pool_fast, pooling._unpool_fast = pooling._argmax_pool_reference, pooling._unpool_reference
     try:
         yield
     finally:
-        layers._argmax_pool_fast, layers._unpool_fast = saved
+        pooling._argmax_pool_fast, pooling._unpool_fast = saved
 
 
 def build(model_name, form, size, images, calibration, out_dir):

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from kerazoo import layers
+from kerazoo.layers import pooling
 
 # Any backend's tensor (a torch tensor that tracks gradients too) as a NumPy array.
 to_numpy = keras.ops.convert_to_numpy
@@ -303,8 +304,8 @@ def test_fast_argmax_pooling_equals_the_reference(pool, shape, tolerance):
     near = (1.0 + rng.integers(0, 3, size=shape) * 1e-6).astype("float32")  # ties only within the tolerance
     for x in (ties, near, rng.normal(size=shape).astype("float32") * 1e3):
         x = keras.ops.convert_to_tensor(x)  # as a layer gets it, on every backend
-        fast = layers._argmax_pool_fast(x, pool, tolerance)
-        reference = layers._argmax_pool_reference(x, pool, tolerance)
+        fast = pooling._argmax_pool_fast(x, pool, tolerance)
+        reference = pooling._argmax_pool_reference(x, pool, tolerance)
         np.testing.assert_array_equal(to_numpy(fast[0]), to_numpy(reference[0]))
         np.testing.assert_array_equal(to_numpy(fast[1]), to_numpy(reference[1]))
         assert keras.backend.standardize_dtype(fast[1].dtype) == "int32"
@@ -316,8 +317,8 @@ def test_fast_unpooling_equals_the_reference(block):
     values = rng.normal(size=(2, 3, 5, 4)).astype("float32")
     indices = rng.integers(0, block[0] * block[1], size=values.shape).astype("int32")
     tensors = keras.ops.convert_to_tensor(values), keras.ops.convert_to_tensor(indices)
-    fast = layers._unpool_fast(*tensors, block)
-    np.testing.assert_array_equal(to_numpy(fast), to_numpy(layers._unpool_reference(*tensors, block)))
+    fast = pooling._unpool_fast(*tensors, block)
+    np.testing.assert_array_equal(to_numpy(fast), to_numpy(pooling._unpool_reference(*tensors, block)))
     np.testing.assert_array_equal(to_numpy(fast), reference_unpool(values, indices, block, (3 * block[0], 5 * block[1])))
 
 
@@ -325,7 +326,7 @@ def test_fast_unpooling_equals_the_reference(block):
 def test_fast_pooling_gradients_equal_the_reference():
     x = tf.constant(np.random.default_rng(9).integers(0, 3, size=(1, 6, 7, 2)).astype("float32"))
     grads = []
-    for pool_fn in (layers._argmax_pool_fast, layers._argmax_pool_reference):
+    for pool_fn in (pooling._argmax_pool_fast, pooling._argmax_pool_reference):
         with tf.GradientTape() as tape:
             tape.watch(x)
             pooled, _ = pool_fn(x, (2, 2), 0.0)
@@ -372,6 +373,6 @@ def test_shipped_segnet_preset_gives_the_same_outputs_with_either_formulation(mo
                         np.random.default_rng(12).uniform(0, 255, size=(1, 176, 240, 3)).astype("float32")])
     model = kerazoo.from_preset("camvid_segnet_basic")
     fast = to_numpy(model(x, training=False))
-    monkeypatch.setattr(layers, "_argmax_pool_fast", layers._argmax_pool_reference)
-    monkeypatch.setattr(layers, "_unpool_fast", layers._unpool_reference)
+    monkeypatch.setattr(pooling, "_argmax_pool_fast", pooling._argmax_pool_reference)
+    monkeypatch.setattr(pooling, "_unpool_fast", pooling._unpool_reference)
     np.testing.assert_array_equal(fast, to_numpy(model(x, training=False)))

@@ -1,0 +1,31 @@
+"""Custom layers of kerazoo, one module a kind: pooling (argmax pool/unpool), upsampling, normalization
+(fused batch norm), shape (pad/crop) and preprocessing.
+
+Every layer uses `keras.ops` only, is registered for `.keras` serialization, and lowers to TFLite
+builtin ops and to a valid ONNX graph. Argmax pooling is written with reshapes, slices, comparisons
+and 0/1 masks (no `tf.nn.max_pool_with_argmax`, no float argmax, no one-hot products), because those
+are what the mobile runtimes and the int8 converter handle correctly.
+"""
+
+from kerazoo.layers.normalization import BatchNormalization, fuse_batch_norm
+from kerazoo.layers.pooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
+from kerazoo.layers.preprocessing import EncoderPreprocessing
+from kerazoo.layers.shape import CropToReference, PadToMultiple
+from kerazoo.layers.upsampling import (BedOfNailsUpSampling2D, BilinearConv2DTranspose, BilinearInitializer,
+                                      BilinearUpsampling, DepthToSpace, bilinear_kernel)
+
+__all__ = [
+    "BatchNormalization",
+    "BedOfNailsUpSampling2D",
+    "BilinearConv2DTranspose",
+    "BilinearInitializer",
+    "BilinearUpsampling",
+    "CropToReference",
+    "DepthToSpace",
+    "EncoderPreprocessing",
+    "MaxPoolingWithArgmax2D",
+    "MaxUnpooling2D",
+    "PadToMultiple",
+    "bilinear_kernel",
+    "fuse_batch_norm",
+]
