@@ -295,7 +295,8 @@ def _add_train(commands):
     parser.add_argument("--schedule", choices=SCHEDULES, help=f"default {default['schedule']}")
     parser.add_argument("--weight-decay", type=float, help=f"default {default['weight_decay']}")
     parser.add_argument("--mixed-precision", nargs="?", const="mixed_float16", choices=("off",) + MIXED_PRECISION,
-                        help="default off")
+                        help="default off; auto: mixed_bfloat16 where the CPU has it natively, mixed_float16 on a "
+                             "GPU, else float32 (it says why)")
     parser.add_argument("--class-weights", type=_class_weights, help="none, median_frequency, or one number per class")
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument("--devices", help="'mirrored' (all GPUs, else all CPUs), a list like /cpu:0,/cpu:1, or "

@@ -36,7 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 
-from kerazoo.utils.cpu import bfloat16_support  # noqa: E402
+from kerazoo.utils.cpu import bfloat16_support, cpu_kind  # noqa: E402
 from kerazoo.bench.tables import markdown  # noqa: E402,F401  (the tables: kerazoo.bench.benchmark.markdown)
 from kerazoo.utils.files import atomic_write_text  # noqa: E402
 from kerazoo.utils.timing import median_ms, timed_runs  # noqa: E402
@@ -394,7 +394,8 @@ def run(case_list, num_classes=12, formats=FORMATS, batch_sizes=(1, 8), train_ba
     log("measuring the machine's peak (float32 matmul)")
     peak = _in_fresh_process(measure_peak_flops)
     results = {
-        "machine": {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "machine": {"processor": platform.processor() or platform.machine(), "cpu": cpu_kind(),
+                    "cpu_count": os.cpu_count(),
                     "python": platform.python_version(), "bfloat16": bfloat16.describe(), **_versions(peer)},
         "settings": {"num_classes": num_classes, "formats": list(formats), "batch_sizes": list(batch_sizes),
                      "train_batch_size": train_batch_size, "warmup": warmup, "runs": runs,

@@ -19,7 +19,7 @@ __all__ = ["CLASS_WEIGHTING", "MIXED_PRECISION", "MONITORS", "OPTIMIZERS", "REST
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("cosine", "poly", "constant")
 CLASS_WEIGHTING = ("none", "median_frequency")
-MIXED_PRECISION = ("mixed_float16", "mixed_bfloat16", "float32")
+MIXED_PRECISION = ("mixed_float16", "mixed_bfloat16", "float32", "auto")
 # The validation metric that picks the best checkpoint, per task, and whether higher is better.
 MONITORS = {"segmentation": ("val_mean_iou", "max"), "denoise": ("val_psnr", "max"),
             "super_resolution": ("val_psnr", "max"), "depth": ("val_rmse", "min")}
@@ -73,7 +73,9 @@ class TrainConfig:
         schedule: One of `SCHEDULES`.
         weight_decay: Decoupled weight decay (adamw, sgd, rmsprop); 0 for none.
         mixed_precision: None (float32) or a Keras policy in `MIXED_PRECISION`; True means
-            "mixed_float16". Outputs and losses stay float32.
+            "mixed_float16"; "auto" picks by what the machine offers (`kerazoo.utils.cpu.auto_mixed_precision`:
+            mixed_float16 on a GPU, mixed_bfloat16 on a CPU with native bfloat16, else float32) and says why.
+            Outputs and losses stay float32.
         class_weights: None, "median_frequency" (computed on the train split, void ignored) or one
             weight per class.
         devices: None (one device), "mirrored"/"all", device names such as `("/cpu:0", "/cpu:1")`, or
