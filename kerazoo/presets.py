@@ -65,7 +65,8 @@ from kerazoo.registry import Registry
 
 __all__ = [
     "ChecksumError", "DownloadError", "Preset", "PresetError", "PresetNotCachedError", "archive_preset",
-    "cache_root", "fetch", "from_preset", "list_presets", "preset_metadata", "register_preset", "save_to_preset", "unregister_preset",
+    "cache_root", "fetch", "from_preset", "list_presets", "preset_directory", "preset_metadata", "register_preset",
+    "save_to_preset", "unregister_preset",
 ]
 
 logger = logging.getLogger(__name__)
@@ -319,7 +320,8 @@ def _fetch_hf(uri, root, offline) -> Path:
     try:
         snapshot = huggingface_hub.snapshot_download(
             repo_id=repo_id, revision=revision or None, cache_dir=str(root / "hf"), local_files_only=offline,
-            allow_patterns=[f"{subdir}/*" if subdir else "*"])
+            # The preset's files only: a repository pushed by kerazoo also holds its card and exports.
+            allow_patterns=[f"{subdir}/{name}" if subdir else name for name in PRESET_FILES])
     except Exception as error:  # the hub raises many types; all mean "not available"
         hint = " (offline: it is not in the cache; fetch it on a machine with internet first)" if offline else ""
         raise PresetError(f"Could not get {uri} from the Hugging Face Hub{hint}: {error}") from error
@@ -442,6 +444,14 @@ def _with_model_facts(directory: Path, metadata: dict, where=None) -> dict:
                           "config (create_model's arguments at the top level)")
     model = {key: value for key, value in inner.items() if key not in TASK_KEYS + INFO_KEYS}
     return {**metadata, "model": model, **{key: inner.get(key) for key in TASK_KEYS}}
+
+
+def preset_directory(source, *, offline=None, cache_dir=None) -> Path:
+    """The local, verified directory of a preset (fetched into the cache if needed), for `kerazoo.hub`
+    and `kerazoo.model_card`, which publish and describe its files."""
+    directory = _resolve(source, offline=offline, cache_dir=cache_dir)
+    _check_preset_dir(directory, where=str(source))
+    return directory
 
 
 def preset_metadata(source, *, offline=None, cache_dir=None, **download_options) -> dict:
@@ -654,7 +664,8 @@ def _write_weights(model, path: Path, dtype):
     return kept
 
 
-def save_to_preset(model, directory, metadata, *, weights_dtype="float32", overwrite=False, verify=True) -> Path:
+def save_to_preset(model, directory, metadata, *, weights_dtype="float32", overwrite=False, verify=True,
+                   push_to=None) -> Path:
     """Writes `model` as a preset directory (config.json, model.weights.h5, metadata.json).
 
     The directory appears complete or not at all: files are written to a temporary sibling that is
@@ -674,6 +685,9 @@ def save_to_preset(model, directory, metadata, *, weights_dtype="float32", overw
         overwrite: replace an existing preset directory.
         verify: rebuild the model from its arguments and check that its weights have the same
             shapes, so that a preset that could not be rebuilt is never written.
+        push_to: "hf://owner/name": then publish the written preset on the Hugging Face Hub with a
+            generated model card (`kerazoo.hub.push_to_hub`; the token comes from `HF_TOKEN` or
+            `hf auth login`).
 
     Returns:
         The preset directory.
@@ -682,6 +696,10 @@ def save_to_preset(model, directory, metadata, *, weights_dtype="float32", overw
 
     if weights_dtype not in WEIGHTS_DTYPES:
         raise ValueError(f"weights_dtype must be one of {WEIGHTS_DTYPES}; got {weights_dtype!r}")
+    if push_to is not None:
+        from kerazoo.hub import parse_hub_uri
+
+        parse_hub_uri(push_to)  # a malformed destination fails before anything is written
     metadata = json.loads(json.dumps(dict(metadata)))  # a JSON-clean copy (tuples -> lists) we may extend
     if metadata.get("metrics"):
         if not all(isinstance(v, (int, float)) for v in metadata["metrics"].values()):
@@ -705,6 +723,10 @@ def save_to_preset(model, directory, metadata, *, weights_dtype="float32", overw
         if kept_float32:
             metadata["weights_kept_float32"] = kept_float32
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    if push_to is not None:
+        from kerazoo.hub import push_to_hub
+
+        push_to_hub(directory, push_to)
     return directory
 
 
