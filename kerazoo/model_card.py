@@ -70,11 +70,12 @@ def license_id(text) -> tuple[str, str | None]:
         (identifier, None) for a licence the Hub knows, else ("other", a name for `license_name`).
     """
     text = str(text or "").strip()
-    match = re.search(r"weights?\s*:\s*([A-Za-z0-9.+-]+)", text, flags=re.IGNORECASE)
-    candidate = (match.group(1) if match else text).strip(" .,;").lower()
-    if candidate in _HUB_LICENSES:
-        return candidate, None
-    return "other", re.sub(r"[^a-z0-9.-]+", "-", candidate).strip("-") or "unknown"
+    # "Weights: <licence>" up to the end of its clause (a '.' inside "Apache-2.0" does not end it).
+    match = re.search(r"weights?\s*:\s*(.+?)(?:[.,;](?:\s|$)|$)", text, flags=re.IGNORECASE)
+    phrase = (match.group(1) if match else text).strip(" .,;").lower()
+    if phrase in _HUB_LICENSES:
+        return phrase, None
+    return "other", re.sub(r"[^a-z0-9.-]+", "-", phrase).strip("-") or "unknown"
 
 
 def _metric_label(key) -> str:
