@@ -367,6 +367,8 @@ def model_card(preset, *, repo_id=None, folder="", files=None, name=None) -> str
     from kerazoo import presets
 
     _hub()
+    if repo_id is not None and not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", repo_id):
+        raise ValueError(f"repo_id must look like owner/name; got {repo_id!r}")
     directory = presets.preset_directory(preset)
     metadata = presets.preset_metadata(directory)
     config = json.loads((directory / presets.CONFIG_FILE).read_text())

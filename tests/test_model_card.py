@@ -190,3 +190,5 @@ def test_card_command_prints_or_writes_and_keeps_an_existing_file(tmp_path, caps
     assert cli.main(["card", "membrane_unet_mobilenetv2", "--output", str(output), "--force"]) == 0
     assert output.read_text() == model_card("membrane_unet_mobilenetv2")
     assert write_model_card("membrane_unet_mobilenetv2", tmp_path / "new.md") == tmp_path / "new.md"
+    with pytest.raises(ValueError, match="owner/name; got 'membrane'"):
+        model_card("membrane_unet_mobilenetv2", repo_id="membrane")
