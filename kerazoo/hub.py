@@ -59,8 +59,8 @@ def parse_hub_uri(uri) -> HubTarget:
         raise ValueError(f"Push writes to the repository's main branch; drop the @revision from {uri!r}")
     parts = uri[len("hf://"):].strip("/").split("/")
     if len(parts) < 2 or not all(re.fullmatch(_NAME, part) for part in parts) or any(p in (".", "..") for p in parts):
-        raise ValueError(f"A Hub destination looks like hf://owner/name (or hf://owner/name/folder), each part letters, "
-                         f"digits, '.', '_' or '-'; got {uri!r}")
+        raise ValueError(f"A Hub destination looks like hf://owner/name (or hf://owner/name/folder), each part "
+                         f"letters, digits, '.', '_' or '-'; got {uri!r}")
     return HubTarget(repo_id="/".join(parts[:2]), folder="/".join(parts[2:]))
 
 

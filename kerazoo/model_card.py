@@ -47,7 +47,8 @@ _HUB_LICENSES = ("apache-2.0", "mit", "bsd-2-clause", "bsd-3-clause", "bsd-3-cla
                  "openrail", "wtfpl", "zlib", "isc", "artistic-2.0", "ecl-2.0", "bsl-1.0", "odbl")
 _METRIC_LABELS = {"global_accuracy": "global accuracy (G)", "class_average_accuracy": "class-average accuracy (C)",
                   "pixel_accuracy": "pixel accuracy", "mean_iou": "mean IoU", "psnr": "PSNR (dB)", "ssim": "SSIM"}
-_LITERT_IMPORTS = ("import numpy as np", "from ai_edge_litert.interpreter import Interpreter  # pip install ai-edge-litert")
+_LITERT_IMPORTS = ("import numpy as np",
+                   "from ai_edge_litert.interpreter import Interpreter  # pip install ai-edge-litert")
 # Recipe keys left out of the card: paths on the machine that trained the weights.
 _PRIVATE_KEYS = ("data_dir", "output_dir")
 
@@ -140,9 +141,8 @@ def _create_model_call(arguments) -> str:
 class _Card:
     """The facts of one preset, and the card's sections built from them."""
 
-    def __init__(self, directory: Path, metadata: dict, config: dict, name: str, source: str, files: dict,
-                 repo_id=None, folder=""):
-        self.directory, self.metadata, self.config = directory, metadata, config
+    def __init__(self, metadata: dict, config: dict, name: str, source: str, files: dict, repo_id=None, folder=""):
+        self.metadata, self.config = metadata, config
         self.name, self.source, self.files = name, source, files
         self.repo_id, self.folder = repo_id, folder
         self.model = metadata["model"]
@@ -184,7 +184,7 @@ class _Card:
         lines = [f"# {self.name}", ""]
         if self.metadata.get("description"):
             lines += [self.metadata["description"], ""]
-        lines += [f"A [kerazoo](https://pypi.org/project/kerazoo/) preset for {_TASK_NAMES[self.task].lower()}. "
+        lines += [f"A kerazoo preset for {_TASK_NAMES[self.task].lower()}. "
                   "This card is generated from the preset's metadata.json and config.json; every figure in its "
                   "tables is a value of those files, keyed by its JSON key.", ""]
         summary = [(key, self.metadata.get(key)) for key in
@@ -199,8 +199,8 @@ class _Card:
 
     def usage(self) -> list[str]:
         call = {"segmentation": "labels = model.segment(image)  # HxWxC raw pixels -> HxW int class ids",
-                "denoise": "clean = model.restore(noisy)     # HxWxC raw pixels -> uint8 image, same size",
-                "super_resolution": "large = model.restore(small)     # HxWxC raw pixels -> uint8 image, `scale` times larger",
+                "denoise": "clean = model.restore(noisy)  # HxWxC raw pixels -> uint8 image, same size",
+                "super_resolution": "large = model.restore(small)  # HxWxC raw pixels -> uint8, `scale` times larger",
                 "depth": "depth = model.predict_depth(image)  # HxWx3 raw pixels -> HxW metres"}[self.task]
         lines = ["## How to use", "", "### Python", "", "```python", "import kerazoo  # pip install \"kerazoo[hub]\"",
                  "", f"model = kerazoo.from_preset({self.source!r})", call, "```", "",
@@ -209,10 +209,11 @@ class _Card:
             lines[-1] += (" `kerazoo.from_preset(source, num_classes=N)` keeps every pretrained layer but the head, "
                           "for fine-tuning on other classes.")
         lines += ["", "### Command line", "", "```bash"]
-        image, predict_dir = ("image.png", "predictions/") if self.task == "segmentation" else ("input.png", "restored/")
+        segmentation = self.task == "segmentation"
+        image, predict_dir = ("image.png", "predictions/") if segmentation else ("input.png", "restored/")
         lines += [f"kerazoo predict {self.source} {image} --out-dir {predict_dir}"]
         if self.evaluation.get("command"):
-            lines += [f"kerazoo evaluate {self.source} --data-dir DATA  # the evaluation below, on your copy of the data"]
+            lines += [f"kerazoo evaluate {self.source} --data-dir DATA  # the evaluation below, on your copy"]
         lines += [f"kerazoo fetch {self.source}  # into the cache, for machines without internet (KERAZOO_OFFLINE=1)",
                   "```", "", "### TFLite (LiteRT)", ""]
         tflite = sorted(path for path in self.files if path.endswith(".tflite"))
@@ -379,7 +380,7 @@ def model_card(preset, *, repo_id=None, folder="", files=None, name=None) -> str
         source = str(preset) if isinstance(preset, str) else str(directory)
     if files is None:
         files = {file: directory / file for file in presets.PRESET_FILES}
-    return _Card(directory, metadata, config, name, source, dict(files), repo_id, folder).text()
+    return _Card(metadata, config, name, source, dict(files), repo_id, folder).text()
 
 
 def write_model_card(preset, output, *, repo_id=None, overwrite=False) -> Path:
