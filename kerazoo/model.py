@@ -359,8 +359,8 @@ class ZooModel(keras.Model):
                 of different sizes (HxW for one-channel models).
             batch_size: images per model call.
             tile: run in overlapping tiles of this size (an int or (height, width), a multiple of the
-                model's stride) and blend them,
-                a super-resolver's at the output's scale (`kerazoo.inference.tiles`); `batch_size` is then tiles per model call.
+                model's stride) and blend them, a super-resolver's at the output's scale
+                (`kerazoo.inference.tiles`); `batch_size` is then tiles per model call.
             overlap: with `tile`: the fraction of a tile shared with each neighbour, in [0, 1).
             blend: with `tile`: "gaussian" (MONAI's weight map) or "constant".
             tta: test-time augmentation: None, "flip" (identity and horizontal flip) or "d4" (8 flips and

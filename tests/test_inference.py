@@ -149,6 +149,16 @@ def test_strips_are_finalised_before_the_last_tiles_run():
     assert max(len(s) for s in strips) <= 32  # at most a tile's rows held as a finished strip
 
 
+def test_finished_rows_come_in_strips_of_bounded_bytes(monkeypatch):
+    model = conv_toy()
+    image = pixels((70, 40, 3))
+    reference = tiles.tiled_predict(image, model.predict_on_batch, tile=32)
+    monkeypatch.setattr(tiles, "STRIP_BYTES", 5 * 40 * 2 * 4)  # 5 rows of 40 x 2 float32
+    strips = list(tiles.iter_tiled_strips(image, model.predict_on_batch, tile=32))
+    assert max(len(s) for s in strips) == 5
+    np.testing.assert_array_equal(np.concatenate(strips), reference)
+
+
 @pytest.mark.parametrize("suffix", [".png", ".npy"])
 def test_written_file_holds_the_same_result(tmp_path, suffix):
     model = super_resolution_toy()

@@ -38,6 +38,9 @@ __all__ = ["BLENDS", "AxisPlan", "blend_window", "check_blend", "check_overlap",
 BLENDS = ("gaussian", "constant")
 # MONAI's default: sigma = 0.125 x the tile's side; the edge of a tile weighs exp(-8) of its centre.
 GAUSSIAN_SIGMA_SCALE = 0.125
+# Finished rows are handed out in strips of about this many bytes of float32 (a few hundred rows of a
+# wide image), so that finalising a strip (rounding, argmax) costs little memory next to the band.
+STRIP_BYTES = 32 * 2**20
 
 
 def _is_int(value) -> bool:
@@ -157,37 +160,54 @@ def _read_tile(image: np.ndarray, top: int, left: int, height: int, width: int) 
 
 
 class _StripAccumulator:
-    """Weighted sums of tile outputs over a band of rows that moves down as rows are finalised."""
+    """Weighted sums of tile outputs over a band of rows that moves down as rows are finalised.
 
-    def __init__(self, width: int):
-        self.width = width
-        self.top = 0  # the first row still held
-        self.values = None  # (rows, width, channels) float32 sums of weight x output
-        self.weights = np.zeros((0, width), np.float32)
+    The band is allocated once, `capacity` rows high (the most rows any batch keeps open), and shifted
+    up in place as rows are finalised, so memory stays at one band whatever the image's height.
+    """
+
+    def __init__(self, capacity: int, width: int):
+        self.capacity, self.width = capacity, width
+        self.top = 0  # the image row held in the band's first row
+        self.values = None  # (capacity, width, channels) float32 sums of weight x output
+        self.weights = np.zeros((capacity, width), np.float32)
 
     def add(self, top: int, left: int, output: np.ndarray, weight: np.ndarray) -> None:
         if self.values is None:
-            self.values = np.zeros((0, self.width, output.shape[-1]), np.float32)
-        grow = top + output.shape[0] - (self.top + len(self.weights))
-        if grow > 0:
-            self.values = np.concatenate([self.values, np.zeros((grow,) + self.values.shape[1:], np.float32)])
-            self.weights = np.concatenate([self.weights, np.zeros((grow, self.width), np.float32)])
+            self.values = np.zeros((self.capacity, self.width, output.shape[-1]), np.float32)
         rows = slice(top - self.top, top - self.top + output.shape[0])
         columns = slice(left, left + output.shape[1])
         self.values[rows, columns] += output * weight[..., None]
         self.weights[rows, columns] += weight
 
-    def pop(self, until: int, width: int) -> np.ndarray | None:
-        """The weighted means of rows [top, until), cropped to `width` columns; they are dropped."""
+    def pop(self, until: int, width: int) -> Iterator[np.ndarray]:
+        """Yields the weighted means of rows [top, until), cropped to `width` columns, in strips of about
+        `STRIP_BYTES` of float32 (so finalising them needs little more memory); the band then moves past them."""
         count = until - self.top
         if count <= 0:
-            return None
-        weights = self.weights[:count, :width, None]
-        if not np.all(weights > 0):  # the margins are less than half the overlap, so this cannot happen
-            raise RuntimeError("tiling left pixels without weight; please report this with the image size")
-        strip = self.values[:count, :width] / weights
-        self.values, self.weights, self.top = self.values[count:], self.weights[count:], until
-        return strip
+            return
+        step = max(1, STRIP_BYTES // (4 * width * self.values.shape[-1]))
+        for first in range(0, count, step):
+            rows = slice(first, min(first + step, count))
+            weights = self.weights[rows, :width, None]
+            if not np.all(weights > 0):  # the margins are less than half the overlap, so this cannot happen
+                raise RuntimeError("tiling left pixels without weight; please report this with the image size")
+            yield self.values[rows, :width] / weights
+        for band in (self.values, self.weights):
+            band[:-count] = band[count:]
+            band[-count:] = 0
+        self.top = until
+
+
+def _band_rows(tiles, rows: AxisPlan, batch_size: int, height: int) -> int:
+    """The most rows any batch of `tiles` (row-major) keeps open between finalised rows and its lowest tile."""
+    most, final = 0, 0
+    for first in range(0, len(tiles), batch_size):
+        bottom = max(rows.starts[i] + rows.tile for i, _ in tiles[first:first + batch_size])
+        most = max(most, bottom - final)
+        following = first + batch_size
+        final = max(final, min(rows.starts[tiles[following][0]] if following < len(tiles) else height, height))
+    return most
 
 
 def progress_bar(enabled):
@@ -255,7 +275,7 @@ def iter_tiled_strips(image, predict_batch: Callable[[np.ndarray], np.ndarray], 
                  for j in range(len(columns.starts))]
     tiles = [(i, j) for i in range(len(rows.starts)) for j in range(len(columns.starts))]
     expected = (rows.tile * scale, columns.tile * scale)
-    accumulator = _StripAccumulator(columns.padded * scale)
+    accumulator = _StripAccumulator(scale * _band_rows(tiles, rows, batch_size, height), columns.padded * scale)
     with progress_bar(progress) as bar:
         task = bar.add_task(f"{len(tiles)} tiles of {rows.tile}x{columns.tile}", total=len(tiles)) if bar else None
         for first in range(0, len(tiles), batch_size):
@@ -272,11 +292,9 @@ def iter_tiled_strips(image, predict_batch: Callable[[np.ndarray], np.ndarray], 
             # Rows above the next tile's top are final: no later tile reaches them.
             following = first + batch_size
             final = rows.starts[tiles[following][0]] if following < len(tiles) else height
-            strip = accumulator.pop(min(final, height) * scale, width * scale)
             if bar is not None:
                 bar.update(task, advance=len(chunk))
-            if strip is not None:
-                yield strip
+            yield from accumulator.pop(min(final, height) * scale, width * scale)
 
 
 def tiled_predict(image, predict_batch: Callable[[np.ndarray], np.ndarray], *, tile, overlap: float = 0.25,
