@@ -27,6 +27,8 @@ import sys
 
 from kerazoo.utils.tensorflow_logs import QUIET_FLAGS, quiet_tensorflow
 from kerazoo.training.config import MIXED_PRECISION, OPTIMIZERS, SCHEDULES, TrainConfig
+from kerazoo.inference.tiles import BLENDS
+from kerazoo.inference.tta import TTA_MODES
 
 
 
@@ -166,14 +168,14 @@ def _evaluate(args):
         report = restoration_eval.evaluate_restoration(
             args.checkpoint, dataset=args.dataset, noise_sigma=args.noise_sigma, scale=args.scale,
             baselines=None if args.baselines is None else [b for b in args.baselines if b != "none"],
-            data_dir=args.data_dir, seed=args.seed, num_images=args.num_images)
+            data_dir=args.data_dir, seed=args.seed, num_images=args.num_images, tta=args.tta)
         restoration_eval.print_restoration_report(report)
     else:
         if args.noise_sigma is not None or args.scale is not None:
             raise ValueError("--noise-sigma and --scale apply to denoising and super-resolution models")
         report = evaluation.evaluate_checkpoint(
             args.checkpoint, dataset=args.dataset, split=args.split, data_dir=args.data_dir,
-            image_size=args.image_size, batch_size=args.batch_size)
+            image_size=args.image_size, batch_size=args.batch_size, tta=args.tta)
         evaluation.print_report(report)
     if args.json:
         evaluation.write_json(report, args.json)
@@ -185,11 +187,12 @@ def _predict(args):
     from kerazoo.training import evaluation, restoration_eval
 
     if restoration_eval.checkpoint_task(args.checkpoint) in restoration_eval.RESTORATION_TASKS:
-        written = restoration_eval.restore_files(args.checkpoint, args.images, args.out_dir)
+        written = restoration_eval.restore_files(args.checkpoint, args.images, args.out_dir, tile=args.tile,
+                                                 overlap=args.overlap, blend=args.blend, tta=args.tta)
     else:
         written = evaluation.predict_files(
             args.checkpoint, args.images, args.out_dir, dataset=args.dataset, image_size=args.image_size,
-            alpha=args.alpha)
+            alpha=args.alpha, tile=args.tile, overlap=args.overlap, blend=args.blend, tta=args.tta)
     for path in written:
         print(path)
     return 0
@@ -360,6 +363,7 @@ def _add_evaluate(commands):
                              help="classical methods on the same images (default: noisy and bm3d; bicubic)")
     restoration.add_argument("--seed", type=int, default=0, help="noise seed (per image: seed, index)")
     restoration.add_argument("--num-images", type=int, default=None, help="the first N images only")
+    _add_tta_flag(parser)
     parser.set_defaults(run=_evaluate)
 
 
@@ -375,7 +379,28 @@ def _add_predict(commands):
                         help="plain Keras models only: resize inputs to this size (a kerazoo model resizes to "
                              "its own training size)")
     parser.add_argument("--alpha", type=float, default=0.5, help="mask opacity in overlays")
+    tiling = parser.add_argument_group("tiled inference", "large images in overlapping tiles at their own "
+                                                          "resolution (kerazoo models; kerazoo.inference.tiles)")
+    tiling.add_argument("--tile", type=tile_size, default=None, metavar="SIZE",
+                        help="tile side (512) or HxW, a multiple of the model's stride; a restored image is then "
+                             "streamed to its PNG (no before/after picture)")
+    tiling.add_argument("--overlap", type=float, default=0.25, help="fraction of a tile shared with each "
+                                                                   "neighbour, in [0, 1) (default 0.25)")
+    tiling.add_argument("--blend", choices=BLENDS, default="gaussian", help="weight map of each tile")
+    _add_tta_flag(parser)
     parser.set_defaults(run=_predict)
+
+
+def tile_size(text):
+    """Parses a tile size: "512" (square) or "256x512" (height x width)."""
+    height, width = image_size(text)
+    return height if height == width else (height, width)
+
+
+def _add_tta_flag(parser):
+    parser.add_argument("--tta", choices=TTA_MODES, default=None,
+                        help="test-time augmentation: flip (identity + horizontal flip) or d4 (8 flips and "
+                             "rotations), outputs averaged after undoing each")
 
 
 def _add_export(commands):

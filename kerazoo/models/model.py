@@ -14,6 +14,7 @@ and the head; the methods turn outputs into what a user wants: `segment` gives l
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import keras
@@ -21,6 +22,8 @@ import numpy as np
 
 from kerazoo.encoders import ENCODERS
 from kerazoo.models.registry import MODELS
+from kerazoo.inference.tiled_model import run_tiled
+from kerazoo.inference.tta import with_tta
 from kerazoo.optimizers import fast_optimizer  # also registers kerazoo>Adam for loading compiled .keras files
 from kerazoo.tasks import RESTORATION_TASKS, Segmentation, task_class
 from kerazoo.tasks.heads import check_head, scores_to_labels
@@ -126,6 +129,12 @@ def _in_input_form(arrays, kind):
     if kind == "single":
         return arrays[0]
     return np.stack(arrays) if kind == "batch" else arrays
+
+
+def _to_uint8_image(output):
+    """Restored pixels rounded and clipped to uint8; one channel loses its axis."""
+    image = np.clip(np.rint(output), 0, 255).astype(np.uint8)
+    return image[..., 0] if image.shape[-1] == 1 else image
 
 
 def _resize_image(image, size):
@@ -284,8 +293,9 @@ class ZooModel(keras.Model):
             return self.predict_on_batch(x)
         return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
 
-    def _outputs_at_image_size(self, images, batch_size):
-        """Runs each image at `input_size` (when set) and resizes the outputs back to its own size.
+    def _outputs_at_image_size(self, images, batch_size, tta=None):
+        """Runs each image at `input_size` (when set) and resizes the outputs back to its own size; `tta`
+        averages each batch over flips (and rotations), see `kerazoo.inference.tta`.
 
         Returns:
             (list of (H, W, channels) float32 arrays, one per image, 'single' | 'batch' | 'list').
@@ -293,6 +303,7 @@ class ZooModel(keras.Model):
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
         arrays, kind = _as_image_list(images, self.in_channels)
+        predict = with_tta(self.predict_on_batch, tta, any_size=None in tuple(self.input_shape[1:3]))
         # Images that reach the model at the same size share batches.
         groups = {}
         for index, image in enumerate(arrays):
@@ -304,7 +315,7 @@ class ZooModel(keras.Model):
                 batch = keras.ops.stack([_resize_image(arrays[i], size) for i in chunk])
                 # predict_on_batch: the compiled predict function, traced once per shape (an eager call
                 # dispatches each op from Python; predict() adds a data pipeline per call).
-                outputs = self.predict_on_batch(batch)
+                outputs = predict(batch)
                 if tuple(outputs.shape[1:3]) != tuple(batch.shape[1:3]):
                     raise ValueError(f"{self.config_name} returns {tuple(outputs.shape[1:3])} for a "
                                      f"{tuple(batch.shape[1:3])} input; its outputs do not cover the input, so "
@@ -316,8 +327,9 @@ class ZooModel(keras.Model):
                     results[i] = keras.ops.convert_to_numpy(output).astype(np.float32)
         return results, kind
 
-    def segment(self, images, batch_size: int = 8):
-        """Class labels at each image's own size, resizing to the trained `input_size` inside.
+    def segment(self, images, batch_size: int = 8, *, tile=None, overlap: float = 0.25, blend: str = "gaussian",
+                tta: str | None = None, out=None, progress=None):
+        """Class labels at each image's own size, resizing to the trained `input_size` inside (or tiled).
 
         Each image is resized to `input_size` (bilinear, antialiased, as in training) when that is
         set, run through the model, and its scores are resized back to the image's size (bilinear on
@@ -327,20 +339,36 @@ class ZooModel(keras.Model):
             images: raw 0..255 pixels: one HxWxC array, a batch NxHxWxC, or a list of HxWxC arrays
                 of different sizes (HxW for one-channel models).
             batch_size: images per model call.
+            tile: run in overlapping tiles of this size (an int or (height, width), a multiple of the
+                model's stride) at the image's own resolution, without resizing to `input_size`, and blend
+                them (`kerazoo.inference.tiles`); `batch_size` is then tiles per model call.
+            overlap: with `tile`: the fraction of a tile shared with each neighbour, in [0, 1).
+            blend: with `tile`: "gaussian" (MONAI's weight map) or "constant".
+            tta: test-time augmentation: None, "flip" (identity and horizontal flip) or "d4" (8 flips and
+                rotations); the outputs are averaged after undoing each (`kerazoo.inference.tta`).
+            out: with `tile`, one image: write the result to this ".png" or ".npy" file strip by strip
+                (never holding the whole float result) and return its path.
+            progress: with `tile`: a progress bar over the tiles; None shows it on a terminal.
 
         Returns:
-            int32 labels: HxW for one image, NxHxW for a batch, a list of HxW arrays for a list.
+            int32 labels: HxW for one image, NxHxW for a batch, a list of HxW arrays for a list (or the
+            path of `out`).
         """
         if self.task != "segmentation":
             raise ValueError(f"segment() is for segmentation; this is a {self.task!r} model: use "
                              f"{_TASK_METHODS[self.task]}")
         if self.head != "segmentation":
             raise ValueError(f"segment() needs head='segmentation'; this model's head is {self.head!r}")
-        outputs, kind = self._outputs_at_image_size(images, batch_size)
+        if tile is not None or out is not None:
+            return run_tiled(self, images, functools.partial(scores_to_labels, activation=self.activation),
+                             tile=tile, overlap=overlap, blend=blend, tta=tta, batch_size=batch_size, out=out,
+                             progress=progress)
+        outputs, kind = self._outputs_at_image_size(images, batch_size, tta)
         labels = [scores_to_labels(output, self.activation) for output in outputs]
         return _in_input_form(labels, kind)
 
-    def restore(self, images, batch_size: int = 8):
+    def restore(self, images, batch_size: int = 8, *, tile=None, overlap: float = 0.25, blend: str = "gaussian",
+                tta: str | None = None, out=None, progress=None):
         """Restored images (denoised, or super-resolved by `scale`), rounded and clipped to uint8.
 
         Each image runs at its own size (any height and width; same-sized images share batches), so a
@@ -350,10 +378,20 @@ class ZooModel(keras.Model):
             images: raw 0..255 pixels: one HxWxC array, a batch NxHxWxC, or a list of HxWxC arrays
                 of different sizes (HxW for one-channel models).
             batch_size: images per model call.
+            tile: run in overlapping tiles of this size (an int or (height, width), a multiple of the
+                model's stride) and blend them, a super-resolver's at the output's scale
+                (`kerazoo.inference.tiles`); `batch_size` is then tiles per model call.
+            overlap: with `tile`: the fraction of a tile shared with each neighbour, in [0, 1).
+            blend: with `tile`: "gaussian" (MONAI's weight map) or "constant".
+            tta: test-time augmentation: None, "flip" (identity and horizontal flip) or "d4" (8 flips and
+                rotations); the outputs are averaged after undoing each (`kerazoo.inference.tta`).
+            out: with `tile`, one image: write the result to this ".png" or ".npy" file strip by strip
+                (never holding the whole float result) and return its path.
+            progress: with `tile`: a progress bar over the tiles; None shows it on a terminal.
 
         Returns:
             uint8 images (HxWxC, or HxW for one channel): one array for one image, an array for a
-            batch, a list for a list.
+            batch, a list for a list (or the path of `out`).
 
         Raises:
             ValueError: for a model that is not a restoration model (naming the method to use), or
@@ -362,36 +400,56 @@ class ZooModel(keras.Model):
         if self.task not in RESTORATION_TASKS:
             raise ValueError(f"restore() is for the 'denoise' and 'super_resolution' tasks; this is a "
                              f"{self.task!r} model: use {_TASK_METHODS[self.task]}")
-        outputs, kind = self._run_at_own_size(images, batch_size)
+        if tile is not None or out is not None:
+            return run_tiled(self, images, _to_uint8_image, tile=tile, overlap=overlap, blend=blend, tta=tta,
+                             batch_size=batch_size, out=out, progress=progress)
+        outputs, kind = self._run_at_own_size(images, batch_size, tta)
         restored = []
         for output in outputs:
-            image = np.clip(np.rint(output), 0, 255).astype(np.uint8)
-            restored.append(image[..., 0] if image.shape[-1] == 1 else image)
+            restored.append(_to_uint8_image(output))
         return _in_input_form(restored, kind)
 
-    def predict_depth(self, images, batch_size: int = 8):
+    def predict_depth(self, images, batch_size: int = 8, *, tile=None, overlap: float = 0.25,
+                      blend: str = "gaussian", tta: str | None = None, out=None, progress=None):
         """Depth in metres at each image's own size (float32 HxW), resizing to `input_size` inside when set.
 
         Args:
             images: raw 0..255 RGB pixels: one HxWx3 array, a batch, or a list of arrays of different sizes.
             batch_size: images per model call.
+            tile: run in overlapping tiles of this size (an int or (height, width), a multiple of the
+                model's stride) at the image's own resolution, without resizing to `input_size`, and blend
+                them (`kerazoo.inference.tiles`); `batch_size` is then tiles per model call.
+            overlap: with `tile`: the fraction of a tile shared with each neighbour, in [0, 1).
+            blend: with `tile`: "gaussian" (MONAI's weight map) or "constant".
+            tta: test-time augmentation: None, "flip" (identity and horizontal flip) or "d4" (8 flips and
+                rotations); the outputs are averaged after undoing each (`kerazoo.inference.tta`).
+            out: with `tile`, one image: write the result to this ".npy" file strip by strip
+                (never holding the whole float result) and return its path.
+            progress: with `tile`: a progress bar over the tiles; None shows it on a terminal.
 
         Returns:
-            float32 depth: HxW for one image, NxHxW for a batch, a list of HxW arrays for a list.
+            float32 depth: HxW for one image, NxHxW for a batch, a list of HxW arrays for a list (or the
+            path of `out`).
         """
         if self.task != "depth":
             raise ValueError(f"predict_depth() is for the 'depth' task; this is a {self.task!r} model: use "
                              f"{_TASK_METHODS[self.task]}")
-        outputs, kind = self._outputs_at_image_size(images, batch_size)
+        if tile is not None or out is not None:
+            return run_tiled(self, images, lambda strip: strip[..., 0], tile=tile, overlap=overlap, blend=blend,
+                             tta=tta, batch_size=batch_size, out=out, progress=progress)
+        outputs, kind = self._outputs_at_image_size(images, batch_size, tta)
         depths = [output[..., 0] for output in outputs]
         return _in_input_form(depths, kind)
 
-    def _run_at_own_size(self, images, batch_size):
-        """Runs each image as it is (no resize) and checks the output is `scale` times its size."""
+    def _run_at_own_size(self, images, batch_size, tta=None):
+        """Runs each image as it is (no resize) and checks the output is `scale` times its size; `tta`
+        averages each batch over flips (and rotations)."""
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
         arrays, kind = _as_image_list(images, self.in_channels)
         static = tuple(self.input_shape[1:3])
+        predict = with_tta(lambda batch: keras.ops.convert_to_numpy(self(batch, training=False)), tta,
+                           any_size=None in static)
         groups = {}
         for index, image in enumerate(arrays):
             if None not in static and tuple(image.shape[:2]) != static:
@@ -402,7 +460,7 @@ class ZooModel(keras.Model):
         for (height, width), indices in groups.items():
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start:start + batch_size]
-                outputs = keras.ops.convert_to_numpy(self(np.stack([arrays[i] for i in chunk]), training=False))
+                outputs = predict(np.stack([arrays[i] for i in chunk]))
                 expected = (height * self.scale, width * self.scale)
                 if tuple(outputs.shape[1:3]) != expected:
                     raise ValueError(f"{self.config_name} returns {tuple(outputs.shape[1:3])} for a "
