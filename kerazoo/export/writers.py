@@ -10,6 +10,7 @@ from kerazoo.export.openvino import check_openvino, write_openvino
 from kerazoo.export.report import ExportError
 from kerazoo.export.saved_model import write_saved_model
 from kerazoo.export.tflite import write_tflite
+from kerazoo.export.web import check_web, write_web
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +44,9 @@ WRITERS = {
     "onnx": Writer(write_onnx, preflight=check_onnx_memory, backends=("tensorflow", "jax", "torch")),
     # Optional extra kerazoo[openvino]; from the TensorFlow serving function (see kerazoo.export.openvino).
     "openvino": Writer(write_openvino, preflight=check_openvino, default=False),
+    # A folder for a static web server: the ONNX file run in onnxruntime-web by a page (see kerazoo.export.web).
+    # After "onnx", whose file it reuses when both are asked for.
+    "web": Writer(write_web, preflight=check_web, backends=("tensorflow", "jax", "torch"), default=False),
 }
 FORMATS = tuple(name for name, writer in WRITERS.items() if writer.default)  # what `export` writes by default
 
