@@ -36,7 +36,8 @@ from pathlib import Path
 
 from kerazoo.export.onnx import EXTERNAL_DATA_MIN_BYTES, check_onnx_memory, weight_bytes, write_onnx
 from kerazoo.export.report import ExportError, format_size, path_size
-from kerazoo.export.web_runtime import ONNXRUNTIME_WEB, WebRuntimeError, fetch_web_runtime
+from kerazoo.export import web_runtime
+from kerazoo.export.web_runtime import WebRuntimeError, fetch_web_runtime
 from kerazoo.utils.download import DownloadError
 from kerazoo.utils.files import atomic_directory
 
@@ -61,29 +62,30 @@ def check_web(model, name):
     if size >= EXTERNAL_DATA_MIN_BYTES:
         raise ExportError(f"the web export of {name!r} ({format_size(size)} of weights) needs one ONNX file under "
                           f"{format_size(EXTERNAL_DATA_MIN_BYTES)}, which a browser tab can load; export ONNX instead")
+    runtime = web_runtime.ONNXRUNTIME_WEB
     try:
-        fetch_web_runtime()
+        fetch_web_runtime(runtime)
     except (DownloadError, WebRuntimeError, ValueError) as error:
-        raise ExportError(f"the web export of {name!r} needs {ONNXRUNTIME_WEB.package} {ONNXRUNTIME_WEB.version}: "
-                          f"{error}") from error
+        raise ExportError(f"the web export of {name!r} needs {runtime.package} {runtime.version}: {error}") from error
 
 
 def write_web(job, exported):
     """Writes `<name>_web/` (the ONNX file, its metadata, the page and onnxruntime-web) in one rename."""
     start = time.perf_counter()
-    runtime = fetch_web_runtime()  # cached by check_web
+    runtime = web_runtime.ONNXRUNTIME_WEB
+    runtime_folder = fetch_web_runtime(runtime)  # cached by check_web
     folder = Path(job.out_dir) / f"{job.stem}_web"
     with atomic_directory(folder, overwrite=True) as staging:
         _write_model(job, exported, staging)
         for name in PAGE_FILES:
             shutil.copyfile(PAGE_DIR / name, staging / name)
         (staging / RUNTIME_DIR).mkdir()
-        for name in ONNXRUNTIME_WEB.names:
-            shutil.copyfile(runtime / name, staging / RUNTIME_DIR / name)
-        (staging / METADATA_FILE).write_text(json.dumps(web_metadata(job), indent=2) + "\n")
+        for name in runtime.names:
+            shutil.copyfile(runtime_folder / name, staging / RUNTIME_DIR / name)
+        (staging / METADATA_FILE).write_text(json.dumps(web_metadata(job, runtime), indent=2) + "\n")
     exported.convert_s = time.perf_counter() - start
     exported.path, exported.size_bytes = str(folder), path_size(folder)
-    exported.notes.append(f"{ONNXRUNTIME_WEB.package} {ONNXRUNTIME_WEB.version} (WebAssembly) in {RUNTIME_DIR}/; "
+    exported.notes.append(f"{runtime.package} {runtime.version} (WebAssembly) in {RUNTIME_DIR}/; "
                           f"parity measured on {MODEL_FILE} in onnxruntime; serve the folder: "
                           f"python -m http.server -d {folder}")
 
@@ -105,7 +107,7 @@ def _write_model(job, exported, staging):
     os.remove(staging / f"{job.stem}.json")  # the page reads model.json, written next
 
 
-def web_metadata(job):
+def web_metadata(job, runtime):
     """The export metadata plus what the page needs to show the output (a dict for model.json)."""
     model = job.model
     return {
@@ -117,6 +119,6 @@ def web_metadata(job):
         "preprocessing": getattr(model, "preprocessing", None),
         "model_file": MODEL_FILE,
         "max_pixels": MAX_PIXELS,
-        "runtime": {"package": ONNXRUNTIME_WEB.package, "version": ONNXRUNTIME_WEB.version, "backend": "wasm",
-                    "files": [f"{RUNTIME_DIR}/{name}" for name in ONNXRUNTIME_WEB.names]},
+        "runtime": {"package": runtime.package, "version": runtime.version, "backend": "wasm",
+                    "files": [f"{RUNTIME_DIR}/{name}" for name in runtime.names]},
     }

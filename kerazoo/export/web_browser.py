@@ -74,12 +74,16 @@ class PageRun:
         outputs: the model's raw output in the browser, (1, H', W', K) scores or (1, H', W') classes.
         millis: the page's own timing of `session.run`.
         status: the page's status line after the run.
+        caption: the output view's caption.
+        legend: the legend's text (segmentation: the classes shown, with their share of the pixels).
     """
 
     inputs: np.ndarray
     outputs: np.ndarray
     millis: float
     status: str
+    caption: str = ""
+    legend: str = ""
 
 
 @dataclasses.dataclass
@@ -144,7 +148,8 @@ def run_in_browser(folder, images, *, screenshot=None, chromium=None, timeout_s=
                                        "outputDims: window.kerazoo.result.outputDims, millis: window.kerazoo.result.millis})")
                 runs.append(PageRun(inputs=_array(page, "window.kerazoo.result.input", result["inputDims"]),
                                     outputs=_array(page, "window.kerazoo.result.output", result["outputDims"]),
-                                    millis=result["millis"], status=page.inner_text("#status")))
+                                    millis=result["millis"], status=page.inner_text("#status"),
+                                    caption=page.inner_text("#output-caption"), legend=page.inner_text("#legend")))
             if screenshot is not None:
                 page.screenshot(path=str(screenshot), full_page=True)
         finally:
