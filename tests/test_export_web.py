@@ -347,16 +347,22 @@ def _onnxruntime(folder, inputs):
     return session.run(None, {session.get_inputs()[0].name: inputs})[0]
 
 
-@pytest.mark.slow  # ~30 s: one export, Chromium, two runs
+@pytest.mark.slow  # ~30 s: one export, Chromium, four runs
 def test_page_segments_like_onnxruntime_and_resizes_to_the_trained_size(tmp_path, browser):
     model = small_segmenter(input_size=(24, 32))
     report = export(model, str(tmp_path), formats="web", sample_inputs=images(1, 24, 32), latency_runs=0, verbose=False)
     folder = report.get("web").path
-    at_size = np.random.default_rng(5).integers(0, 256, size=(24, 32, 3), dtype=np.uint8)
-    larger = np.random.default_rng(6).integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
-    runs = _in_browser(folder, [_save_png(tmp_path / "a.png", at_size), _save_png(tmp_path / "b.png", larger)])
-    np.testing.assert_array_equal(runs[0].inputs[0], at_size)  # decoded exactly: no colour management
-    assert runs[1].inputs.shape == (1, 24, 32, 3)  # resized to the trained size, as model.segment does
+    rng = np.random.default_rng(5)
+    # At the trained size, twice it, an uneven shrink and an enlargement.
+    pictures = [rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+                for height, width in ((24, 32), (48, 64), (31, 45), (10, 14))]
+    runs = _in_browser(folder, [_save_png(tmp_path / f"{i}.png", p) for i, p in enumerate(pictures)])
+    np.testing.assert_array_equal(runs[0].inputs[0], pictures[0])  # decoded exactly: no colour management
+    for run, picture in zip(runs[1:], pictures[1:]):
+        # Resized to the trained size as training and model.segment resize (bilinear, antialiased).
+        resized = keras.ops.image.resize(picture[None].astype("float32"), (24, 32), interpolation="bilinear",
+                                         antialias=True)
+        np.testing.assert_allclose(run.inputs, np.asarray(resized), atol=1e-3)
     for run in runs:
         expected = _onnxruntime(folder, run.inputs)
         assert run.outputs.shape == expected.shape == (1, 24, 32, 3)

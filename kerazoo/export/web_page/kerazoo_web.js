@@ -81,30 +81,81 @@ function canvas(width, height) {
   return element;
 }
 
-function pixels(bitmap, width, height) {
-  const context = canvas(width, height).getContext("2d", { willReadFrequently: true });
-  context.imageSmoothingQuality = "high";
-  context.drawImage(bitmap, 0, 0, width, height);
-  return context.getImageData(0, 0, width, height).data;
+// The image's pixels exactly as decoded (RGBA), at its own size.
+function imagePixels(bitmap) {
+  const context = canvas(bitmap.width, bitmap.height).getContext("2d", { willReadFrequently: true });
+  context.drawImage(bitmap, 0, 0);
+  return context.getImageData(0, 0, bitmap.width, bitmap.height).data;
 }
 
-// Raw 0..255 pixels, NHWC: the model normalises them itself. Grey as PIL's convert("L") computes it.
-function inputTensor(rgba, width, height, metadata) {
-  const channels = metadata.input.shape[3];
+// Raw 0..255 pixels, HWC (the model normalises them itself); grey as PIL's convert("L") computes it.
+function channelValues(rgba, count, channels) {
   if (channels !== 1 && channels !== 3) throw new Error(`the page feeds grey or RGB images; this model takes ${channels} channels`);
-  const count = width * height;
-  const data = metadata.input.dtype === "uint8" ? new Uint8Array(count * channels) : new Float32Array(count * channels);
+  const values = new Float32Array(count * channels);
   for (let i = 0; i < count; i++) {
     const r = rgba[4 * i], g = rgba[4 * i + 1], b = rgba[4 * i + 2];
     if (channels === 1) {
-      data[i] = (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16;
+      values[i] = (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16;
     } else {
-      data[3 * i] = r;
-      data[3 * i + 1] = g;
-      data[3 * i + 2] = b;
+      values[3 * i] = r;
+      values[3 * i + 1] = g;
+      values[3 * i + 2] = b;
     }
   }
-  return new ort.Tensor(metadata.input.dtype, data, [1, height, width, channels]);
+  return values;
+}
+
+// Resizing as kerazoo's training and model.segment() do (TensorFlow's bilinear resize with antialias): a
+// triangle filter, widened by the shrink factor when shrinking, centred on each output pixel's centre; taps
+// outside the image are left out and the weights renormalised.
+function spans(inSize, outSize) {
+  const scale = outSize / inSize;
+  const radius = Math.max(1 / scale, 1);
+  return Array.from({ length: outSize }, (_, o) => {
+    const center = (o + 0.5) / scale;
+    const first = Math.max(0, Math.ceil(center - radius - 0.5));
+    const last = Math.min(inSize - 1, Math.floor(center + radius - 0.5));
+    const weights = [];
+    for (let i = first; i <= last; i++) weights.push(Math.max(0, 1 - Math.abs((i + 0.5 - center) / radius)));
+    const total = weights.reduce((a, b) => a + b, 0);
+    return { first, weights: weights.map((w) => w / total) };
+  });
+}
+
+function resize(values, height, width, channels, outHeight, outWidth) {
+  if (height === outHeight && width === outWidth) return values;
+  const columns = spans(width, outWidth), rows = spans(height, outHeight);
+  const across = new Float32Array(height * outWidth * channels);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < outWidth; x++) {
+      const { first, weights } = columns[x];
+      for (let c = 0; c < channels; c++) {
+        let sum = 0;
+        for (let k = 0; k < weights.length; k++) sum += weights[k] * values[(y * width + first + k) * channels + c];
+        across[(y * outWidth + x) * channels + c] = sum;
+      }
+    }
+  }
+  const resized = new Float32Array(outHeight * outWidth * channels);
+  for (let y = 0; y < outHeight; y++) {
+    const { first, weights } = rows[y];
+    for (let x = 0; x < outWidth; x++) {
+      for (let c = 0; c < channels; c++) {
+        let sum = 0;
+        for (let k = 0; k < weights.length; k++) sum += weights[k] * across[((first + k) * outWidth + x) * channels + c];
+        resized[(y * outWidth + x) * channels + c] = Math.min(255, Math.max(0, sum));
+      }
+    }
+  }
+  return resized;
+}
+
+function inputTensor(bitmap, size, metadata) {
+  const channels = metadata.input.shape[3];
+  const values = resize(channelValues(imagePixels(bitmap), bitmap.width * bitmap.height, channels),
+                        bitmap.height, bitmap.width, channels, size.height, size.width);
+  const data = metadata.input.dtype === "uint8" ? Uint8Array.from(values, Math.round) : values;
+  return new ort.Tensor(metadata.input.dtype, data, [1, size.height, size.width, channels]);
 }
 
 async function run(blob) {
@@ -115,7 +166,7 @@ async function run(blob) {
                                                    imageOrientation: "from-image" });
     const metadata = api.metadata;
     const size = modelSize(metadata, bitmap.width, bitmap.height);
-    const input = inputTensor(pixels(bitmap, size.width, size.height), size.width, size.height, metadata);
+    const input = inputTensor(bitmap, size, metadata);
     const started = performance.now();
     const outputs = await session.run({ [session.inputNames[0]]: input });
     const millis = performance.now() - started;
