@@ -371,8 +371,8 @@ def _add_export(commands):
     parser.add_argument("checkpoint", help="a .keras file (its run.json supplies data set and size) or a preset")
     parser.add_argument("--out-dir", default="exported")
     parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=tuple(WRITERS),
-                        help=f"default: {' '.join(FORMATS)}; openvino needs pip install 'kerazoo[openvino]'; web writes "
-                             "<name>_web/, a page running the ONNX file in the browser")
+                        help=f"default: {' '.join(FORMATS)}; openvino needs pip install 'kerazoo[openvino]'; "
+                             "web writes <name>_web/, a page running the ONNX file in the browser")
     parser.add_argument("--quantize", nargs="+", default=["float32"], choices=("float32",) + QUANTIZE_MODES,
                         help="TFLite variants to write, e.g. --quantize float32 float16 int8")
     parser.add_argument("--dataset", default=None, help="calibration data for int8; default: the run's")

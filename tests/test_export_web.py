@@ -13,7 +13,6 @@ import io
 import json
 import os
 import re
-import shutil
 import tarfile
 import threading
 from pathlib import Path
@@ -288,7 +287,7 @@ def test_restoration_metadata_names_the_task_and_scale(tmp_path, registry, home,
 def test_offline_without_the_runtime_fails_before_anything_is_written(tmp_path, home, monkeypatch):
     monkeypatch.setattr(web_runtime, "ONNXRUNTIME_WEB", FAKE)
     monkeypatch.setenv("KERAZOO_OFFLINE", "1")
-    with pytest.raises(ExportError, match=r"needs onnxruntime-web 0\.0\.1-test: Offline .*kerazoo fetch onnxruntime-web"):
+    with pytest.raises(ExportError, match=r"onnxruntime-web 0\.0\.1-test: Offline .*kerazoo fetch onnxruntime-web"):
         export(small_segmenter(), str(tmp_path / "out"), formats=["onnx", "web"], sample_inputs=images(1, 16, 16),
                latency_runs=0, verbose=False)
     assert _files(tmp_path / "out") == []

@@ -98,8 +98,8 @@ class BrowserSession:
 
 
 def _array(page, expression, dims):
-    encoded = page.evaluate(f"() => {{ const a = {expression}; return [a.constructor.name, window.kerazoo.toBase64(a)]; }}")
-    kind, data = encoded
+    kind, data = page.evaluate(
+        f"() => {{ const a = {expression}; return [a.constructor.name, window.kerazoo.toBase64(a)]; }}")
     return np.frombuffer(base64.b64decode(data), dtype=_DTYPES[kind]).reshape(dims)
 
 
@@ -144,8 +144,8 @@ def run_in_browser(folder, images, *, screenshot=None, chromium=None, timeout_s=
                 page.set_input_files("#image-input", str(image))
                 page.wait_for_selector(f"body[data-runs='{count}']", state="attached", timeout=timeout_ms)
                 _check_page(page, f"running {image}")
-                result = page.evaluate("() => ({inputDims: window.kerazoo.result.inputDims, "
-                                       "outputDims: window.kerazoo.result.outputDims, millis: window.kerazoo.result.millis})")
+                result = page.evaluate("() => ({inputDims: window.kerazoo.result.inputDims, outputDims: "
+                                       "window.kerazoo.result.outputDims, millis: window.kerazoo.result.millis})")
                 runs.append(PageRun(inputs=_array(page, "window.kerazoo.result.input", result["inputDims"]),
                                     outputs=_array(page, "window.kerazoo.result.output", result["outputDims"]),
                                     millis=result["millis"], status=page.inner_text("#status"),

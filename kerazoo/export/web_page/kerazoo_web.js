@@ -34,8 +34,8 @@ function describe(metadata) {
   const size = Number.isInteger(height) && Number.isInteger(width) ? `${width}×${height}`
     : metadata.trained_input_size ? `resized to ${metadata.trained_input_size[1]}×${metadata.trained_input_size[0]}`
       : "any size";
-  const what = { segmentation: "segmentation", denoise: "denoising", super_resolution: `super-resolution ×${metadata.scale}`,
-                 depth: "depth" }[metadata.task] || metadata.task;
+  const what = { segmentation: "segmentation", denoise: "denoising", depth: "depth",
+                 super_resolution: `super-resolution ×${metadata.scale}` }[metadata.task] || metadata.task;
   const classes = metadata.class_names ? `; classes: ${metadata.class_names.join(", ")}` : "";
   return `${what}; ${channels === 1 ? "grey" : "RGB"} input, ${size}${classes}`;
 }
@@ -90,7 +90,9 @@ function imagePixels(bitmap) {
 
 // Raw 0..255 pixels, HWC (the model normalises them itself); grey as PIL's convert("L") computes it.
 function channelValues(rgba, count, channels) {
-  if (channels !== 1 && channels !== 3) throw new Error(`the page feeds grey or RGB images; this model takes ${channels} channels`);
+  if (channels !== 1 && channels !== 3) {
+    throw new Error(`the page feeds grey or RGB images; this model takes ${channels} channels`);
+  }
   const values = new Float32Array(count * channels);
   for (let i = 0; i < count; i++) {
     const r = rgba[4 * i], g = rgba[4 * i + 1], b = rgba[4 * i + 2];
@@ -142,7 +144,9 @@ function resize(values, height, width, channels, outHeight, outWidth) {
     for (let x = 0; x < outWidth; x++) {
       for (let c = 0; c < channels; c++) {
         let sum = 0;
-        for (let k = 0; k < weights.length; k++) sum += weights[k] * across[((first + k) * outWidth + x) * channels + c];
+        for (let k = 0; k < weights.length; k++) {
+          sum += weights[k] * across[((first + k) * outWidth + x) * channels + c];
+        }
         resized[(y * outWidth + x) * channels + c] = Math.min(255, Math.max(0, sum));
       }
     }
@@ -210,7 +214,10 @@ function palette(count, colors) {
   return Array.from({ length: count }, (_, i) => {
     if (colors && colors[i]) return colors[i];
     const hue = (i * 137.508) % 360; // golden angle: neighbouring classes get distant hues
-    const f = (n) => { const k = (n + hue / 30) % 12; return Math.round(255 * (0.5 - 0.4 * Math.max(-1, Math.min(k - 3, 9 - k, 1)))); };
+    const f = (n) => {
+      const k = (n + hue / 30) % 12;
+      return Math.round(255 * (0.5 - 0.4 * Math.max(-1, Math.min(k - 3, 9 - k, 1))));
+    };
     return [f(0), f(8), f(4)];
   });
 }
@@ -318,7 +325,9 @@ function drawDepth(output, size) {
 function toBase64(array) {
   const bytes = new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
   let binary = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    binary += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  }
   return btoa(binary);
 }
 
