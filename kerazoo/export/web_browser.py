@@ -25,8 +25,12 @@ _DTYPES = {"Float32Array": "float32", "Uint8Array": "uint8", "Int32Array": "int3
 
 
 def chromium_path():
-    """The Chromium executable: `$KERAZOO_CHROMIUM`, else `chromium` on the PATH, else None."""
-    return os.environ.get(CHROMIUM_VAR) or shutil.which("chromium")
+    """The Chromium executable: `$KERAZOO_CHROMIUM` (None when that is not an executable file), else
+    `chromium` on the PATH, else None."""
+    configured = os.environ.get(CHROMIUM_VAR)
+    if configured:
+        return configured if os.path.isfile(configured) and os.access(configured, os.X_OK) else None
+    return shutil.which("chromium")
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
