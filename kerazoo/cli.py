@@ -9,6 +9,8 @@
     kerazoo predict runs/x/best.keras image1.png image2.png --out-dir predictions/
     kerazoo export runs/x/best.keras --out-dir exported/ --quantize float32 float16 int8
     kerazoo fetch camvid_segnet_basic
+    kerazoo push camvid_segnet_basic hf://owner/camvid-segnet --include exported/   # with a generated card
+    kerazoo card camvid_segnet_basic --output README.md
     kerazoo benchmark --model unet --encoder resnet50 --image-size 256x256 --option upsampling=nearest --peer
 
 A checkpoint argument is a .keras file or a preset (name, directory or URI). Sub-commands register
@@ -203,7 +205,7 @@ def _export(args):
     dataset = args.dataset or run.get("dataset")
     image_size = args.image_size or (tuple(run["image_size"]) if run.get("image_size") else None)
     representative, class_names, samples, targets = None, None, None, None
-    if dataset and kz_data.DATASETS.get(dataset) and kz_data.DATASETS[dataset].task in kz_data.RESTORATION_TASKS:
+    if dataset in kz_data.DATASETS and kz_data.DATASETS[dataset].task in kz_data.RESTORATION_TASKS:
         representative, samples, targets = _restoration_export_data(model, dataset, args.data_dir)
     elif dataset:
         class_names = list(kz_data.DATASETS[dataset].class_names) if dataset in kz_data.DATASETS else None
@@ -254,6 +256,25 @@ def _fetch(args):
     return 0
 
 
+def _push(args):
+    from kerazoo.zoo.hub import push_to_hub
+
+    commit = push_to_hub(args.preset, args.destination, include=args.include, private=args.private,
+                         commit_message=args.message)
+    print(commit.commit_url)
+    return 0
+
+
+def _card(args):
+    from kerazoo.zoo.model_card import model_card, write_model_card
+
+    if args.output is None:
+        sys.stdout.write(model_card(args.preset, repo_id=args.repo))
+    else:
+        print(write_model_card(args.preset, args.output, repo_id=args.repo, overwrite=args.force))
+    return 0
+
+
 def _benchmark(args):
     from kerazoo.bench import benchmark
 
@@ -300,7 +321,8 @@ def _add_train(commands):
     parser.add_argument("--schedule", choices=SCHEDULES, help=f"default {default['schedule']}")
     parser.add_argument("--weight-decay", type=float, help=f"default {default['weight_decay']}")
     parser.add_argument("--mixed-precision", nargs="?", const="mixed_float16", choices=("off",) + MIXED_PRECISION,
-                        help="default off")
+                        help="default off; auto: mixed_bfloat16 where the CPU has it natively, mixed_float16 on a "
+                             "GPU, else float32 (it says why)")
     parser.add_argument("--class-weights", type=_class_weights, help="none, median_frequency, or one number per class")
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument("--devices", help="'mirrored' (all GPUs, else all CPUs), a list like /cpu:0,/cpu:1, or "
@@ -406,6 +428,32 @@ def _add_fetch(commands):
     parser.set_defaults(run=_fetch)
 
 
+def _add_push(commands):
+    parser = commands.add_parser("push", help="publish a preset on the Hugging Face Hub with a generated model card",
+                                 description="Upload a preset with huggingface_hub (token: HF_TOKEN or `hf auth "
+                                             "login`; endpoint: HF_ENDPOINT) and a README.md card generated from "
+                                             "its metadata.json. Needs pip install 'kerazoo[hub]'.")
+    parser.add_argument("preset", help="a preset name, directory or URI")
+    parser.add_argument("destination", help="hf://owner/name (or hf://owner/name/folder)")
+    parser.add_argument("--include", nargs="+", default=[], metavar="PATH",
+                        help="exported files or folders to publish under exports/, e.g. the output of kerazoo export")
+    parser.add_argument("--private", action="store_true", default=None, help="create the repository private")
+    parser.add_argument("--message", default=None, help="commit message")
+    parser.set_defaults(run=_push)
+
+
+def _add_card(commands):
+    parser = commands.add_parser("card", help="write a preset's model card (README.md for the Hub)",
+                                 description="Generate the model card `kerazoo push` uploads, from the preset's "
+                                             "metadata.json and config.json. Needs pip install 'kerazoo[hub]'.")
+    parser.add_argument("preset", help="a preset name, directory or URI")
+    parser.add_argument("--repo", default=None, metavar="OWNER/NAME",
+                        help="the Hub repository the snippets load from; default: the preset's name")
+    parser.add_argument("--output", default=None, help="file to write; default: print to stdout")
+    parser.add_argument("--force", action="store_true", help="replace an existing --output file")
+    parser.set_defaults(run=_card)
+
+
 def _add_benchmark(commands):
     from kerazoo.bench.benchmark import FORMATS
     from kerazoo.bench.peer import PEER_MODES
@@ -437,7 +485,8 @@ def _add_benchmark(commands):
 
 
 COMMANDS = {"list": _add_list, "train": _add_train, "evaluate": _add_evaluate, "predict": _add_predict,
-            "export": _add_export, "fetch": _add_fetch, "benchmark": _add_benchmark}
+            "export": _add_export, "fetch": _add_fetch, "benchmark": _add_benchmark, "push": _add_push,
+            "card": _add_card}
 
 
 # Lines TensorFlow's native libraries write straight to the stderr file descriptor while it is imported;

@@ -247,3 +247,22 @@ def test_run_measures_both_precisions_and_each_peer_mode_through_the_runner(monk
     assert "mixed_bfloat16" not in measured["peer_ratio"]  # its class's only mode failed
     table = benchmark.markdown(results)
     assert "failed: took more than 1800 s" in table and "| mixed_bfloat16 |" in table
+
+
+def test_the_peak_is_the_best_over_sizes_and_libraries():
+    measured = benchmark.measure_peak_flops(sizes=(64, 128), runs=2)
+    assert set(measured["by_size"]) == {"64", "128"}
+    assert measured["peak_gflops"] == max(measured["by_size"].values()) > 0
+    assert measured["matmul_size"] == int(max(measured["by_size"], key=measured["by_size"].get))
+    peaks = {"tensorflow": {"peak_gflops": 80.0, "matmul_size": 4096},
+             "torch": {"peak_gflops": 130.0, "matmul_size": 2048}, "other": {"error": "not installed"}}
+    assert benchmark.best_peak(peaks) == {"peak_gflops": 130.0, "matmul_size": 2048, "library": "torch"}
+    with pytest.raises(RuntimeError, match="no peak"):
+        benchmark.best_peak({"torch": {"error": "exit 1"}})
+
+
+@pytest.mark.peer
+def test_torch_peak_runs_in_its_own_interpreter():
+    pytest.importorskip("torch")
+    measured = peer.peak_in_subprocess((64, 128), runs=2, threads=1)
+    assert measured["library"] == "torch" and measured["peak_gflops"] == max(measured["by_size"].values()) > 0

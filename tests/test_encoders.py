@@ -65,11 +65,7 @@ def fingerprint(model):
     }
 
 
-@pytest.fixture(autouse=True)
-def _fresh_keras_state():
-    yield
-    keras.backend.clear_session()
-    gc.collect()  # FCN on VGG holds half a gigabyte; free it before the next case
+pytestmark = pytest.mark.usefixtures("fresh_keras_state")  # tests/conftest.py
 
 
 @pytest.mark.parametrize(

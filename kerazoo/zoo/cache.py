@@ -180,7 +180,8 @@ def _fetch_hf(uri, root, offline) -> Path:
     try:
         snapshot = huggingface_hub.snapshot_download(
             repo_id=repo_id, revision=revision or None, cache_dir=str(root / "hf"), local_files_only=offline,
-            allow_patterns=[f"{subdir}/*" if subdir else "*"])
+            # The preset's files only: a repository pushed by kerazoo also holds its card and exports.
+            allow_patterns=[f"{subdir}/{name}" if subdir else name for name in PRESET_FILES])
     except Exception as error:  # the hub raises many types; all mean "not available"
         hint = " (offline: it is not in the cache; fetch it on a machine with internet first)" if offline else ""
         raise PresetError(f"Could not get {uri} from the Hugging Face Hub{hint}: {error}") from error

@@ -17,6 +17,14 @@ from kerazoo.zoo.preset_files import CONFIG_FILE, WEIGHTS_FILE, PresetError, _MI
 logger = logging.getLogger("kerazoo.zoo")
 
 
+def preset_directory(source, *, offline=None, cache_dir=None) -> Path:
+    """The local, verified directory of a preset (fetched into the cache if needed), for `kerazoo.zoo.hub`
+    and `kerazoo.zoo.model_card`, which publish and describe its files."""
+    directory = _resolve(source, offline=offline, cache_dir=cache_dir)
+    _check_preset_dir(directory, where=str(source))
+    return directory
+
+
 def preset_metadata(source, *, offline=None, cache_dir=None, **download_options) -> dict:
     """The verified metadata.json of a preset (class names, colours, metrics, ...), fetching it if needed."""
     directory = _resolve(source, offline=offline, cache_dir=cache_dir, **download_options)
