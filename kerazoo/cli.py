@@ -248,6 +248,11 @@ def _restoration_export_data(model, dataset, data_dir):
 def _fetch(args):
     from kerazoo import zoo
 
+    if args.preset == WEB_RUNTIME:  # the web export format's runtime, not a preset
+        from kerazoo.export.web_runtime import fetch_web_runtime
+
+        print(fetch_web_runtime(cache_dir=args.cache_dir, offline=False, force=args.force, progress=True))
+        return 0
     directory = zoo.fetch(args.preset, cache_dir=args.cache_dir, force=args.force, sha256=args.sha256,
                           progress=True)
     print(directory)
@@ -413,7 +418,8 @@ def _add_export(commands):
     parser.add_argument("checkpoint", help="a .keras file (its run.json supplies data set and size) or a preset")
     parser.add_argument("--out-dir", default="exported")
     parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=tuple(WRITERS),
-                        help=f"default: {' '.join(FORMATS)}; openvino needs pip install 'kerazoo[openvino]'")
+                        help=f"default: {' '.join(FORMATS)}; openvino needs pip install 'kerazoo[openvino]'; "
+                             "web writes <name>_web/, a page running the ONNX file in the browser")
     parser.add_argument("--quantize", nargs="+", default=["float32"], choices=("float32",) + QUANTIZE_MODES,
                         help="TFLite variants to write, e.g. --quantize float32 float16 int8")
     parser.add_argument("--dataset", default=None, help="calibration data for int8; default: the run's")
@@ -432,11 +438,15 @@ def _add_export(commands):
     parser.set_defaults(run=_export)
 
 
+WEB_RUNTIME = "onnxruntime-web"  # `kerazoo fetch onnxruntime-web`: what the web export copies, into the cache
+
+
 def _add_fetch(commands):
     parser = commands.add_parser("fetch", help="download a preset into the cache, for machines without internet",
                                  description="Fill the cache ($KERAZOO_HOME, default ~/.keras/kerazoo); copy it to "
                                              "an offline machine and load there with KERAZOO_OFFLINE=1.")
-    parser.add_argument("preset", help="a preset name, https:// or file:// archive, or hf:// repository")
+    parser.add_argument("preset", help="a preset name, https:// or file:// archive, or hf:// repository; or "
+                                       f"{WEB_RUNTIME}, the runtime of the web export format")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--sha256", default=None, help="expected sha256 of the archive (URIs only)")
     parser.add_argument("--force", action="store_true", help="download again even when cached")

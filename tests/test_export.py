@@ -436,8 +436,8 @@ def test_unet_upsampling_variants_export(tmp_path):
 
 
 def test_writer_registry_drives_export(tmp_path, monkeypatch):
-    assert set(WRITERS) == {"saved_model", "tflite", "onnx", "openvino"}
-    assert set(FORMATS) == {"saved_model", "tflite", "onnx"}  # openvino is opt-in, an optional extra
+    assert set(WRITERS) == {"saved_model", "tflite", "onnx", "openvino", "web"}
+    assert set(FORMATS) == {"saved_model", "tflite", "onnx"}  # openvino and web are opt-in
     assert WRITERS["tflite"].variants(("float32", "int8")) == ("float32", "int8")
     assert WRITERS["onnx"].variants(("float32", "int8")) == ("float32",)  # ONNX stays float32
     written = []

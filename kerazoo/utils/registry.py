@@ -12,6 +12,9 @@ class UnknownNameError(KeyError, ValueError):
         return self.args[0]
 
 
+_REQUIRED = object()
+
+
 class Registry:
     """A name -> entry mapping whose lookups fail with the valid names and the closest ones.
 
@@ -32,13 +35,24 @@ class Registry:
         self._entries[name] = entry
         return entry
 
-    def get(self, name):
-        """The entry of `name` (any case), or an `UnknownNameError` naming the valid names."""
+    def get(self, name, default=_REQUIRED):
+        """The entry of `name` (any case); for an unknown name, `default` when given, else an `UnknownNameError`
+        naming the valid names."""
         if not isinstance(name, str) or name.lower() not in self._entries:
+            if default is not _REQUIRED:
+                return default
             raise UnknownNameError(self.unknown_message(name))
         return self._entries[name.lower()]
 
-    __getitem__ = get
+    def __getitem__(self, name):
+        return self.get(name)
+
+    def __setitem__(self, name, entry):
+        """Replaces (or adds) an entry: for tests that swap one in (`monkeypatch.setitem`)."""
+        self._entries[name] = entry
+
+    def __delitem__(self, name):
+        del self._entries[name]
 
     def unknown_message(self, name, valid=None):
         valid = sorted(valid if valid is not None else self._entries)
