@@ -23,14 +23,14 @@ Everything here is NumPy around the callable, so it works with any Keras backend
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
-import sys
 from typing import Callable, Iterator
 
 import numpy as np
+
+from kerazoo.utils.progress import progress_bar as _progress_bar
 
 __all__ = ["BLENDS", "AxisPlan", "blend_window", "check_blend", "check_overlap", "check_tile", "iter_tiled_strips",
            "plan_axis", "tiled_predict"]
@@ -211,20 +211,8 @@ def _band_rows(tiles, rows: AxisPlan, batch_size: int, height: int) -> int:
 
 
 def progress_bar(enabled):
-    """A context manager yielding a rich tile-progress bar on stderr, or None when disabled.
-
-    `enabled=None` shows it only on a terminal.
-    """
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        return contextlib.nullcontext(None)
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+    """A tile-progress bar on stderr, or None when disabled (`kerazoo.utils.progress`)."""
+    return _progress_bar(enabled, unit="items")
 
 
 def _check_image(image) -> np.ndarray:
