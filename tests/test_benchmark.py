@@ -1,6 +1,5 @@
 """The benchmark harness (kerazoo.benchmark) and its segmentation-models-pytorch peer (kerazoo.peer)."""
 
-import importlib.util
 import json
 import os
 import statistics
@@ -10,6 +9,8 @@ import pytest
 
 from kerazoo import benchmark, benchmark_tables, cli, peer
 from kerazoo.benchmark import Case
+
+from optional_extras import require_extra
 
 
 def test_forward_flops_count_multiply_adds_twice():
@@ -187,9 +188,8 @@ def test_peer_runner_reports_a_failed_or_unknown_mode(monkeypatch):
 
 @pytest.mark.benchmark
 @pytest.mark.peer
-@pytest.mark.skipif(importlib.util.find_spec("segmentation_models_pytorch") is None,
-                    reason='needs pip install "kerazoo[peer]"')
 def test_peer_ratio_side_by_side():
+    require_extra("segmentation_models_pytorch", "peer")
     case = Case("unet", "resnet50", (64, 64), (("upsampling", "nearest"), ("decoder_filters", (64, 32, 16, 16, 8))))
     assert peer.unavailable_reason(case) is None
     results = benchmark.run([case], num_classes=2, formats=("keras",), batch_sizes=(1, 2), warmup=1, runs=2,

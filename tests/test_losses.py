@@ -6,6 +6,8 @@ import pytest
 
 from kerazoo import losses
 
+from optional_extras import require_extra
+
 K = 4
 IGNORE = 4
 
@@ -187,7 +189,7 @@ def test_pixel_losses_match_numpy_in_units_of_the_data_range():
 
 
 def test_ssim_loss_is_one_minus_scikit_image_ssim():
-    skimage_metrics = pytest.importorskip("skimage.metrics")
+    skimage_metrics = require_extra("skimage.metrics", "dev")
     clean, restored = _restoration_pair(1, (2, 20, 18, 1))
     expected = np.mean([1 - skimage_metrics.structural_similarity(
         r[..., 0].astype(np.float64), c[..., 0].astype(np.float64), gaussian_weights=True, sigma=1.5,
