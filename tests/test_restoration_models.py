@@ -165,9 +165,23 @@ def test_restore_returns_uint8_rounded_and_clipped_at_each_size():
 
 def test_predict_depth_in_metres_at_image_size():
     model = small(task="depth", input_size=(32, 32))
-    depths = model.predict_depth([pixels(1, 20, 28)[0], pixels(1, 40, 24)[0]])
+    images = [pixels(1, 20, 28)[0], pixels(1, 40, 24, seed=1)[0]]
+    depths = model.predict_depth(images)
     assert [d.shape for d in depths] == [(20, 28), (40, 24)]
     assert all(d.dtype == np.float32 and (d > 0).all() for d in depths)
+    # Each image goes to the trained 32x32 (bilinear, antialiased, as training resizes), through the model,
+    # and its depth back to the image's size (bilinear): the same steps with TensorFlow's resize.
+    for image, depth in zip(images, depths):
+        at_input = tf.clip_by_value(tf.image.resize(image, (32, 32), method="bilinear", antialias=True), 0, 255)
+        output = model.predict_on_batch(at_input[None])[0]
+        expected = tf.image.resize(output, image.shape[:2], method="bilinear")[..., 0].numpy()
+        np.testing.assert_allclose(depth, expected, rtol=1e-4, atol=1e-5)
+    # Metres as the head gives them, not rescaled: a head that says softplus(bias) = 2.5 everywhere gives 2.5 m.
+    head = model.get_layer("head_conv")
+    kernel, bias = head.get_weights()
+    head.set_weights([np.zeros_like(kernel), np.full_like(bias, np.log(np.expm1(2.5)))])
+    for depth in model.predict_depth(images):
+        np.testing.assert_allclose(depth, 2.5, rtol=1e-5)
 
 
 def test_each_method_names_the_right_one():
