@@ -10,7 +10,6 @@ Contract (issue 13): outputs within 1e-4 of the TensorFlow output range, argmax 
 argmax pooling indices equal, gradients within 1e-5.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from optional_extras import require_extra
 
 BACKENDS = {"jax": "jax", "torch": "torch"}  # backend -> module it needs
 MAX_RELATIVE_DIFF = 1e-4
@@ -227,8 +228,7 @@ def tensorflow_references(tmp_path_factory):
 def backend_results(request, tensorflow_references, tmp_path_factory):
     """The child's results.json for one backend (skipped when that backend is not installed)."""
     backend = request.param
-    if importlib.util.find_spec(BACKENDS[backend]) is None:
-        pytest.skip(f"the {backend} backend is not installed (pip install \"kerazoo[{backend}]\")")
+    require_extra(BACKENDS[backend], backend)
     work_dir = tmp_path_factory.mktemp(f"on_{backend}")
     for path in tensorflow_references.iterdir():
         (work_dir / path.name).symlink_to(path)

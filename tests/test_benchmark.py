@@ -1,6 +1,5 @@
 """The benchmark harness (kerazoo.bench.benchmark) and its segmentation-models-pytorch peer (kerazoo.bench.peer)."""
 
-import importlib.util
 import json
 import os
 import statistics
@@ -12,6 +11,8 @@ from kerazoo.bench import benchmark, tables as benchmark_tables, peer
 
 from kerazoo import cli
 from kerazoo.bench.benchmark import Case
+
+from optional_extras import require_extra
 
 
 def test_forward_flops_count_multiply_adds_twice():
@@ -189,9 +190,8 @@ def test_peer_runner_reports_a_failed_or_unknown_mode(monkeypatch):
 
 @pytest.mark.benchmark
 @pytest.mark.peer
-@pytest.mark.skipif(importlib.util.find_spec("segmentation_models_pytorch") is None,
-                    reason='needs pip install "kerazoo[peer]"')
 def test_peer_ratio_side_by_side():
+    require_extra("segmentation_models_pytorch", "peer")
     case = Case("unet", "resnet50", (64, 64), (("upsampling", "nearest"), ("decoder_filters", (64, 32, 16, 16, 8))))
     assert peer.unavailable_reason(case) is None
     results = benchmark.run([case], num_classes=2, formats=("keras",), batch_sizes=(1, 2), warmup=1, runs=2,

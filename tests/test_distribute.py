@@ -21,6 +21,8 @@ import pytest
 from kerazoo.training import distribute
 from kerazoo.training.config import TrainConfig
 
+from optional_extras import require_extra
+
 # A small model without batch normalisation: with two replicas each normalises its own half of the batch,
 # which is a different model from one process normalising the whole batch, so only a BN-free model can
 # match. kerazoo's own models run the same code path; this one keeps three processes' tracing short.
@@ -305,7 +307,7 @@ print("RESULT " + json.dumps({"history": result.history, "backend": keras.backen
 
 @pytest.mark.slow
 def test_jax_data_parallel_on_two_host_devices_matches_one_device(tmp_path):
-    pytest.importorskip("jax", reason="jax is not installed (pip install kerazoo[jax])")
+    require_extra("jax", "jax")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "KERAS_BACKEND": "jax",
            "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "TF_CPP_MIN_LOG_LEVEL": "2",
            "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}
