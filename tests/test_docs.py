@@ -16,6 +16,7 @@ The site test runs `mkdocs build --strict` (a broken link, anchor, snippet or AP
 
 import dataclasses
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -28,9 +29,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 MARKER = re.compile(r"#\s*docs:\s*(?P<kind>\S+?):?(?:\s+(?P<rest>.*))?$")
 MARKER_KINDS = ("skip", "data", "slow")
-
-pytestmark = pytest.mark.usefixtures("fresh_keras_state")
-
 
 @dataclasses.dataclass(frozen=True)
 class Example:
@@ -87,7 +85,7 @@ def test_the_documentation_has_examples_that_run():
 
 
 @pytest.mark.parametrize("example", [_param(example) for example in EXAMPLES])
-def test_doc_example_runs(example, tmp_path, monkeypatch, shared_data_dir):
+def test_doc_example_runs(example, tmp_path, monkeypatch, shared_data_dir, fresh_keras_state):
     if example.kind is not None and example.kind not in MARKER_KINDS:
         pytest.fail(f"{example.id}: unknown marker '# docs: {example.kind}'; use one of {MARKER_KINDS}")
     if example.kind == "skip":
@@ -130,7 +128,8 @@ def test_docs_site_builds_in_strict_mode(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"),
          "--site-dir", str(site)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"})
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})  # no banner about mkdocs 2 in the output
     assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stdout}\n{result.stderr}"
     # The API reference was generated from the docstrings, not left as `::: name` lines.
     api = (site / "reference" / "models" / "index.html").read_text(encoding="utf-8")
