@@ -154,3 +154,27 @@ def test_readme_links_point_to_files_that_exist():
     assert relative, "the README links to no page of the documentation"
     missing = [link for link in relative if not (ROOT / link).exists()]
     assert not missing, f"README.md links to missing files: {missing}"
+
+
+def _tables(path):
+    """The Markdown tables of the file at `path`: {header line: its body rows}."""
+    tables, current = {}, None
+    for line in [*path.read_text(encoding="utf-8").splitlines(), ""]:
+        if line.startswith("|"):
+            current = [*(current or []), line]
+        elif current is not None:
+            tables[current[0]] = current[2:]
+            current = None
+    return tables
+
+
+def test_tables_in_the_readme_and_the_docs_agree():
+    """The zoo tables appear in the README and in the docs pages: a figure changed in one is changed in both."""
+    readme = _tables(ROOT / "README.md")
+    shared = 0
+    for page in DOC_FILES[1:]:
+        for header, rows in _tables(page).items():
+            if header in readme:
+                shared += 1
+                assert rows == readme[header], f"{page.relative_to(ROOT)}: the table {header!r} is not the README's"
+    assert shared >= 3, "the models x encoders and the preset tables should be in the README and in the docs"
