@@ -11,7 +11,8 @@ its traceback's line numbers are the Markdown file's. The first lines of a block
     # docs: slow                    run by `make test-slow`
 
 The site test runs `mkdocs build --strict` (a broken link, anchor, snippet or API reference fails) where the
-`docs` extra is installed, and skips with the reason elsewhere; CI installs it.
+`docs` extra is installed, and skips with the reason elsewhere; CI installs it. The README, read outside the
+site, has its relative links checked here, and the tables it shares with the docs pages must agree.
 """
 
 import dataclasses
