@@ -161,9 +161,18 @@ class ZooModel(keras.Model):
         name: the Keras model name.
 
     Attributes:
-        num_classes, head, activation, in_channels, config_name (the `create_model` name, e.g. "unet"),
-        encoder_name, class_names, class_colors, input_size, task (e.g. "denoise"), task_spec (its
-        `kerazoo.tasks.Task`: default loss and metrics), scale (super-resolution, else 1).
+        num_classes: classes of a segmentation head, or output channels.
+        head: "segmentation" or "regression".
+        activation: the head's activation (None: logits).
+        in_channels: input channels.
+        config_name: the `create_model` name, e.g. "unet".
+        encoder_name: the encoder's name, or None for a fixed topology.
+        class_names: one name per class, or None.
+        class_colors: one (r, g, b) per class, or None.
+        input_size: the (height, width) it was trained at, or None.
+        task: the task's name, e.g. "segmentation" or "denoise".
+        task_spec: its `kerazoo.tasks.Task`: default loss and metrics.
+        scale: the super-resolution factor, else 1.
     """
 
     def __init__(self, inputs, outputs, *, arguments, class_names=None, class_colors=None, input_size=None,

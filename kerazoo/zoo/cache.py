@@ -242,7 +242,10 @@ def fetch(source, *, cache_dir=None, force=False, sha256=None, timeout=30.0, ret
         cache_dir: cache root; defaults to `$KERAZOO_HOME` or `~/.keras/kerazoo`.
         force: download again even when cached (the old copy is replaced atomically).
         sha256: expected sha256 of the archive (for URIs that are not built-in names).
-        timeout, retries, backoff, progress: see `kerazoo.utils.download.download`.
+        timeout: seconds a connect or a read may wait (see `kerazoo.utils.download.download`).
+        retries: download attempts after the first one.
+        backoff: seconds before the first retry; doubles each retry.
+        progress: show a progress bar on stderr; None shows it only on a terminal.
 
     Returns:
         The local preset directory, already verified.

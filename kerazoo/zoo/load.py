@@ -114,7 +114,10 @@ def from_preset(source, num_classes=None, *, offline=None, cache_dir=None, sha25
         offline: never touch the network (default: `KERAZOO_OFFLINE=1`); use the package and cache only.
         cache_dir: cache root; defaults to `$KERAZOO_HOME` or `~/.keras/kerazoo`.
         sha256: expected sha256 of an archive given by path or URL (or append `#sha256=<hex>` to it).
-        timeout, retries, backoff, progress: download settings, see `kerazoo.utils.download.download`.
+        timeout: seconds a connect or a read may wait (see `kerazoo.utils.download.download`).
+        retries: download attempts after the first one.
+        backoff: seconds before the first retry; doubles each retry.
+        progress: show a progress bar on stderr; None shows it only on a terminal.
         **overrides: other `create_model` arguments to change (activation, input_shape, freeze_encoder, ...).
 
     Returns:
