@@ -31,7 +31,7 @@ from kerazoo import data as kz_data  # noqa: E402
 from kerazoo.cli import image_size  # noqa: E402
 from kerazoo.metrics import confusion_matrix_scores, psnr  # noqa: E402
 
-# preset -> (tile, the data it is measured on)
+# preset -> its tile size in `agreement` (overlap 0.25 by default)
 SETTINGS = {
     "camvid_segnet_basic": 96,  # CamVid val at the model's 176x240: 3 x 4 tiles
     "membrane_unet_mobilenetv2": 256,  # 512x512 EM images: 3 x 3 tiles
@@ -72,8 +72,8 @@ def _segmentation(name, model, tile, data_dir, border, overlap, blend):
 def _restoration(name, model, tile, data_dir, border, overlap, blend):
     task = model.task
     dataset, options = ("set12", {"noise_sigma": 25.0}) if task == "denoise" else ("set5", {"scale": model.scale})
-    pairs = kz_data.load(dataset, kz_data.DATASETS[dataset].val_split, data_dir=data_dir, batch_size=None, augment=False, shuffle=False,
-                         seed=0, channels=model.in_channels, **options)
+    pairs = kz_data.load(dataset, kz_data.DATASETS[dataset].val_split, data_dir=data_dir, batch_size=None,
+                         augment=False, shuffle=False, seed=0, channels=model.in_channels, **options)
     crop = model.scale if task == "super_resolution" else 0
     between, between_inner, whole_scores, tiled_scores = [], [], [], []
     for degraded, clean in pairs:

@@ -103,7 +103,8 @@ def run_tiled(model, images, finalize: Callable[[np.ndarray], np.ndarray], *, ti
         if (tuple(tile) if isinstance(tile, (tuple, list)) else (tile, tile)) != static:
             raise ValueError(f"this model was built for {static} inputs only; pass tile={static} "
                              "(or build it with input_shape=None to take any size)")
-        small = [index for index, image in enumerate(arrays) if image.shape[0] < static[0] or image.shape[1] < static[1]]
+        small = [index for index, image in enumerate(arrays)
+                 if image.shape[0] < static[0] or image.shape[1] < static[1]]
         if small:
             raise ValueError(f"image {small[0]} is {arrays[small[0]].shape[:2]}, smaller than the {static} tiles of "
                              "this fixed-size model")
