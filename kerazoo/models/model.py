@@ -35,6 +35,7 @@ __all__ = ["ZooModel", "check_task_attributes", "create_model"]
 # Config keys that describe the trained model but are not `create_model` builder arguments.
 TASK_KEYS = ("class_names", "class_colors", "input_size")
 INFO_KEYS = ("preprocessing",)
+CLASS_HEADS = ("segmentation", "multilabel")  # heads whose channels are classes (or labels)
 
 
 def check_task_attributes(head, num_classes, class_names=None, class_colors=None, input_size=None,
@@ -50,8 +51,9 @@ def check_task_attributes(head, num_classes, class_names=None, class_colors=None
     # A one-channel (sigmoid) segmentation head still has two classes: background and foreground.
     expected = 2 if head == "segmentation" and num_classes == 1 else num_classes
     if class_names is not None:
-        if head != "segmentation":
-            raise ValueError(f"class_names are for head='segmentation'; head={head!r} has output channels, not classes")
+        if head not in CLASS_HEADS:
+            raise ValueError(f"class_names are for head='segmentation' or 'multilabel'; head={head!r} has output "
+                             "channels, not classes")
         if isinstance(class_names, str) or not all(isinstance(n, str) and n for n in class_names):
             raise ValueError(f"class_names must be a sequence of non-empty strings; got {class_names!r}")
         class_names = tuple(class_names)
@@ -59,8 +61,8 @@ def check_task_attributes(head, num_classes, class_names=None, class_colors=None
             raise ValueError(f"{len(class_names)} class_names for num_classes={num_classes} "
                              f"(expected {expected}): {list(class_names)}")
     if class_colors is not None:
-        if head != "segmentation":
-            raise ValueError(f"class_colors are for head='segmentation'; got head={head!r}")
+        if head not in CLASS_HEADS:
+            raise ValueError(f"class_colors are for head='segmentation' or 'multilabel'; got head={head!r}")
         colors = []
         for color in class_colors:
             color = tuple(color) if not isinstance(color, str) else ()
@@ -361,19 +363,22 @@ class ZooModel(keras.Model):
 
         Returns:
             int32 labels: HxW for one image, NxHxW for a batch, a list of HxW arrays for a list (or the
-            path of `out`).
+            path of `out`). A head="multilabel" model gives boolean HxWxK arrays instead (NxHxWxK for a
+            batch): each label on where its sigmoid probability is above 0.5.
         """
         if self.task != "segmentation":
             raise ValueError(f"segment() is for segmentation; this is a {self.task!r} model: use "
                              f"{_TASK_METHODS[self.task]}")
-        if self.head != "segmentation":
-            raise ValueError(f"segment() needs head='segmentation'; this model's head is {self.head!r}")
+        if self.head not in CLASS_HEADS:
+            raise ValueError(f"segment() needs head='segmentation' or 'multilabel'; this model's head is "
+                             f"{self.head!r}")
         if tile is not None or out is not None:
-            return run_tiled(self, images, functools.partial(scores_to_labels, activation=self.activation),
+            return run_tiled(self, images, functools.partial(scores_to_labels, activation=self.activation,
+                                                             head=self.head),
                              tile=tile, overlap=overlap, blend=blend, tta=tta, batch_size=batch_size, out=out,
                              progress=progress)
         outputs, kind = self._outputs_at_image_size(images, batch_size, tta)
-        labels = [scores_to_labels(output, self.activation) for output in outputs]
+        labels = [scores_to_labels(output, self.activation, self.head) for output in outputs]
         return _in_input_form(labels, kind)
 
     def restore(self, images, batch_size: int = 8, *, tile=None, overlap: float = 0.25, blend: str = "gaussian",
@@ -550,8 +555,11 @@ def create_model(
         in_channels: input channels; with pretrained weights and a count other than 3 the first
             convolution is adapted from the RGB kernel. Defaults to input_shape's, else 3 (1 for unet_paper).
         input_shape: (height, width, channels); None sizes accept any size (the default).
-        head: "segmentation" or "regression" for task="segmentation" (None: "segmentation"); the other
-            tasks have a regression head of their own.
+        head: "segmentation", "multilabel" or "regression" for task="segmentation" (None:
+            "segmentation"); the other tasks have a regression head of their own. "segmentation" with
+            num_classes=1 and activation="sigmoid" (or logits) is a binary head for 0/1 masks;
+            "multilabel" is num_classes independent labels (logits, or activation="sigmoid") trained on
+            (H, W, num_classes) 0/1 masks, and `segment` returns HxWxK booleans.
         activation: None gives logits (segmentation) or linear outputs (regression); also "softmax",
             "sigmoid" (and "tanh", "relu", "softplus" for regression). Depth: "softplus" (default) or "relu".
         class_names: one name per class (segmentation only; two for a one-channel binary head).
