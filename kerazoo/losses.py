@@ -342,7 +342,9 @@ class TverskyLoss(_OverlapLoss):
         alpha: Weight of false positives (>= 0).
         beta: Weight of false negatives (>= 0).
         gamma: Focal exponent (> 0); 1 gives the plain Tversky loss.
-        from_logits, ignore_class, class_weights, smooth, name, reduction, dtype, mode: as `DiceLoss`.
+
+    The other arguments (from_logits, ignore_class, class_weights, smooth, name, reduction, dtype, mode) are
+    `DiceLoss`'s.
     """
 
     def __init__(self, alpha=0.5, beta=0.5, gamma=1.0, from_logits=True, ignore_class=None, class_weights=None,
