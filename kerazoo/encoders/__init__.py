@@ -92,6 +92,14 @@ def set_batch_norm_momentum(model, momentum):
             layer.momentum = float(momentum)
 
 
+def _output_of(model, name):
+    """The output of the layer or operation `name` (ConvNeXt's taps are `+` operations, not layers)."""
+    for operation in model.operations:
+        if operation.name == name:
+            return operation.output
+    raise ValueError(f"encoder {model.name!r} has no layer {name!r}")
+
+
 def build_encoder(spec, in_channels=3, encoder_weights=None, trainable=True, tap_layers=None,
                   bn_momentum=None, output_stride=32, encoder_depth=5):
     """A Keras model from preprocessed images to the encoder's taps.
@@ -124,7 +132,7 @@ def build_encoder(spec, in_channels=3, encoder_weights=None, trainable=True, tap
     if FUSE_BATCH_NORM:
         application = layers.fuse_batch_norm(application)
     names = tuple(tap_layers or spec.feature_names(feature_strides(spec, encoder_depth)))
-    outputs = [application.get_layer(name).output for name in names]
+    outputs = [_output_of(application, name) for name in names]
     encoder = keras.Model(application.inputs, outputs, name=f"{spec.name}_encoder")
     encoder.trainable = trainable
     return encoder

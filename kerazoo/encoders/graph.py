@@ -62,7 +62,7 @@ def _replace_history(value, mapping):
             history[0] = mapping.get(history[0], history[0])
             return {**value, "config": {**value["config"], "keras_history": history}}
         return {key: _replace_history(item, mapping) for key, item in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [_replace_history(item, mapping) for item in value]
     return value
 
@@ -180,7 +180,7 @@ def _drop_build_configs(value):
     """Removes recorded build shapes: layers then build from the tensors they are called on."""
     if isinstance(value, dict):
         return {key: _drop_build_configs(item) for key, item in value.items() if key != "build_config"}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [_drop_build_configs(item) for item in value]
     return value
 

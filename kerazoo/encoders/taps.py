@@ -60,7 +60,8 @@ def stride_levels(model, probe_size=PROBE_SIZE):
     global pooling, dense layers).
     """
     layers, inbound, _ = _graph(model)
-    spatial = [layer for layer in model.layers if len(layer.output.shape) == 4]
+    # Operations, not only layers: ConvNeXt's residual sums are `+` on tensors, not Add layers.
+    spatial = [operation for operation in model.operations if len(operation.output.shape) == 4]
     probe = keras.Model(model.inputs, [layer.output for layer in spatial])
     probed = probe(keras.Input((probe_size, probe_size, model.input.shape[-1])))
     sizes = {layer.name: tensor.shape[1] for layer, tensor in zip(spatial, probed)}
