@@ -92,6 +92,11 @@ def set_batch_norm_momentum(model, momentum):
             layer.momentum = float(momentum)
 
 
+def _leaves(model):
+    for layer in model.layers:
+        yield from _leaves(layer) if isinstance(layer, keras.Model) else (layer,)
+
+
 def _output_of(model, name):
     """The output of the layer or operation `name` (ConvNeXt's taps are `+` operations, not layers)."""
     for operation in model.operations:
@@ -126,11 +131,12 @@ def build_encoder(spec, in_channels=3, encoder_weights=None, trainable=True, tap
         raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}; got {output_stride!r}")
     # Stages past the encoder's depth are not built, so there is nothing to dilate beyond it.
     effective_stride = output_stride if output_stride < 2**encoder_depth else max(OUTPUT_STRIDES)
-    application = build_application(spec, in_channels, encoder_weights, effective_stride)
+    application = build_application(spec, in_channels, encoder_weights, effective_stride,
+                                    batch_norm=layers.BatchNormalization if FUSE_BATCH_NORM else None)
     if bn_momentum is not None:
         set_batch_norm_momentum(application, bn_momentum)
-    if FUSE_BATCH_NORM:
-        application = layers.fuse_batch_norm(application)
+    if FUSE_BATCH_NORM and any(type(layer) is keras.layers.BatchNormalization for layer in _leaves(application)):
+        application = layers.fuse_batch_norm(application)  # built by Keras, not rebuilt from its config
     names = tuple(tap_layers or spec.feature_names(feature_strides(spec, encoder_depth)))
     outputs = [_output_of(application, name) for name in names]
     encoder = keras.Model(application.inputs, outputs, name=f"{spec.name}_encoder")

@@ -166,13 +166,52 @@ def _same_padding_where_valid_shrinks(config):
     return changed
 
 
+def with_input_channels(config, in_channels):
+    """A copy of the regular functional `config` whose input takes `in_channels` channels."""
+    config = copy.deepcopy(config)
+    _any_size_input(config, in_channels)
+    return config
+
+
+def with_batch_norm(config, layer_class):
+    """A copy of `config` whose `keras.layers.BatchNormalization` layers (nested ones too) are `layer_class`,
+    a registered subclass with the same config (kerazoo's fused batch norm)."""
+    config = copy.deepcopy(config)
+    target = {"module": layer_class.__module__, "class_name": layer_class.__name__,
+              "registered_name": keras.saving.get_registered_name(layer_class)}
+
+    def visit(layers):
+        for layer in layers:
+            if layer["class_name"] == "BatchNormalization" and layer.get("module") == "keras.layers":
+                layer.update(target)
+            elif layer["class_name"] in ("Sequential", "Functional"):
+                visit(layer["config"]["layers"])
+
+    visit(config["layers"])
+    return config
+
+
 def _any_size_input(config, in_channels):
+    """Input layers of any size: the model's with `in_channels`, and those of nested models (ConvNeXt's
+    Sequential stem and downsampling blocks) with the channels of what feeds them."""
     changed = False
+    inputs = set(endpoint_names(config["input_layers"]))
     for layer in config["layers"]:
         if layer["class_name"] == "InputLayer":
-            shape = [None, None, None, in_channels]
-            changed |= list(layer["config"]["batch_shape"]) != shape
-            layer["config"]["batch_shape"] = shape
+            changed |= _set_input_shape(layer, in_channels)
+        elif layer["class_name"] in ("Sequential", "Functional"):
+            fed_by_input = bool(set(inbound_names(layer)) & inputs)
+            for inner in layer["config"]["layers"]:
+                if inner["class_name"] == "InputLayer":
+                    channels = in_channels if fed_by_input else inner["config"]["batch_shape"][-1]
+                    changed |= _set_input_shape(inner, channels)
+    return changed
+
+
+def _set_input_shape(input_layer, channels):
+    shape = [None, None, None, channels]
+    changed = list(input_layer["config"]["batch_shape"]) != shape
+    input_layer["config"]["batch_shape"] = shape
     return changed
 
 
