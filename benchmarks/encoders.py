@@ -4,6 +4,7 @@ promised sizes.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/encoders.py                       # all, writes encoders.json
     PYTHONPATH=$PWD .venv/bin/python benchmarks/encoders.py --encoders resnet50 convnext_tiny --markdown
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/encoders.py --models fcn32s fcn16s fcn8s unet   # + model sizes
 
 Each encoder runs in a child process (the large ones hold gigabytes); results are written after each one
 (atomically), so an interrupted run keeps what it measured and `--resume` goes on from there.
@@ -23,10 +24,12 @@ OUTPUT = Path(__file__).with_name("encoders.json")
 PROBE = (64, 96)
 
 
-def measure(name):
-    """One encoder's row (runs in the child process)."""
+def measure(name, models=()):
+    """One encoder's row (runs in the child process); `models`: also count these models' parameters."""
     import keras
     import numpy as np
+
+    import kerazoo
 
     from kerazoo.encoders import (ENCODERS, build_application, build_encoder, feature_strides, spec_taps,
                                   tap_stride)
@@ -55,6 +58,10 @@ def measure(name):
         except Exception as error:  # the table records what fails, and why
             row["output_strides"][str(output_stride)] = f"{type(error).__name__}: {str(error)[:200]}"
         keras.backend.clear_session()
+    row["models"] = {}
+    for model in models:  # 12 classes, as the README's table
+        row["models"][model] = kerazoo.create_model(model, encoder=name, num_classes=12).count_params()
+        keras.backend.clear_session()
     return row
 
 
@@ -75,10 +82,11 @@ def main():
     parser.add_argument("--output", type=Path, default=OUTPUT)
     parser.add_argument("--resume", action="store_true", help="keep the rows already in --output")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown at the end")
+    parser.add_argument("--models", nargs="*", default=[], help="also count these models' parameters (12 classes)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.child:
-        print(json.dumps(measure(arguments.child)))
+        print(json.dumps(measure(arguments.child, arguments.models)))
         return
     from kerazoo.encoders import list_encoders
     from kerazoo.utils.files import atomic_write_text
@@ -92,7 +100,8 @@ def main():
             continue
         print(f"[{index}/{len(names)}] {name} ...", end=" ", flush=True)
         start = time.perf_counter()
-        child = subprocess.run([sys.executable, __file__, "--child", name], capture_output=True, text=True)
+        command = [sys.executable, __file__, "--child", name, "--models", *arguments.models]
+        child = subprocess.run(command, capture_output=True, text=True)
         if child.returncode != 0:
             print(f"failed:\n{child.stderr[-2000:]}", flush=True)
             continue

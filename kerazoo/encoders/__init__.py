@@ -19,7 +19,7 @@ The contract decoders build on (`build_encoder`):
 
 import keras
 
-from kerazoo import layers
+from kerazoo.layers import BatchNormalization, fuse_batch_norm
 from kerazoo.encoders.applications import ENCODERS, register
 from kerazoo.encoders.build import build_application, construct, spec_taps
 from kerazoo.encoders.dilation import OUTPUT_STRIDES
@@ -132,11 +132,11 @@ def build_encoder(spec, in_channels=3, encoder_weights=None, trainable=True, tap
     # Stages past the encoder's depth are not built, so there is nothing to dilate beyond it.
     effective_stride = output_stride if output_stride < 2**encoder_depth else max(OUTPUT_STRIDES)
     application = build_application(spec, in_channels, encoder_weights, effective_stride,
-                                    batch_norm=layers.BatchNormalization if FUSE_BATCH_NORM else None)
+                                    batch_norm=BatchNormalization if FUSE_BATCH_NORM else None)
     if bn_momentum is not None:
         set_batch_norm_momentum(application, bn_momentum)
     if FUSE_BATCH_NORM and any(type(layer) is keras.layers.BatchNormalization for layer in _leaves(application)):
-        application = layers.fuse_batch_norm(application)  # built by Keras, not rebuilt from its config
+        application = fuse_batch_norm(application)  # built by Keras, not rebuilt from its config
     names = tuple(tap_layers or spec.feature_names(feature_strides(spec, encoder_depth)))
     outputs = [_output_of(application, name) for name in names]
     encoder = keras.Model(application.inputs, outputs, name=f"{spec.name}_encoder")
