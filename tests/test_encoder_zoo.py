@@ -259,3 +259,22 @@ def test_built_in_preprocessing_is_left_to_the_model():
     assert not kinds & set(PREPROCESSING_LAYERS)
     constructed = {type(layer).__name__ for layer in spec.constructor(include_top=False, weights=None).layers}
     assert set(PREPROCESSING_LAYERS) <= constructed
+
+
+@pytest.mark.parametrize("name", ["convnext_tiny", "efficientnetb0", "mobilenetv3small"])
+def test_the_regular_application_computes_what_keras_builds(name):
+    """Stripping the built-in preprocessing and running ConvNeXt's grouped convolutions as depthwise ones
+    change no number: fed what Keras' preprocessing layers give, the regular encoder gives Keras' output."""
+    from kerazoo.encoders import construct
+    from kerazoo.encoders.graph import rebuild, regular_config
+
+    spec = ENCODERS.get(name)
+    keras_application = construct(spec)
+    config, mapping, changed = regular_config(keras_application, 3)
+    assert changed
+    regular = rebuild(config, keras_application, mapping)
+    built_in = [layer for layer in keras_application.layers[1:4] if type(layer).__name__ in PREPROCESSING_LAYERS]
+    pixels = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    preprocessed = keras.Model(keras_application.input, built_in[-1].output).predict(pixels, verbose=0)
+    np.testing.assert_allclose(regular.predict(preprocessed, verbose=0),
+                               keras_application.predict(pixels, verbose=0), rtol=1e-5, atol=1e-5)

@@ -11,7 +11,11 @@ Keras Applications differ in ways a decoder should not see. Rewriting the config
   ConvNeXt's, MobileNetV3's) are dropped and the spec states the mode they implemented;
 - compute every feature map at exactly ceil(input / stride): a 'valid' convolution or pooling whose
   window is larger than its stride and that no `ZeroPadding2D` feeds (Inception, Xception, NASNet's
-  stem) shrinks the map by a few pixels, so it becomes 'same' (the same weights; borders see zeros).
+  stem) shrinks the map by a few pixels, so it becomes 'same' (the same weights; borders see zeros);
+- export cleanly: ConvNeXt's depthwise convolutions, `Conv2D(groups=channels)`, which Keras runs
+  through an XLA-compiled function on CPU that tf2onnx cannot convert (a PartitionedCall node), become
+  `DepthwiseConv2D` (the kernel is the same numbers, transposed: see `transfer_weights`), and its
+  `Activation("gelu")` layers kerazoo's `GELU` (written with erf, not erfc, which ONNX lacks).
 `rebuild` builds the rewritten config and copies the weights layer by layer.
 """
 
@@ -21,6 +25,7 @@ import re
 import keras
 
 from kerazoo.encoders.weights import transfer_weights
+from kerazoo.layers.activations import GELU
 
 PREPROCESSING_LAYERS = ("Rescaling", "Normalization")
 SPATIAL_LAYERS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "MaxPooling2D", "AveragePooling2D")
@@ -166,6 +171,35 @@ def _same_padding_where_valid_shrinks(config):
     return changed
 
 
+def _depthwise_where_grouped(config):
+    """`Conv2D(groups=filters)` layers become the `DepthwiseConv2D` they are; True if any did."""
+    renamed_keys = {"kernel_initializer": "depthwise_initializer", "kernel_regularizer": "depthwise_regularizer",
+                    "kernel_constraint": "depthwise_constraint"}
+    dropped_keys = ("filters", "groups", "lora_rank", "lora_alpha")
+    changed = False
+    for layer in config["layers"]:
+        inner = layer["config"]
+        if layer["class_name"] != "Conv2D" or inner.get("groups", 1) == 1 or inner["groups"] != inner["filters"]:
+            continue
+        layer["class_name"] = "DepthwiseConv2D"
+        layer["config"] = {renamed_keys.get(key, key): value for key, value in inner.items() if key not in dropped_keys}
+        layer["config"]["depth_multiplier"] = 1
+        changed = True
+    return changed
+
+
+def _gelu_with_erf(config):
+    """`Activation("gelu")` layers become `kerazoo.layers.GELU`; True if any did."""
+    changed = False
+    for layer in config["layers"]:
+        if layer["class_name"] == "Activation" and layer["config"].get("activation") == "gelu":
+            layer.update(module=GELU.__module__, class_name=GELU.__name__,
+                         registered_name=keras.saving.get_registered_name(GELU))
+            layer["config"] = {key: layer["config"][key] for key in ("name", "trainable", "dtype")}
+            changed = True
+    return changed
+
+
 def with_input_channels(config, in_channels):
     """A copy of the regular functional `config` whose input takes `in_channels` channels."""
     config = copy.deepcopy(config)
@@ -237,6 +271,8 @@ def regular_config(application, in_channels):
     changed = bool(mapping)
     changed |= _strip_preprocessing(config)
     changed |= _same_padding_where_valid_shrinks(config)
+    changed |= _depthwise_where_grouped(config)
+    changed |= _gelu_with_erf(config)
     changed |= _any_size_input(config, in_channels)
     return _drop_build_configs(config), mapping, changed
 
