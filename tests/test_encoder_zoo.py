@@ -115,7 +115,8 @@ def test_dilated_resnet_computes_the_strided_features_at_every_position(output_s
     dilated = build_encoder(spec, tap_layers=spec.feature_names((16, 32)), output_stride=output_stride)
     dilated.set_weights(strided.get_weights())
     images = random_images(size=(64, 96))
-    for stride, expected, actual in zip((16, 32), strided.predict(images, verbose=0), dilated.predict(images, verbose=0)):
+    pairs = zip((16, 32), strided.predict(images, verbose=0), dilated.predict(images, verbose=0))
+    for stride, expected, actual in pairs:
         step = stride // tap_stride(stride, output_stride)
         assert actual.shape[1:3] == (expected.shape[1] * step, expected.shape[2] * step)
         np.testing.assert_allclose(actual[:, ::step, ::step], expected, rtol=1e-4, atol=1e-4)

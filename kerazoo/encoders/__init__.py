@@ -19,13 +19,13 @@ The contract decoders build on (`build_encoder`):
 
 import keras
 
-from kerazoo.layers import BatchNormalization, fuse_batch_norm
 from kerazoo.encoders.applications import ENCODERS, register
 from kerazoo.encoders.build import build_application, construct, spec_taps
 from kerazoo.encoders.dilation import OUTPUT_STRIDES
 from kerazoo.encoders.spec import ClassifierConvolution, ConvStage, EncoderSpec
 from kerazoo.encoders.taps import STRIDES
 from kerazoo.encoders.weights import adapt_first_kernel, check_weights
+from kerazoo.layers import BatchNormalization, fuse_batch_norm
 
 __all__ = [
     "ENCODERS", "STRIDES", "OUTPUT_STRIDES", "ENCODER_DEPTHS", "FUSE_BATCH_NORM", "EncoderSpec", "ConvStage",
