@@ -18,6 +18,7 @@ _DERIVED_LOCK = threading.RLock()
 class _Derived:
     taps: Taps
     config: dict  # the regular functional config (3 channels, output stride 32)
+    rewritten: bool  # whether it differs from the application as Keras builds it
 
 
 def _check_in_channels(in_channels):
@@ -64,8 +65,9 @@ def build_application(spec, in_channels=3, encoder_weights=None, output_stride=3
     if output_stride not in OUTPUT_STRIDES:
         raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}; got {output_stride!r}")
     dilate = output_stride != max(OUTPUT_STRIDES)
-    if encoder_weights is None and (in_channels != 3 or dilate):
-        # Random weights: the regular config is all it takes (no Keras build to copy weights from).
+    if encoder_weights is None and (in_channels != 3 or dilate or _derived(spec).rewritten):
+        # Random weights: the regular config is all it takes (no Keras build to copy weights from). An
+        # application that needs no rewrite is built by Keras as before (the same random weights).
         config = with_input_channels(_derived(spec).config, in_channels)
         config = dilate_config(config, spec_taps(spec).levels, output_stride)
         return keras.Model.from_config(with_batch_norm(config, batch_norm) if batch_norm else config)
@@ -82,8 +84,10 @@ def build_application(spec, in_channels=3, encoder_weights=None, output_stride=3
 def _derived(spec):
     with _DERIVED_LOCK:
         if spec.name not in _DERIVED:
-            application = build_application(spec)
-            _DERIVED[spec.name] = _Derived(derive_taps(application), regular_config(application, 3)[0])
+            application = construct(spec)
+            config, mapping, rewritten = regular_config(application, 3)
+            regular = rebuild(config, application, mapping) if rewritten else application
+            _DERIVED[spec.name] = _Derived(derive_taps(regular), config, rewritten)
         return _DERIVED[spec.name]
 
 

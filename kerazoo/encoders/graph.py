@@ -287,6 +287,6 @@ def rebuild(config, source, mapping=None, in_channels=3):
         in_channels: input channels of `config`; the first convolution's kernel is adapted from
             `source`'s when they differ (see `adapt_first_kernel`).
     """
-    model = keras.Model.from_config(config)
+    model = keras.Model.from_config(copy.deepcopy(config))  # from_config consumes its argument
     transfer_weights(source, model, in_channels, mapping or {})
     return model
