@@ -1,5 +1,5 @@
 """Custom layers of kerazoo, one module a kind: pooling (argmax pool/unpool), upsampling, normalization
-(fused batch norm), shape (pad/crop) and preprocessing.
+(fused batch norm), shape (pad/crop), preprocessing and pyramid (pooling and resizing at run-time sizes).
 
 Every layer uses `keras.ops` only, is registered for `.keras` serialization, and lowers to TFLite
 builtin ops and to a valid ONNX graph. Argmax pooling is written with reshapes, slices, comparisons
@@ -10,6 +10,7 @@ are what the mobile runtimes and the int8 converter handle correctly.
 from kerazoo.layers.normalization import BatchNormalization, fuse_batch_norm
 from kerazoo.layers.pooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
 from kerazoo.layers.preprocessing import EncoderPreprocessing
+from kerazoo.layers.pyramid import BilinearResizeToReference, BinAveragePooling2D, InterleavedBilinearUpsampling
 from kerazoo.layers.shape import CropToReference, PadToMultiple
 from kerazoo.layers.upsampling import (BedOfNailsUpSampling2D, BilinearConv2DTranspose, BilinearInitializer,
                                       BilinearUpsampling, DepthToSpace, bilinear_kernel)
@@ -19,10 +20,13 @@ __all__ = [
     "BedOfNailsUpSampling2D",
     "BilinearConv2DTranspose",
     "BilinearInitializer",
+    "BilinearResizeToReference",
     "BilinearUpsampling",
+    "BinAveragePooling2D",
     "CropToReference",
     "DepthToSpace",
     "EncoderPreprocessing",
+    "InterleavedBilinearUpsampling",
     "MaxPoolingWithArgmax2D",
     "MaxUnpooling2D",
     "PadToMultiple",
