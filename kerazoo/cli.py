@@ -203,7 +203,7 @@ def _export(args):
     dataset = args.dataset or run.get("dataset")
     image_size = args.image_size or (tuple(run["image_size"]) if run.get("image_size") else None)
     representative, class_names, samples, targets = None, None, None, None
-    if dataset and kz_data.DATASETS.get(dataset) and kz_data.DATASETS[dataset].task in kz_data.RESTORATION_TASKS:
+    if dataset in kz_data.DATASETS and kz_data.DATASETS[dataset].task in kz_data.RESTORATION_TASKS:
         representative, samples, targets = _restoration_export_data(model, dataset, args.data_dir)
     elif dataset:
         class_names = list(kz_data.DATASETS[dataset].class_names) if dataset in kz_data.DATASETS else None

@@ -218,7 +218,7 @@ def test_default_loss_and_metrics_train_one_step():
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (dict(task="deblur"), "task must be one of .*'denoise'.*; got 'deblur'"),
+    (dict(task="deblur"), "Unknown task 'deblur'.*Valid tasks: .*denoise"),
     (dict(task="super_resolution", scale=5), r"scale must be one of \(2, 3, 4\); got 5"),
     (dict(task="super_resolution", upsampler="bicubic"), "upsampler must be one of .*'subpixel'.*got 'bicubic'"),
     (dict(task="denoise", num_classes=1), "global residual .* needs as many output as input channels"),

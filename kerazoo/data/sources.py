@@ -84,9 +84,7 @@ def load_manifest(manifest: str | os.PathLike) -> Manifest:
 def _info(name_or_info) -> DatasetInfo:
     if isinstance(name_or_info, DatasetInfo):
         return name_or_info
-    if name_or_info not in DATASETS:
-        raise ValueError(f"Unknown data set {name_or_info!r}; available: {', '.join(list_datasets())}")
-    return DATASETS[name_or_info]
+    return DATASETS.get(name_or_info)
 
 
 def _base_url(manifest: Manifest, mirror: str | None) -> str:

@@ -171,8 +171,7 @@ def _validated(model, formats, quantize, representative_data, io_dtype):
     """(formats in writing order, TFLite variants), or ValueError naming the bad value and the valid ones."""
     formats = (formats,) if isinstance(formats, str) else tuple(formats)
     for fmt in formats:
-        if fmt not in WRITERS:
-            raise ValueError(f"Unknown export format {fmt!r}; valid formats: {', '.join(WRITERS)}")
+        WRITERS.get(fmt)  # an unknown format raises, naming the valid ones
     if quantize is None:
         variants = ("float32",)
     elif isinstance(quantize, str):

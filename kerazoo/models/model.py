@@ -24,19 +24,14 @@ from kerazoo.models.registry import MODELS
 from kerazoo.optimizers import fast_optimizer  # also registers kerazoo>Adam for loading compiled .keras files
 from kerazoo.tasks import RESTORATION_TASKS, Segmentation, task_class
 from kerazoo.tasks.heads import check_head, scores_to_labels
+from kerazoo.utils.images import resize_image
+from kerazoo.utils.sizes import height_width
 
 __all__ = ["ZooModel", "check_task_attributes", "create_model"]
 
 # Config keys that describe the trained model but are not `create_model` builder arguments.
 TASK_KEYS = ("class_names", "class_colors", "input_size")
 INFO_KEYS = ("preprocessing",)
-
-
-def _positive_pair(value, what):
-    pair = tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in pair):
-        raise ValueError(f"{what} must be (height, width), two positive ints; got {value!r}")
-    return tuple(int(v) for v in pair)
 
 
 def check_task_attributes(head, num_classes, class_names=None, class_colors=None, input_size=None,
@@ -74,11 +69,11 @@ def check_task_attributes(head, num_classes, class_names=None, class_colors=None
         class_colors = tuple(colors)
     static = tuple(input_shape[:2]) if input_shape is not None and None not in tuple(input_shape[:2]) else None
     if input_size is not None:
-        input_size = _positive_pair(input_size, "input_size")
+        input_size = height_width(input_size, "input_size")
         if static is not None and input_size != static:
             raise ValueError(f"input_size={input_size} disagrees with the static input_shape {tuple(input_shape)}")
     elif static is not None:
-        input_size = _positive_pair(static, "input_shape[:2]")  # a static model can only run at that size
+        input_size = height_width(static, "input_shape[:2]")  # a static model can only run at that size
     return class_names, class_colors, input_size
 
 
@@ -98,12 +93,31 @@ def _as_image_list(images, in_channels):
     arrays = []
     for index, image in enumerate(items):
         image = np.asarray(image, dtype=np.float32)
-        if image.ndim == 2 and in_channels == 1:
+        if image.ndim == 2:  # a grey image without its channel axis
             image = image[..., None]
-        if image.ndim != 3 or image.shape[-1] != in_channels or min(image.shape[:2]) < 1:
+        if image.ndim == 3 and image.shape[-1] != in_channels:
+            raise ValueError(channel_mismatch_message(in_channels, image.shape, f"image {index}: the model"))
+        if image.ndim != 3 or min(image.shape[:2]) < 1:
             raise ValueError(f"image {index} has shape {image.shape}; the model takes HxWx{in_channels} raw pixels")
         arrays.append(image)
     return arrays, kind
+
+
+def channel_mismatch_message(expected, shape, what="the model"):
+    """Says that images of `shape` do not have the `expected` channels, and how to convert them."""
+    received = shape[-1] if len(shape) > 2 else 1
+    kinds = {1: "grey", 3: "RGB", 4: "RGBA"}
+    names = lambda count: f"{count} ({kinds[count]})" if count in kinds else str(count)  # noqa: E731
+    if expected == 3 and received == 1:
+        how = "np.repeat(images[..., :1], 3, axis=-1), or PIL's Image.convert('RGB') before reading the pixels"
+    elif expected == 1 and received in (3, 4):
+        how = "PIL's Image.convert('L') before reading the pixels (ITU-R BT.601 luma), as kerazoo's loaders do"
+    elif expected == 3 and received == 4:
+        how = "images[..., :3] (drop alpha), or PIL's Image.convert('RGB')"
+    else:
+        how = f"a model built with in_channels={received} (create_model(..., in_channels={received}))"
+    return (f"{what} takes images with {names(expected)} channels; got {names(received)} channels (input shape "
+            f"{tuple(shape)}). Convert them first: {how}.")
 
 
 def _in_input_form(arrays, kind):
@@ -115,11 +129,10 @@ def _in_input_form(arrays, kind):
 
 
 def _resize_image(image, size):
-    """As the data pipeline resizes training images: bilinear, antialiased, clipped to 0..255."""
+    """`image` at `size`, resized as the data pipeline resizes training images (`resize_image`)."""
     if tuple(image.shape[:2]) == tuple(size):
         return image
-    resized = keras.ops.image.resize(image, size, interpolation="bilinear", antialias=True)
-    return keras.ops.clip(resized, 0.0, 255.0)
+    return np.asarray(resize_image(image, size))
 
 
 @keras.saving.register_keras_serializable(package="kerazoo")
@@ -213,6 +226,14 @@ class ZooModel(keras.Model):
             mode = f"scale by {layer.get_config()['scale']:.6g}"
         return {"input": "raw pixels 0..255, (B, H, W, in_channels) float32", "normalization": mode,
                 "resize": "bilinear (antialiased) to input_size" if self.input_size else None}
+
+    def __call__(self, *args, **kwargs):
+        # Keras' own message for a wrong channel count names an internal layer's input spec; say it plainly.
+        images = args[0] if args else kwargs.get("inputs")
+        shape = getattr(images, "shape", None)
+        if shape is not None and len(shape) == 4 and shape[-1] is not None and shape[-1] != self.in_channels:
+            raise ValueError(channel_mismatch_message(self.in_channels, tuple(shape), f"{self.config_name}"))
+        return super().__call__(*args, **kwargs)
 
     def get_config(self):
         """The `create_model` arguments at the top level, then class names, colours, input size and

@@ -11,6 +11,8 @@ import dataclasses
 import os
 from typing import Any, Mapping
 
+from kerazoo.utils.sizes import height_width
+
 __all__ = ["CLASS_WEIGHTING", "MIXED_PRECISION", "MONITORS", "OPTIMIZERS", "RESTORATION_FIELDS", "SCHEDULES",
            "TrainConfig"]
 
@@ -133,10 +135,7 @@ class TrainConfig:
         if isinstance(self.noise_sigma, (list, tuple)):
             self.noise_sigma = tuple(self.noise_sigma)
         if self.image_size is not None:
-            size = _tuple(self.image_size)
-            if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size):
-                raise ValueError(f"image_size must be (height, width) of positive ints, got {self.image_size!r}")
-            self.image_size = size
+            self.image_size = height_width(_tuple(self.image_size), "image_size")
         if isinstance(self.mixed_precision, bool):
             self.mixed_precision = "mixed_float16" if self.mixed_precision else None
         if self.class_weights == "none":
@@ -154,7 +153,7 @@ class TrainConfig:
             self.devices = None
 
     def _check_names(self):
-        from kerazoo.data.catalog import DATASETS, list_datasets
+        from kerazoo.data.catalog import DATASETS
         from kerazoo.models import MODELS
 
         if self.model is not None:
@@ -162,8 +161,7 @@ class TrainConfig:
         elif self.encoder or self.encoder_weights or self.model_options:
             raise ValueError("encoder, encoder_weights and model_options apply to a model name, "
                              "not to a keras.Model passed to train()")
-        if self.dataset not in DATASETS:
-            raise ValueError(f"Unknown data set {self.dataset!r}; available: {', '.join(list_datasets())}")
+        DATASETS.get(self.dataset)  # an unknown name raises, naming the valid ones
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"Unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
@@ -208,7 +206,7 @@ class TrainConfig:
         from kerazoo.data.catalog import DATASETS, RESTORATION_TASKS, TASKS
 
         if self.task is not None and self.task not in TASKS:
-            raise ValueError(f"Unknown task {self.task!r}; valid: {', '.join(TASKS)}")
+            raise ValueError(f"Unknown task {self.task!r}; valid tasks: {', '.join(TASKS)}")
         info = DATASETS[self.dataset]
         if self.task is not None and self.task != info.task:
             serving = sorted(name for name, entry in DATASETS.items() if entry.task == self.task)

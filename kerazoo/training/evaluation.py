@@ -27,6 +27,7 @@ from kerazoo.utils.files import atomic_path, atomic_write_text  # noqa: E402
 from kerazoo.metrics import PerClassIoU, confusion_matrix_scores  # noqa: E402
 from kerazoo.models.model import ZooModel, model_num_classes  # noqa: E402
 from kerazoo.tasks.heads import scores_to_labels  # noqa: E402
+from kerazoo.utils.images import read_image  # noqa: E402
 
 __all__ = [
     "colorize", "comparison_image", "confusion_matrix", "evaluate", "evaluate_checkpoint", "load_model",
@@ -310,16 +311,6 @@ def existing_files(images: Sequence[str | os.PathLike]) -> list[Path]:
     return paths
 
 
-def _read_image(path: Path, channels: int) -> np.ndarray:
-    try:
-        with Image.open(path) as picture:
-            picture = picture.convert("L" if channels == 1 else "RGB")
-            array = np.asarray(picture)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"Cannot read image {path}: {error}") from None
-    return array[..., None] if channels == 1 else array
-
-
 def _palette(model, dataset, num_classes):
     """Class colours: the model's own, else the named (or trained-on) data set's, else a fixed palette."""
     if isinstance(model, ZooModel) and model.class_colors:
@@ -369,7 +360,7 @@ def predict_files(checkpoint: str | os.PathLike | keras.Model, images: Sequence[
     out_dir = Path(out_dir)
     written = []
     for path in paths:
-        image = _read_image(path, channels)
+        image = read_image(path, channels)
         height, width = image.shape[:2]
         model_input = image
         if image_size is not None and tuple(image_size) != (height, width):

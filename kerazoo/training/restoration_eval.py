@@ -310,7 +310,8 @@ def restore_files(checkpoint, images: Sequence[str | os.PathLike], out_dir: str 
     Returns:
         The written paths.
     """
-    from kerazoo.training.evaluation import _read_image, existing_files, load_model, save_png
+    from kerazoo.training.evaluation import existing_files, load_model, save_png
+    from kerazoo.utils.images import read_image
 
     paths = existing_files(images)
     model = load_model(checkpoint)
@@ -319,7 +320,7 @@ def restore_files(checkpoint, images: Sequence[str | os.PathLike], out_dir: str 
                          f"{getattr(model, 'task', None)!r}")
     written = []
     for path in paths:
-        image = _read_image(path, model.in_channels)
+        image = read_image(path, model.in_channels)
         restored = model.restore(image)
         written.append(save_png(restored, Path(out_dir) / f"{path.stem}_restored.png"))
         written.append(save_png(before_after_image(image, restored), Path(out_dir) / f"{path.stem}_before_after.png"))

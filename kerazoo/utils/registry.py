@@ -1,13 +1,25 @@
-"""Registries of models, encoders and presets, with errors that name the bad value and close matches."""
+"""The one registry class: models, encoders, presets, data sets, tasks and export formats are each a `Registry`,
+whose lookups fail with the same error naming the bad value, the closest names and the valid ones."""
 
 import difflib
+
+
+class UnknownNameError(KeyError, ValueError):
+    """A name that is not registered. A ValueError for callers (a bad argument value), and a KeyError so that
+    `registry[name]` behaves as a mapping's lookup does."""
+
+    def __str__(self):
+        return self.args[0]
 
 
 class Registry:
     """A name -> entry mapping whose lookups fail with the valid names and the closest ones.
 
+    Iterating gives the names in the order they were registered (a registry's first entries may be its
+    defaults); `names()` and `items()` are sorted, for listings.
+
     Args:
-        kind: what the entries are ("model", "encoder", ...), used in error messages.
+        kind: what the entries are ("model", "encoder", "data set", ...), used in error messages.
     """
 
     def __init__(self, kind):
@@ -21,15 +33,19 @@ class Registry:
         return entry
 
     def get(self, name):
+        """The entry of `name` (any case), or an `UnknownNameError` naming the valid names."""
         if not isinstance(name, str) or name.lower() not in self._entries:
-            raise ValueError(self.unknown_message(name))
+            raise UnknownNameError(self.unknown_message(name))
         return self._entries[name.lower()]
+
+    __getitem__ = get
 
     def unknown_message(self, name, valid=None):
         valid = sorted(valid if valid is not None else self._entries)
         close = difflib.get_close_matches(str(name).lower(), valid, n=3)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        return f"Unknown {self.kind} {name!r}.{hint} Valid {self.kind}s: {', '.join(valid)}."
+        plural = self.kind + ("es" if self.kind.endswith("s") else "s")
+        return f"Unknown {self.kind} {name!r}.{hint} Valid {plural}: {', '.join(valid)}."
 
     def names(self):
         return sorted(self._entries)
@@ -39,3 +55,9 @@ class Registry:
 
     def __contains__(self, name):
         return name in self._entries
+
+    def __iter__(self):
+        return iter(self._entries)
+
+    def __len__(self):
+        return len(self._entries)
