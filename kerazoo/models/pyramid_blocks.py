@@ -3,14 +3,13 @@ output stride, the pyramid pooling module, and the ending that scores at low res
 
 import keras
 
-from kerazoo import layers
-from kerazoo import encoders
+from kerazoo import encoders, layers
 from kerazoo.layers.pyramid import BilinearResizeToReference, BinAveragePooling2D, InterleavedBilinearUpsampling
 from kerazoo.models.blocks import conv_bn_relu
 from kerazoo.tasks.heads import score_conv
 
-OUTPUT_STRIDES = (8, 16, 32)
-ENCODER_DEPTHS = (3, 4, 5)
+OUTPUT_STRIDES = encoders.OUTPUT_STRIDES
+ENCODER_DEPTHS = encoders.ENCODER_DEPTHS
 PYRAMID_BINS = (1, 2, 3, 6)  # Zhao et al.'s pyramid levels
 
 
@@ -44,17 +43,13 @@ def check_rate(value, name):
     return float(value)
 
 
-def _dilating_encoders():
-    """True when `kerazoo.encoders.build_encoder` takes output_stride and encoder_depth."""
-    return hasattr(encoders, "input_multiple")
-
-
 def encoder_taps(x, spec, strides, in_channels=3, encoder_weights=None, freeze_encoder=False,
                  encoder_bn_momentum=None, output_stride=32, encoder_depth=5):
     """Pads `x` for the encoder, runs it and returns its taps keyed `strides` with their actual strides.
 
     With `output_stride` below 32 the encoder's last stages run dilated at that stride (DeepLab, PSPNet);
     `encoder_depth` 3 or 4 ends it after the stride-8 or stride-16 stage (later stages are not built).
+    See `kerazoo.encoders.build_encoder` for the contract.
 
     Args:
         x: the preprocessed input (B, H, W, C), any height and width.
@@ -68,20 +63,13 @@ def encoder_taps(x, spec, strides, in_channels=3, encoder_weights=None, freeze_e
     """
     check_choice(output_stride, OUTPUT_STRIDES, "output_stride")
     check_choice(encoder_depth, ENCODER_DEPTHS, "encoder_depth")
-    deepest = 2**encoder_depth
-    names = spec.feature_names(strides)
-    if _dilating_encoders():
-        multiple = encoders.input_multiple(output_stride, encoder_depth)
-        extra = dict(output_stride=output_stride, encoder_depth=encoder_depth)
-        actual = tuple(encoders.tap_stride(stride, output_stride) for stride in strides)
-    else:
-        # Until the encoders can dilate: the taps as they are, at their own strides.
-        multiple, extra, actual = deepest, {}, tuple(strides)
-    x = layers.PadToMultiple(multiple, name="pad_to_stride")(x)
+    x = layers.PadToMultiple(encoders.input_multiple(output_stride, encoder_depth), name="pad_to_stride")(x)
     encoder = encoders.build_encoder(spec, in_channels, encoder_weights, trainable=not freeze_encoder,
-                                     tap_layers=names, bn_momentum=encoder_bn_momentum, **extra)
+                                     tap_layers=spec.feature_names(strides), bn_momentum=encoder_bn_momentum,
+                                     output_stride=output_stride, encoder_depth=encoder_depth)
     taps = encoder(x)
-    return (list(taps) if isinstance(taps, (list, tuple)) else [taps]), actual
+    taps = list(taps) if isinstance(taps, (list, tuple)) else [taps]
+    return taps, tuple(encoders.tap_stride(stride, output_stride) for stride in strides)
 
 
 def pyramid_pooling(x, bins, filters, name):
