@@ -498,15 +498,16 @@ def model_num_classes(model) -> int | None:
 
 def _option_defaults(builder):
     """The builder's model options with their defaults (what an omitted option means)."""
+    bound = getattr(builder, "keywords", {})  # fixed by the registry's functools.partial (fcn8s: output_stride)
     return {
         parameter.name: parameter.default
         for parameter in inspect.signature(builder).parameters.values()
-        if parameter.name not in _NOT_OPTIONS and parameter.default is not inspect.Parameter.empty
+        if parameter.name not in _NOT_OPTIONS and parameter.name not in bound
+        and parameter.default is not inspect.Parameter.empty
     }
 
 
-_NOT_OPTIONS = ("spec", "num_classes", "output_stride", "encoder_weights", "in_channels", "input_shape", "activation",
-                "task")
+_NOT_OPTIONS = ("spec", "num_classes", "encoder_weights", "in_channels", "input_shape", "activation", "task")
 
 
 def _resolve_task(task, head, activation, num_classes, in_channels, options):
