@@ -65,7 +65,7 @@ def build_fpn(
         if index == len(features) - 1:
             pyramid[index] = lateral
         else:
-            above = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"fpn_topdown{stride}")(
+            above = layers.AnySizeUpSampling2D(2, "nearest", name=f"fpn_topdown{stride}")(
                 pyramid[index + 1])
             pyramid[index] = keras.layers.Add(name=f"fpn_merge{stride}")([above, lateral])
     branches = []
@@ -79,7 +79,7 @@ def build_fpn(
                  else layers.BatchNormalization(name=f"{name}_bn"))(x)
             x = keras.layers.ReLU(name=f"{name}_relu")(x)
             if index > 0:
-                x = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_upsample")(x)
+                x = layers.AnySizeUpSampling2D(2, "bilinear", name=f"{name}_upsample")(x)
         branches.append(x)
     x = keras.layers.Add(name="segmentation_sum")(branches)
     x = scores_at_input_size(x, task.score_channels, PYRAMID_STRIDES[0], reference)

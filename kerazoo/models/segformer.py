@@ -2,6 +2,7 @@
 
 import keras
 
+from kerazoo import layers
 from kerazoo.models.blocks import conv_bn_relu, model_input, segmentation_task
 from kerazoo.models.skip_blocks import check_positive_int, padded_encoder_features, scores_at_input_size
 
@@ -52,7 +53,7 @@ def build_segformer(
         x = keras.layers.Conv2D(embedding_filters, 1, name=f"mlp_linear{stride}")(feature)
         factor = stride // MLP_STRIDES[0]
         if factor > 1:
-            x = keras.layers.UpSampling2D(factor, interpolation="bilinear", name=f"mlp_upsample{stride}")(x)
+            x = layers.AnySizeUpSampling2D(factor, "bilinear", name=f"mlp_upsample{stride}")(x)
         embedded.append(x)
     # Deepest first, as in the reference implementation (the order only permutes the fuse weights).
     x = keras.layers.Concatenate(name="mlp_concat")(embedded[::-1])

@@ -38,7 +38,7 @@ def scores_at_input_size(x, score_channels, factor, reference, name="decoder_sco
     """
     x = keras.layers.Conv2D(score_channels, 1, name=name)(x)
     if factor > 1:
-        x = keras.layers.UpSampling2D(factor, interpolation="bilinear", name=f"{name}_upsample")(x)
+        x = layers.AnySizeUpSampling2D(factor, "bilinear", name=f"{name}_upsample")(x)
     return layers.CropToReference(name="crop_to_input")([x, reference])
 
 

@@ -85,7 +85,7 @@ def attention_gate(skip, gating, filters, name):
     x = keras.layers.Add(name=f"{name}_add")([theta, phi])
     x = keras.layers.ReLU(name=f"{name}_relu")(x)
     x = keras.layers.Conv2D(1, 1, activation="sigmoid", name=f"{name}_coefficients")(x)
-    x = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_upsample")(x)
+    x = layers.AnySizeUpSampling2D(2, "bilinear", name=f"{name}_upsample")(x)
     return keras.layers.Multiply(name=f"{name}_apply")([skip, x])
 
 

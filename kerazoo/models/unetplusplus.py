@@ -108,9 +108,17 @@ def build_unetplusplus(
     return keras.Model(inputs, outputs, name=f"unetplusplus_{spec.name}")
 
 
+def _upsample(x, filters, method, name):
+    """`blocks.upsample`, with nearest and bilinear as `AnySizeUpSampling2D`: the same values, and TFLite files
+    that keep a dynamic height and width."""
+    if method in ("nearest", "bilinear"):
+        return layers.AnySizeUpSampling2D(2, method, name=name)(x)
+    return upsample(x, filters, method, name=name)
+
+
 def _nested_node(below, same_level, filters, upsampling, batch_norm, name):
     """X^{i,j}: upsampled X^{i+1,j-1}, concatenated with X^{i,0..j-1}, two 3x3 convolutions."""
-    x = upsample(below, filters, upsampling, name=f"{name}_upsample")
+    x = _upsample(below, filters, upsampling, name=f"{name}_upsample")
     x = keras.layers.Concatenate(name=f"{name}_concat")([x, *same_level])
     x = conv_bn_relu(x, filters, batch_norm=batch_norm, name=f"{name}_conv1")
     return conv_bn_relu(x, filters, batch_norm=batch_norm, name=f"{name}_conv2")
@@ -118,7 +126,7 @@ def _nested_node(below, same_level, filters, upsampling, batch_norm, name):
 
 def _last_stage(x, filters, upsampling, batch_norm, name):
     """Stride 2 to stride 1: upsample, two 3x3 convolutions (no skip: the encoders' first tap is at stride 2)."""
-    x = upsample(x, filters, upsampling, name=f"{name}_upsample")
+    x = _upsample(x, filters, upsampling, name=f"{name}_upsample")
     x = conv_bn_relu(x, filters, batch_norm=batch_norm, name=f"{name}_conv1")
     return conv_bn_relu(x, filters, batch_norm=batch_norm, name=f"{name}_conv2")
 
