@@ -161,4 +161,4 @@ def deep_supervision_model(model):
     # Mixed precision: the losses see float32, as the main output's head gives.
     outputs = [keras.layers.Activation("linear", dtype="float32", name=f"deep_supervision_{column}")(output)
                for column, output in enumerate(outputs, start=1)]
-    return keras.Model(model.inputs, outputs, name=f"{model.name}_deep_supervision")
+    return keras.Model(model.input, outputs, name=f"{model.name}_deep_supervision")
