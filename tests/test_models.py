@@ -343,7 +343,8 @@ def test_bad_arguments_raise_clear_errors(kwargs, message):
 
 
 def test_registries_list_what_is_registered():
-    assert set(kerazoo.list_models()) == {"fcn8s", "fcn16s", "fcn32s", "unet", "unet_paper", "segnet", "segnet_basic"}
+    assert set(kerazoo.list_models()) == {"fcn8s", "fcn16s", "fcn32s", "unet", "unet_paper", "segnet", "segnet_basic",
+                                          "unetplusplus", "fpn", "linknet", "segformer"}
     assert set(kerazoo.list_encoders()) == {"vgg16", "vgg19", "resnet50", "resnet101", "resnet152", "mobilenetv2"}
 
 

@@ -75,8 +75,9 @@ def test_odd_size_training_step_and_save_load(name, options, tmp_path):
 
     # One step moves every decoder weight: no branch of the decoder is cut off from the loss.
     before = {path: np.array(variable) for path, variable in decoder_variables(model).items()}
+    # Eagerly: on a 2-image batch tracing the step costs several times the step itself.
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), run_eagerly=True)
     loss = model.train_on_batch(x, masks)
     assert np.isfinite(loss)
     unchanged = [path for path, variable in decoder_variables(model).items()
@@ -86,14 +87,14 @@ def test_odd_size_training_step_and_save_load(name, options, tmp_path):
     path = os.path.join(tmp_path, "model.keras")
     model.save(path)
     loaded = keras.models.load_model(path, safe_mode=True)
-    np.testing.assert_array_equal(np.asarray(loaded.predict(x, verbose=0)), np.asarray(model.predict(x, verbose=0)))
+    np.testing.assert_array_equal(np.asarray(loaded(x, training=False)), np.asarray(model(x, training=False)))
 
 
-@pytest.mark.parametrize("size", [(1, 1), (31, 33), (65, 96)])
 @pytest.mark.parametrize("name", ["unetplusplus", "fpn", "linknet", "segformer"])
-def test_any_size_comes_back(name, size):
+def test_any_size_comes_back(name):
     model = build(name)
-    assert model(np.zeros((1, *size, 3), "float32")).shape == (1, *size, 3)
+    for size in [(1, 1), (31, 33), (65, 96)]:
+        assert model(np.zeros((1, *size, 3), "float32")).shape == (1, *size, 3)
 
 
 @pytest.mark.parametrize("name, options", CASES, ids=CASE_IDS)
@@ -107,11 +108,16 @@ def test_mixed_precision_outputs_stay_float32(name, options):
     np.testing.assert_allclose(np.asarray(outputs).sum(-1), 1.0, atol=1e-3)
 
 
-TASK_CASES = [(name, options) for name, options in CASES if options.get("normalization") != "batch"]
+# Every decoder with every task; deep supervision and attention gates where they change the path to the head.
+TASK_CASES = [pytest.param(name, {}, task, id=f"{name}-{task}")
+              for name in ("unetplusplus", "fpn", "linknet", "segformer")
+              for task in ("denoise", "super_resolution", "depth")]
+TASK_CASES += [pytest.param("unetplusplus", {"deep_supervision": True}, task, id=f"unetplusplus-deep_supervision-{task}")
+               for task in ("denoise", "super_resolution")]
+TASK_CASES += [pytest.param("unet", {"attention": True}, "super_resolution", id="unet-attention-super_resolution")]
 
 
-@pytest.mark.parametrize("task", ["denoise", "super_resolution", "depth"])
-@pytest.mark.parametrize("name, options", TASK_CASES, ids=[CASE_IDS[CASES.index(case)] for case in TASK_CASES])
+@pytest.mark.parametrize("name, options, task", TASK_CASES)
 def test_every_task(name, options, task):
     channels = 1 if task == "denoise" else 3
     model = build(name, options, num_classes=None, task=task, in_channels=channels)
@@ -168,7 +174,7 @@ def test_deep_supervision_averages_four_branches_and_trains_them_one_by_one():
 
     # The paper's loss: one per branch. Training the view trains the model's own (shared) layers.
     before = np.array(model.get_layer("deep_supervision_1_scores").kernel)
-    view.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    view.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), run_eagerly=True)
     masks = (x[..., 0] > 127).astype("int32")
     losses = view.train_on_batch(x, [masks] * 4)
     assert len(losses) == 5 and np.isfinite(losses).all()  # the total, then one per branch
@@ -227,16 +233,72 @@ def test_segformer_embeds_four_levels_and_fuses_them():
     assert "mlp_dropout" not in {layer.name for layer in build("segformer", dropout=0.0).layers}
 
 
-def _bilinear_x2(x):
-    """NumPy bilinear x2 with half-pixel centres and clamped edges (what tf.image.resize gives)."""
-    for axis in (1, 2):
+def _upsampled_by_hand(x, factors, interpolation):
+    """NumPy reference: nearest repeats; bilinear samples input position (i + 0.5) / factor - 0.5 of each
+    output pixel i, clamped to the edges (what tf.image.resize gives)."""
+    for axis, factor in zip((1, 2), factors):
+        if interpolation == "nearest":
+            x = x.repeat(factor, axis=axis)
+            continue
         size = x.shape[axis]
-        source = np.clip((np.arange(2 * size) + 0.5) / 2 - 0.5, 0, size - 1)
+        source = np.clip((np.arange(factor * size) + 0.5) / factor - 0.5, 0, size - 1)
         low = np.floor(source).astype(int)
         high = np.minimum(low + 1, size - 1)
         weight = (source - low).reshape([-1 if a == axis else 1 for a in range(4)])
         x = np.take(x, low, axis=axis) * (1 - weight) + np.take(x, high, axis=axis) * weight
     return x
+
+
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
+@pytest.mark.parametrize("size", [2, 3, 4, 8, (2, 3)])
+def test_any_size_upsampling_matches_numpy(size, interpolation):
+    layer = layers.AnySizeUpSampling2D(size, interpolation)
+    factors = (size, size) if isinstance(size, int) else size
+    for shape in [(2, 5, 7, 3), (1, 1, 1, 2), (1, 2, 9, 1)]:
+        x = np.random.default_rng(1).normal(size=shape).astype("float32")
+        np.testing.assert_allclose(np.asarray(layer(x)), _upsampled_by_hand(x, factors, interpolation),
+                                   rtol=1e-5, atol=1e-5)
+    restored = layers.AnySizeUpSampling2D.from_config(layer.get_config())
+    assert (restored.size, restored.interpolation) == (factors, interpolation)
+    with pytest.raises(ValueError, match="interpolation must be one of.*got 'bicubic'"):
+        layers.AnySizeUpSampling2D(2, "bicubic")
+
+
+@pytest.mark.tensorflow_only
+def test_any_size_upsampling_converts_to_tflite_builtins_at_dynamic_sizes_and_to_onnx():
+    """A convolution after the upsampling needs its static channel count, which UpSampling2D loses on TF."""
+    import tensorflow as tf
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(layers.AnySizeUpSampling2D(2, "nearest")(inputs))
+    outputs = keras.layers.Conv2D(2, 1)(layers.AnySizeUpSampling2D(4, "bilinear")(x))
+    model = keras.Model(inputs, outputs)
+    function = tf.function(lambda image: model(image, training=False))
+    concrete = function.get_concrete_function(tf.TensorSpec((1, None, None, 3), tf.float32))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex ops allowed
+    interpreter = Interpreter(model_content=converter.convert())
+    for size in ((5, 7), (8, 3)):
+        x = np.random.default_rng(2).normal(size=(1, *size, 3)).astype("float32")
+        interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], x.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+        interpreter.invoke()
+        out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+        assert out.shape == (1, size[0] * 8, size[1] * 8, 2)
+        np.testing.assert_allclose(out, np.asarray(model(x)), atol=1e-4)
+
+    onnx = pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    tf2onnx = pytest.importorskip("tf2onnx")
+    proto, _ = tf2onnx.convert.from_function(
+        function, input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32, name="image")], opset=17)
+    onnx.checker.check_model(proto, full_check=True)
+    session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(3).normal(size=(2, 6, 9, 3)).astype("float32")
+    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x})[0], np.asarray(model(x)), atol=1e-4)
 
 
 def test_attention_gate_matches_the_additive_attention_formula():
@@ -256,7 +318,7 @@ def test_attention_gate_matches_the_additive_attention_formula():
     theta = np.einsum("bhiwjc,ijco->bhwo", blocks, w_x)
     phi = gating_value @ w_g[0, 0] + b_g
     alpha = 1 / (1 + np.exp(-(np.maximum(theta + phi, 0) @ w_psi[0, 0] + b_psi)))
-    expected = skip_value * _bilinear_x2(alpha)
+    expected = skip_value * _upsampled_by_hand(alpha, (2, 2), "bilinear")
     actual = np.asarray(gate([skip_value, gating_value]))
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
     assert 0 < alpha.min() and alpha.max() < 1
@@ -346,11 +408,16 @@ def test_tflite_builtin_and_onnx_export_with_parity_at_dynamic_sizes(name, optio
     report = export(model, str(tmp_path), formats=("tflite", "onnx"), quantize=quantize,
                     representative_data=calibration, latency_runs=0, verbose=False)
     assert report.ok, report.failures()
+    # No static-size fallback, neither at tracing (Keras' bilinear UpSampling2D cannot trace at a dynamic
+    # size) nor at conversion: every file keeps a dynamic height and width (AnySizeUpSampling2D).
+    assert not any("static" in note for note in report.notes), report.notes
     for exported in report.files:
         assert exported.format in ("tflite", "onnx")
         assert not any(op.startswith(("FLEX", "CUSTOM")) for op in exported.ops), exported.ops
-        # No fallback: the file keeps a dynamic height and width (AnySizeUpSampling2D).
-        assert not any("static height x width" in note for note in exported.notes), exported.notes
+        assert not any("static" in note for note in exported.notes), exported.notes
     tflite = report.get("tflite")
     assert tflite.passed and tflite.argmax_agreement >= 0.999 and tflite.relative_diff <= 1e-4
+    from ai_edge_litert.interpreter import Interpreter
+
+    assert list(Interpreter(model_path=tflite.path).get_input_details()[0]["shape_signature"]) == [-1, -1, -1, 3]
     assert report.get("onnx").passed

@@ -35,14 +35,15 @@ def _phases(x, factor, axis, interpolation):
 class AnySizeUpSampling2D(keras.layers.Layer):
     """`UpSampling2D` (nearest or bilinear, integer factors) that converts to TFLite builtins at any size.
 
-    Keras' `UpSampling2D` repeats with `ops.repeat` (nearest), which on TensorFlow forgets the channel
-    count when height and width are dynamic, or resizes with `ops.image.resize` (bilinear), which needs
-    static sizes inside a `tf.function`: either way a TFLite conversion with dynamic height and width
-    fails and the exporter falls back to a static size. Here each output phase is a weighted sum of the
-    input and one shifted copy (bilinear with half-pixel centres and clamped edges, the values of
-    `tf.image.resize` and of `UpSampling2D(interpolation="bilinear")`), interleaved by stack and reshape:
-    slices, concatenations, multiplies, adds, PACK and RESHAPE in TFLite and ONNX. The cost does not
-    grow with the channel count squared, unlike a fixed transposed convolution (`BilinearUpsampling`).
+    Keras' `UpSampling2D` cannot give a TFLite file with a dynamic height and width in every model: its
+    bilinear mode (`ops.image.resize`) tests a symbolic size in Python, so the model does not even trace
+    at a dynamic size, and its nearest mode (`ops.repeat`) left U-Net++'s convolutions as TensorFlow
+    Conv2D ops for the converter (measured); the exporter then falls back to a static size. Here each
+    output phase is a weighted sum of the input and one shifted copy (bilinear with half-pixel centres
+    and clamped edges: the values of `tf.image.resize` and `UpSampling2D(interpolation="bilinear")`),
+    interleaved by stack and reshape: slices, concatenations, multiplies, adds, PACK and RESHAPE in TFLite
+    and ONNX. The cost grows with the channels, not with their square as a fixed transposed convolution's
+    (`BilinearUpsampling`).
 
     Args:
         size: int or (height, width) upsampling factor.
