@@ -98,3 +98,31 @@ MODELS.register(
     ModelEntry(build_upernet, _ALL_ENCODERS, "resnet50", 3,
                "Xiao, Liu, Zhou, Jiang, Sun. Unified Perceptual Parsing for Scene Understanding. ECCV 2018"),
 )
+
+# Skip-connection decoders
+from kerazoo.models.fpn import build_fpn  # noqa: E402  (one block per group of decoders keeps merges apart)
+from kerazoo.models.linknet import build_linknet  # noqa: E402
+from kerazoo.models.segformer import build_segformer  # noqa: E402
+from kerazoo.models.unetplusplus import build_unetplusplus  # noqa: E402
+
+MODELS.register(
+    "unetplusplus",
+    ModelEntry(build_unetplusplus, _ALL_ENCODERS, "resnet50", 3,
+               "Zhou, Rahman Siddiquee, Tajbakhsh, Liang. UNet++: A Nested U-Net Architecture. DLMIA 2018"),
+)
+MODELS.register(
+    "fpn",
+    ModelEntry(build_fpn, _ALL_ENCODERS, "resnet50", 3,
+               "Kirillov, Girshick, He, Dollar. Panoptic Feature Pyramid Networks. CVPR 2019 (semantic branch)"),
+)
+MODELS.register(
+    "linknet",
+    ModelEntry(build_linknet, _ALL_ENCODERS, "resnet50", 3,
+               "Chaurasia, Culurciello. LinkNet: Exploiting Encoder Representations. VCIP 2017"),
+)
+MODELS.register(
+    "segformer",
+    ModelEntry(build_segformer, _ALL_ENCODERS, "resnet50", 3,
+               "Xie et al. SegFormer: Simple and Efficient Design for Semantic Segmentation with Transformers. "
+               "NeurIPS 2021 (all-MLP decoder on any encoder)"),
+)

@@ -21,6 +21,7 @@ def build_unet(
     decoder_filters=DEFAULT_DECODER_FILTERS,
     upsampling="transpose",
     batch_norm=True,
+    attention=False,
     task=None,
 ):
     """U-Net decoder on a Keras Applications encoder.
@@ -38,9 +39,12 @@ def build_unet(
             Applications' value; 0.9 lets MobileNetV2 train from scratch in a few hundred steps).
         upsampling: one of "transpose", "nearest", "bilinear", "bed_of_nails".
         batch_norm: batch normalisation after each decoder convolution.
+        attention: an additive attention gate on each skip (Oktay et al. 2018; see `attention_gate`).
         task: a `kerazoo.tasks.Task` (input scaling and head); None is segmentation.
         Other arguments: see `kerazoo.create_model`.
     """
+    if not isinstance(attention, bool):
+        raise ValueError(f"attention must be True or False; got {attention!r}")
     decoder_filters = tuple(decoder_filters)
     if len(decoder_filters) != 5 or not all(isinstance(f, int) and f > 0 for f in decoder_filters):
         raise ValueError(f"decoder_filters must be 5 positive ints (strides 32 -> 1); got {decoder_filters!r}")
@@ -57,6 +61,8 @@ def build_unet(
     by_stride = dict(zip(strides, taps))
     skips = [by_stride.get(stride) for stride in (16, 8, 4, 2)] + [None]  # then stride 1 without a skip
     for stage, (filters, skip) in enumerate(zip(decoder_filters, skips)):
+        if attention and skip is not None:
+            skip = attention_gate(skip, x, filters, name=f"decoder_stage{stage}_attention")
         x = upsample(x, filters, upsampling, name=f"decoder_stage{stage}_upsample")
         if skip is not None:
             x = keras.layers.Concatenate(name=f"decoder_stage{stage}_concat")([x, skip])
@@ -65,6 +71,24 @@ def build_unet(
     x = layers.CropToReference(name="crop_to_input")([x, reference])
     outputs = task.head(x, inputs)
     return keras.Model(inputs, outputs, name=f"unet_{spec.name}")
+
+
+def attention_gate(skip, gating, filters, name):
+    """Oktay et al.'s additive attention gate: the skip scaled by coefficients in (0, 1) per pixel.
+
+    The skip x (stride s) is brought to the gating signal's grid by a 2x2 stride-2 convolution, the
+    gating signal g (the decoder's features at stride 2s) by a 1x1 convolution, both to `filters`
+    channels; then alpha = sigmoid(psi(ReLU(W_x x + W_g g))), psi a 1x1 convolution to one channel,
+    is upsampled 2x (bilinear) and multiplies every channel of x. As in the authors' code
+    (GridAttentionBlock2D, without its output transform).
+    """
+    theta = keras.layers.Conv2D(filters, 2, strides=2, use_bias=False, name=f"{name}_skip")(skip)
+    phi = keras.layers.Conv2D(filters, 1, name=f"{name}_gating")(gating)
+    x = keras.layers.Add(name=f"{name}_add")([theta, phi])
+    x = keras.layers.ReLU(name=f"{name}_relu")(x)
+    x = keras.layers.Conv2D(1, 1, activation="sigmoid", name=f"{name}_coefficients")(x)
+    x = layers.AnySizeUpSampling2D(2, "bilinear", name=f"{name}_upsample")(x)
+    return keras.layers.Multiply(name=f"{name}_apply")([skip, x])
 
 
 PAPER_FILTERS = (64, 128, 256, 512, 1024)
