@@ -11,7 +11,7 @@ import pytest
 import kerazoo
 from kerazoo.data import imresize_numpy
 from kerazoo.metrics import psnr
-from kerazoo.training import model_for_dataset
+from kerazoo.training.train import model_for_dataset
 
 ZOO = Path(kerazoo.__file__).parent / "zoo" / "shipped"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "preset_recipes"))

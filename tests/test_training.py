@@ -126,9 +126,8 @@ def test_train_config_reads_a_shipped_preset_recipe():
 
 def test_train_validates_on_the_registry_split(tmp_path, monkeypatch):
     # A data set whose validation split is "test" (as oxford_iiit_pet's) is validated on "test".
-    registry = dict(kerazoo.data.DATASETS)
-    registry["shapes"] = dataclasses.replace(registry["shapes"], val_split="test")
-    monkeypatch.setattr(kerazoo.data, "DATASETS", registry)
+    registry = kerazoo.data.DATASETS
+    monkeypatch.setitem(registry, "shapes", dataclasses.replace(registry["shapes"], val_split="test"))
     loaded = []
     real_load = kerazoo.data.load
 

@@ -15,7 +15,7 @@ from kerazoo.zoo import preset_metadata
 
 SHIPPED = ["camvid_segnet_basic", "membrane_unet_mobilenetv2"]
 REPO = Path(__file__).resolve().parents[1]
-ZOO = Path(kerazoo.__file__).parent / "zoo"
+ZOO = Path(kerazoo.__file__).parent / "zoo" / "shipped"
 
 
 def _readme_preset_table():
