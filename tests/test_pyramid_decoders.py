@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import kerazoo
-from kerazoo.layers.pyramid import BilinearResizeToReference, BinAveragePooling2D, InterleavedBilinearUpsampling
+from kerazoo.layers import AnySizeUpSampling2D
+from kerazoo.layers.pyramid import BilinearResizeToReference, BinAveragePooling2D
 
 DECODERS = ("deeplabv3", "deeplabv3plus", "pspnet", "upernet")
 # Narrow decoders keep the default run fast; the defaults are what the slow and parameter tests build.
@@ -91,13 +92,11 @@ def test_bilinear_resize_to_reference_matches_the_reference(source, target):
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4, 8])
-def test_interleaved_bilinear_upsampling_matches_the_reference(scale):
+def test_bilinear_upsampling_of_features_matches_the_reference(scale):
+    """The decoders' feature and score upsampling (`AnySizeUpSampling2D`, bilinear) at the factors they use."""
     x = np.random.default_rng(3).normal(size=(2, 5, 7, 6)).astype("float32")
-    upsampled = keras.ops.convert_to_numpy(InterleavedBilinearUpsampling(scale)(x))
+    upsampled = keras.ops.convert_to_numpy(AnySizeUpSampling2D(scale, interpolation="bilinear")(x))
     np.testing.assert_allclose(upsampled, bilinear_resize_reference(x, 5 * scale, 7 * scale), rtol=1e-5, atol=1e-5)
-    # The same function as the fixed transposed convolution the restoration models use.
-    np.testing.assert_allclose(upsampled, keras.ops.convert_to_numpy(kerazoo.layers.BilinearUpsampling(scale)(x)),
-                               rtol=1e-5, atol=1e-5)
 
 
 def test_pyramid_layers_take_run_time_sizes_and_reject_bad_arguments():
@@ -106,13 +105,11 @@ def test_pyramid_layers_take_run_time_sizes_and_reject_bad_arguments():
     assert tuple(pooled.shape) == (None, 3, 3, 4)
     resized = BilinearResizeToReference()([pooled, inputs])
     assert tuple(resized.shape) == (None, None, None, 4)
-    model = keras.Model(inputs, InterleavedBilinearUpsampling(2)(resized))
+    model = keras.Model(inputs, AnySizeUpSampling2D(2, interpolation="bilinear")(resized))
     for size in [(1, 1), (7, 10)]:
         assert model(np.zeros((1, *size, 4), "float32")).shape == (1, 2 * size[0], 2 * size[1], 4)
     with pytest.raises(ValueError, match="bins must be a positive int; got 0"):
         BinAveragePooling2D(0)
-    with pytest.raises(ValueError, match="scale must be an int >= 2; got 1"):
-        InterleavedBilinearUpsampling(1)
 
 
 # --- Each decoder on MobileNetV2 ------------------------------------------------------------------------------
@@ -262,6 +259,8 @@ def test_pspnet_encoder_depth_3_ends_the_encoder_at_stride_8():
     ({"name": "pspnet", "encoder_depth": 2}, r"encoder_depth must be one of \(3, 4, 5\); got 2"),
     ({"name": "pspnet", "dropout": 1.0}, r"dropout must be a float in \[0, 1\); got 1.0"),
     ({"name": "upernet", "output_stride": 16}, "Unknown option 'output_stride' for model 'upernet'"),
+    # FCN's stride is its name (the registry binds it): still not an option, now that output_stride is one.
+    ({"name": "fcn8s", "output_stride": 16}, "Unknown option 'output_stride' for model 'fcn8s'"),
     ({"name": "upernet", "pyramid_filters": -1}, "pyramid_filters must be a positive int; got -1"),
 ])
 def test_bad_options_raise_clear_errors(kwargs, message):
@@ -314,7 +313,7 @@ def pyramid_layers_model():
         levels.append(BilinearResizeToReference()([pooled, x]))
     x = keras.layers.Concatenate()(levels)
     x = keras.layers.Conv2D(8, 3, padding="same", dilation_rate=6, activation="relu")(x)
-    x = keras.layers.Conv2D(3, 1)(InterleavedBilinearUpsampling(8)(x))
+    x = keras.layers.Conv2D(3, 1)(AnySizeUpSampling2D(8, interpolation="bilinear")(x))
     return keras.Model(inputs, kerazoo.layers.CropToReference()([x, inputs]), name="pyramid_layers")
 
 

@@ -10,12 +10,14 @@ are what the mobile runtimes and the int8 converter handle correctly.
 from kerazoo.layers.normalization import BatchNormalization, fuse_batch_norm
 from kerazoo.layers.pooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
 from kerazoo.layers.preprocessing import EncoderPreprocessing
-from kerazoo.layers.pyramid import BilinearResizeToReference, BinAveragePooling2D, InterleavedBilinearUpsampling
+from kerazoo.layers.pyramid import BilinearResizeToReference, BinAveragePooling2D
+from kerazoo.layers.resize import AnySizeUpSampling2D
 from kerazoo.layers.shape import CropToReference, PadToMultiple
 from kerazoo.layers.upsampling import (BedOfNailsUpSampling2D, BilinearConv2DTranspose, BilinearInitializer,
                                       BilinearUpsampling, DepthToSpace, bilinear_kernel)
 
 __all__ = [
+    "AnySizeUpSampling2D",
     "BatchNormalization",
     "BedOfNailsUpSampling2D",
     "BilinearConv2DTranspose",
@@ -26,7 +28,6 @@ __all__ = [
     "CropToReference",
     "DepthToSpace",
     "EncoderPreprocessing",
-    "InterleavedBilinearUpsampling",
     "MaxPoolingWithArgmax2D",
     "MaxUnpooling2D",
     "PadToMultiple",
