@@ -293,6 +293,14 @@ def _export_and_check(model, tmp_path, height, width, int8_floor=None):
     assert int8.argmax_agreement is not None  # converted and ran (int8 has no contract)
     if int8_floor is not None:
         assert int8.argmax_agreement >= int8_floor, int8
+    # Every file keeps a dynamic height and width: no static-size fallback at tracing or conversion.
+    assert not any("static" in note for note in report.notes), report.notes
+    for exported in report.files:
+        assert not any("static" in note for note in exported.notes), (exported.variant, exported.notes)
+    from ai_edge_litert.interpreter import Interpreter
+
+    signature = Interpreter(model_path=report.get("tflite").path).get_input_details()[0]["shape_signature"]
+    assert list(signature) == [-1, -1, -1, 3]
     report = export(model, str(tmp_path / "onnx"), formats="onnx", sample_inputs=calibration[:2], latency_runs=0,
                     verbose=False)
     assert report.ok and report.get("onnx").argmax_agreement >= 0.999
