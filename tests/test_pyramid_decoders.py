@@ -7,6 +7,7 @@ exports and the counts against segmentation_models_pytorch are marked slow.
 """
 
 import gc
+import importlib.util
 import json
 import os
 import subprocess
@@ -347,11 +348,14 @@ print(sum(p.numel() for p in model.decoder.parameters()) + sum(p.numel() for p i
 
 
 @pytest.mark.slow
+@pytest.mark.peer
+# torch and TensorFlow crash in one process here (kerazoo/bench/peer.py): smp is found, not imported, and counts
+# in a child.
+@pytest.mark.skipif(importlib.util.find_spec("segmentation_models_pytorch") is None,
+                    reason='needs pip install "kerazoo[peer]"')
 def test_deeplabv3plus_separable_has_smps_decoder_parameter_count():
     """With separable convolutions, our DeepLabV3+ decoder and head have exactly smp's trainable parameters
     (smp runs one separable conv after ASPP and one after the concat, we two after the concat: same shapes)."""
-    pytest.importorskip("segmentation_models_pytorch")
-    # torch and TensorFlow do not share a process here (kerazoo/bench/peer.py): smp counts in a child.
     done = subprocess.run([sys.executable, "-c", SMP_DECODER_COUNT, "DeepLabV3Plus", "21"], capture_output=True,
                           text=True, check=True)
     smp_count = json.loads(done.stdout.strip().splitlines()[-1])
