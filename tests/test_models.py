@@ -338,7 +338,14 @@ def test_bad_arguments_raise_clear_errors(kwargs, message):
 def test_registries_list_what_is_registered():
     assert set(kerazoo.list_models()) == {"fcn8s", "fcn16s", "fcn32s", "unet", "unet_paper", "segnet", "segnet_basic",
                                           "deeplabv3", "deeplabv3plus", "pspnet", "upernet"}
-    assert set(kerazoo.list_encoders()) == {"vgg16", "vgg19", "resnet50", "resnet101", "resnet152", "mobilenetv2"}
+    assert set(kerazoo.list_encoders()) == {  # every Keras Applications constructor (issue 19)
+        "vgg16", "vgg19", "resnet50", "resnet101", "resnet152", "resnet50v2", "resnet101v2", "resnet152v2",
+        "mobilenet", "mobilenetv2", "mobilenetv3small", "mobilenetv3large", "xception", "inceptionv3",
+        "inceptionresnetv2", "densenet121", "densenet169", "densenet201", "nasnetmobile", "nasnetlarge",
+        *(f"efficientnetb{member}" for member in range(8)),
+        *(f"efficientnetv2{member}" for member in ("b0", "b1", "b2", "b3", "s", "m", "l")),
+        *(f"convnext_{member}" for member in ("tiny", "small", "base", "large", "xlarge")),
+    }
 
 
 # --- ZooModel: the model carries its arguments and its task ----------------------------------------------

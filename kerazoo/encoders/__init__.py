@@ -19,13 +19,13 @@ The contract decoders build on (`build_encoder`):
 
 import keras
 
-from kerazoo import layers
 from kerazoo.encoders.applications import ENCODERS, register
 from kerazoo.encoders.build import build_application, construct, spec_taps
 from kerazoo.encoders.dilation import OUTPUT_STRIDES
 from kerazoo.encoders.spec import ClassifierConvolution, ConvStage, EncoderSpec
 from kerazoo.encoders.taps import STRIDES
 from kerazoo.encoders.weights import adapt_first_kernel, check_weights
+from kerazoo.layers import BatchNormalization, fuse_batch_norm
 
 __all__ = [
     "ENCODERS", "STRIDES", "OUTPUT_STRIDES", "ENCODER_DEPTHS", "FUSE_BATCH_NORM", "EncoderSpec", "ConvStage",
@@ -92,6 +92,11 @@ def set_batch_norm_momentum(model, momentum):
             layer.momentum = float(momentum)
 
 
+def _leaves(model):
+    for layer in model.layers:
+        yield from _leaves(layer) if isinstance(layer, keras.Model) else (layer,)
+
+
 def _output_of(model, name):
     """The output of the layer or operation `name` (ConvNeXt's taps are `+` operations, not layers)."""
     for operation in model.operations:
@@ -126,11 +131,12 @@ def build_encoder(spec, in_channels=3, encoder_weights=None, trainable=True, tap
         raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}; got {output_stride!r}")
     # Stages past the encoder's depth are not built, so there is nothing to dilate beyond it.
     effective_stride = output_stride if output_stride < 2**encoder_depth else max(OUTPUT_STRIDES)
-    application = build_application(spec, in_channels, encoder_weights, effective_stride)
+    application = build_application(spec, in_channels, encoder_weights, effective_stride,
+                                    batch_norm=BatchNormalization if FUSE_BATCH_NORM else None)
     if bn_momentum is not None:
         set_batch_norm_momentum(application, bn_momentum)
-    if FUSE_BATCH_NORM:
-        application = layers.fuse_batch_norm(application)
+    if FUSE_BATCH_NORM and any(type(layer) is keras.layers.BatchNormalization for layer in _leaves(application)):
+        application = fuse_batch_norm(application)  # built by Keras, not rebuilt from its config
     names = tuple(tap_layers or spec.feature_names(feature_strides(spec, encoder_depth)))
     outputs = [_output_of(application, name) for name in names]
     encoder = keras.Model(application.inputs, outputs, name=f"{spec.name}_encoder")

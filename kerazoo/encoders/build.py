@@ -1,16 +1,24 @@
 """The Keras Application of a spec, built regular (and dilated), and its taps derived once per process."""
 
+import dataclasses
 import threading
 
 import keras
 
 from kerazoo.encoders.dilation import OUTPUT_STRIDES, dilate_config
-from kerazoo.encoders.graph import rebuild, regular_config
-from kerazoo.encoders.taps import derive_taps
+from kerazoo.encoders.graph import rebuild, regular_config, with_batch_norm, with_input_channels
+from kerazoo.encoders.taps import Taps, derive_taps
 from kerazoo.encoders.weights import check_weights
 
-_TAPS = {}
-_TAPS_LOCK = threading.RLock()
+_DERIVED = {}
+_DERIVED_LOCK = threading.RLock()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Derived:
+    taps: Taps
+    config: dict  # the regular functional config (3 channels, output stride 32)
+    rewritten: bool  # whether it differs from the application as Keras builds it
 
 
 def _check_in_channels(in_channels):
@@ -35,7 +43,7 @@ def construct(spec, in_channels=3, encoder_weights=None):
     return keras.Model(application.inputs[0], application.outputs[0], name=application.name)
 
 
-def build_application(spec, in_channels=3, encoder_weights=None, output_stride=32):
+def build_application(spec, in_channels=3, encoder_weights=None, output_stride=32, batch_norm=None):
     """The Keras Applications model of `spec` without its top, regular, for any input size.
 
     Regular (see `kerazoo.encoders.graph`): any size and channel count, the same layer names in every
@@ -48,24 +56,41 @@ def build_application(spec, in_channels=3, encoder_weights=None, output_stride=3
             convolution's kernel is adapted from the RGB one (see `adapt_first_kernel`).
         encoder_weights: None, "imagenet" (Keras Applications' own download) or a weights file path.
         output_stride: 32 (as published), 16 or 8.
+        batch_norm: a `keras.layers.BatchNormalization` subclass that the batch-norm layers become
+            where the model is rebuilt from its config (None keeps Keras'); the application as Keras
+            builds it, returned where nothing needs rebuilding, keeps Keras' layers.
     """
     check_weights(encoder_weights)
     _check_in_channels(in_channels)
     if output_stride not in OUTPUT_STRIDES:
         raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}; got {output_stride!r}")
+    dilate = output_stride != max(OUTPUT_STRIDES)
+    if encoder_weights is None and (in_channels != 3 or dilate or _derived(spec).rewritten):
+        # Random weights: the regular config is all it takes (no Keras build to copy weights from). An
+        # application that needs no rewrite is built by Keras as before (the same random weights).
+        config = with_input_channels(_derived(spec).config, in_channels)
+        config = dilate_config(config, spec_taps(spec).levels, output_stride)
+        return keras.Model.from_config(with_batch_norm(config, batch_norm) if batch_norm else config)
     application = construct(spec, in_channels, encoder_weights)
     config, mapping, changed = regular_config(application, in_channels)
-    if output_stride != max(OUTPUT_STRIDES):
+    if dilate:
         config = dilate_config(config, spec_taps(spec).levels, output_stride)
         changed = True
-    if not changed:
+    if not (changed or mapping):
         return application
-    return rebuild(config, application, mapping, in_channels)
+    return rebuild(with_batch_norm(config, batch_norm) if batch_norm else config, application, mapping, in_channels)
+
+
+def _derived(spec):
+    with _DERIVED_LOCK:
+        if spec.name not in _DERIVED:
+            application = construct(spec)
+            config, mapping, rewritten = regular_config(application, 3)
+            regular = rebuild(config, application, mapping) if rewritten or mapping else application
+            _DERIVED[spec.name] = _Derived(derive_taps(regular), config, rewritten)
+        return _DERIVED[spec.name]
 
 
 def spec_taps(spec):
     """The `Taps` of `spec`, derived from a random-weights build the first time they are asked for."""
-    with _TAPS_LOCK:
-        if spec.name not in _TAPS:
-            _TAPS[spec.name] = derive_taps(build_application(spec))
-        return _TAPS[spec.name]
+    return _derived(spec).taps

@@ -11,7 +11,11 @@ Keras Applications differ in ways a decoder should not see. Rewriting the config
   ConvNeXt's, MobileNetV3's) are dropped and the spec states the mode they implemented;
 - compute every feature map at exactly ceil(input / stride): a 'valid' convolution or pooling whose
   window is larger than its stride and that no `ZeroPadding2D` feeds (Inception, Xception, NASNet's
-  stem) shrinks the map by a few pixels, so it becomes 'same' (the same weights; borders see zeros).
+  stem) shrinks the map by a few pixels, so it becomes 'same' (the same weights; borders see zeros);
+- export cleanly: ConvNeXt's depthwise convolutions, `Conv2D(groups=channels)`, which Keras runs
+  through an XLA-compiled function on CPU that tf2onnx cannot convert (a PartitionedCall node), become
+  `DepthwiseConv2D` (the kernel is the same numbers, transposed: see `transfer_weights`), and its
+  `Activation("gelu")` layers kerazoo's `GELU` (written with erf, not erfc, which ONNX lacks).
 `rebuild` builds the rewritten config and copies the weights layer by layer.
 """
 
@@ -21,6 +25,7 @@ import re
 import keras
 
 from kerazoo.encoders.weights import transfer_weights
+from kerazoo.layers.activations import GELU
 
 PREPROCESSING_LAYERS = ("Rescaling", "Normalization")
 SPATIAL_LAYERS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "MaxPooling2D", "AveragePooling2D")
@@ -166,13 +171,81 @@ def _same_padding_where_valid_shrinks(config):
     return changed
 
 
-def _any_size_input(config, in_channels):
+def _depthwise_where_grouped(config):
+    """`Conv2D(groups=filters)` layers become the `DepthwiseConv2D` they are; True if any did."""
+    renamed_keys = {"kernel_initializer": "depthwise_initializer", "kernel_regularizer": "depthwise_regularizer",
+                    "kernel_constraint": "depthwise_constraint"}
+    dropped_keys = ("filters", "groups", "lora_rank", "lora_alpha")
     changed = False
     for layer in config["layers"]:
+        inner = layer["config"]
+        if layer["class_name"] != "Conv2D" or inner.get("groups", 1) == 1 or inner["groups"] != inner["filters"]:
+            continue
+        layer["class_name"] = "DepthwiseConv2D"
+        layer["config"] = {renamed_keys.get(key, key): value for key, value in inner.items() if key not in dropped_keys}
+        layer["config"]["depth_multiplier"] = 1
+        changed = True
+    return changed
+
+
+def _gelu_with_erf(config):
+    """`Activation("gelu")` layers become `kerazoo.layers.GELU`; True if any did."""
+    changed = False
+    for layer in config["layers"]:
+        if layer["class_name"] == "Activation" and layer["config"].get("activation") == "gelu":
+            layer.update(module=GELU.__module__, class_name=GELU.__name__,
+                         registered_name=keras.saving.get_registered_name(GELU))
+            layer["config"] = {key: layer["config"][key] for key in ("name", "trainable", "dtype")}
+            changed = True
+    return changed
+
+
+def with_input_channels(config, in_channels):
+    """A copy of the regular functional `config` whose input takes `in_channels` channels."""
+    config = copy.deepcopy(config)
+    _any_size_input(config, in_channels)
+    return config
+
+
+def with_batch_norm(config, layer_class):
+    """A copy of `config` whose `keras.layers.BatchNormalization` layers (nested ones too) are `layer_class`,
+    a registered subclass with the same config (kerazoo's fused batch norm)."""
+    config = copy.deepcopy(config)
+    target = {"module": layer_class.__module__, "class_name": layer_class.__name__,
+              "registered_name": keras.saving.get_registered_name(layer_class)}
+
+    def visit(layers):
+        for layer in layers:
+            if layer["class_name"] == "BatchNormalization" and layer.get("module") == "keras.layers":
+                layer.update(target)
+            elif layer["class_name"] in ("Sequential", "Functional"):
+                visit(layer["config"]["layers"])
+
+    visit(config["layers"])
+    return config
+
+
+def _any_size_input(config, in_channels):
+    """Input layers of any size: the model's with `in_channels`, and those of nested models (ConvNeXt's
+    Sequential stem and downsampling blocks) with the channels of what feeds them."""
+    changed = False
+    inputs = set(endpoint_names(config["input_layers"]))
+    for layer in config["layers"]:
         if layer["class_name"] == "InputLayer":
-            shape = [None, None, None, in_channels]
-            changed |= list(layer["config"]["batch_shape"]) != shape
-            layer["config"]["batch_shape"] = shape
+            changed |= _set_input_shape(layer, in_channels)
+        elif layer["class_name"] in ("Sequential", "Functional"):
+            fed_by_input = bool(set(inbound_names(layer)) & inputs)
+            for inner in layer["config"]["layers"]:
+                if inner["class_name"] == "InputLayer":
+                    channels = in_channels if fed_by_input else inner["config"]["batch_shape"][-1]
+                    changed |= _set_input_shape(inner, channels)
+    return changed
+
+
+def _set_input_shape(input_layer, channels):
+    shape = [None, None, None, channels]
+    changed = list(input_layer["config"]["batch_shape"]) != shape
+    input_layer["config"]["batch_shape"] = shape
     return changed
 
 
@@ -190,14 +263,16 @@ def regular_config(application, in_channels):
 
     Returns:
         (config, mapping, changed): the new config, {old layer name: new name} for renamed layers, and
-        whether anything differs from the application's own config.
+        whether anything besides names differs from the application's own config (which does not
+        depend on what the session built before).
     """
     config = application.get_config()
     mapping = canonical_names(config)
     config = rename_layers(config, mapping)
-    changed = bool(mapping)
-    changed |= _strip_preprocessing(config)
+    changed = _strip_preprocessing(config)
     changed |= _same_padding_where_valid_shrinks(config)
+    changed |= _depthwise_where_grouped(config)
+    changed |= _gelu_with_erf(config)
     changed |= _any_size_input(config, in_channels)
     return _drop_build_configs(config), mapping, changed
 
@@ -212,6 +287,6 @@ def rebuild(config, source, mapping=None, in_channels=3):
         in_channels: input channels of `config`; the first convolution's kernel is adapted from
             `source`'s when they differ (see `adapt_first_kernel`).
     """
-    model = keras.Model.from_config(config)
+    model = keras.Model.from_config(copy.deepcopy(config))  # from_config consumes its argument
     transfer_weights(source, model, in_channels, mapping or {})
     return model

@@ -75,4 +75,7 @@ def transfer_weights(source, target, in_channels=3, mapping=None):
             if weights[0].shape[-2] != in_channels:
                 weights = [adapt_first_kernel(weights[0], in_channels)] + weights[1:]
             adapted_first = True
+        if isinstance(source_layer, keras.layers.Conv2D) and isinstance(target_layer, keras.layers.DepthwiseConv2D):
+            # Conv2D(groups=C) holds (h, w, 1, C); DepthwiseConv2D the same numbers as (h, w, C, 1).
+            weights = [np.swapaxes(weights[0], -1, -2)] + weights[1:]
         target_layer.set_weights(weights)
