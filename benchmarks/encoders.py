@@ -21,6 +21,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 OUTPUT = Path(__file__).with_name("encoders.json")
+# Encoders whose model sizes the README's first table already lists.
+README_ENCODERS = ("mobilenetv2", "resnet50", "resnet101", "resnet152", "vgg16", "vgg19")
 PROBE = (64, 96)
 
 
@@ -36,17 +38,16 @@ def measure(name, models=()):
 
     spec = ENCODERS.get(name)
     start = time.perf_counter()
-    application = build_application(spec)
+    taps = spec_taps(spec)  # one build of the regular application, its graph read
     build_seconds = time.perf_counter() - start
-    taps = spec_taps(spec)
     row = {
-        "encoder": name, "family": spec.family, "parameters": application.count_params(),
+        "encoder": name, "family": spec.family, "parameters": build_application(spec).count_params(),
         "build_seconds": round(build_seconds, 1), "preprocessing": spec.preprocessing,
         "taps": {str(stride): layer for stride, layer in taps.features.items()},
         "pooled": {str(stride): layer for stride, layer in taps.pooled_features.items()},
         "output_strides": {},
     }
-    del application
+    keras.backend.clear_session()
     images = np.zeros((1, *PROBE, 3), "float32")
     for output_stride in (32, 16, 8):
         try:
@@ -76,12 +77,38 @@ def markdown(rows):
     return "\n".join(lines)
 
 
+def model_tables(rows, skip=()):
+    """README tables of model parameters (12 classes), one per encoder family, for encoders not in `skip`."""
+    families = {}
+    for row in rows:
+        if row["models"] and row["encoder"] not in skip:
+            families.setdefault(row["family"], []).append(row)
+    tables = []
+    for members in families.values():
+        models = list(members[0]["models"])
+        lines = ["| model | " + " | ".join(row["encoder"] for row in members) + " |",
+                 "|---|" + "---|" * len(members)]
+        for model in models:
+            cells = [_millions(row["models"][model]) for row in members]
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
+
+
+def _millions(count):
+    """As the README writes parameter counts: 3 significant figures, in millions."""
+    millions = count / 1e6
+    return f"{millions:.2f}M" if millions < 10 else f"{millions:.1f}M"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--encoders", nargs="*", help="names (default: every registered encoder)")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     parser.add_argument("--resume", action="store_true", help="keep the rows already in --output")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown at the end")
+    parser.add_argument("--readme", action="store_true",
+                        help="print, from --output, the README's encoder table and model tables, and measure nothing")
     parser.add_argument("--models", nargs="*", default=[], help="also count these models' parameters (12 classes)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
@@ -92,6 +119,11 @@ def main():
     from kerazoo.utils.files import atomic_write_text
 
     names = arguments.encoders or list_encoders()
+    if arguments.readme:
+        rows = {row["encoder"]: row for row in json.loads(arguments.output.read_text())}
+        ordered = [rows[name] for name in names if name in rows]
+        print(markdown(ordered) + "\n\n" + model_tables(ordered, skip=README_ENCODERS))
+        return
     rows = {}
     if arguments.resume and arguments.output.exists():
         rows = {row["encoder"]: row for row in json.loads(arguments.output.read_text())}

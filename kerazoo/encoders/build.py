@@ -76,7 +76,7 @@ def build_application(spec, in_channels=3, encoder_weights=None, output_stride=3
     if dilate:
         config = dilate_config(config, spec_taps(spec).levels, output_stride)
         changed = True
-    if not changed:
+    if not (changed or mapping):
         return application
     return rebuild(with_batch_norm(config, batch_norm) if batch_norm else config, application, mapping, in_channels)
 
@@ -86,7 +86,7 @@ def _derived(spec):
         if spec.name not in _DERIVED:
             application = construct(spec)
             config, mapping, rewritten = regular_config(application, 3)
-            regular = rebuild(config, application, mapping) if rewritten else application
+            regular = rebuild(config, application, mapping) if rewritten or mapping else application
             _DERIVED[spec.name] = _Derived(derive_taps(regular), config, rewritten)
         return _DERIVED[spec.name]
 

@@ -263,13 +263,13 @@ def regular_config(application, in_channels):
 
     Returns:
         (config, mapping, changed): the new config, {old layer name: new name} for renamed layers, and
-        whether anything differs from the application's own config.
+        whether anything besides names differs from the application's own config (which does not
+        depend on what the session built before).
     """
     config = application.get_config()
     mapping = canonical_names(config)
     config = rename_layers(config, mapping)
-    changed = bool(mapping)
-    changed |= _strip_preprocessing(config)
+    changed = _strip_preprocessing(config)
     changed |= _same_padding_where_valid_shrinks(config)
     changed |= _depthwise_where_grouped(config)
     changed |= _gelu_with_erf(config)

@@ -1,6 +1,6 @@
 """Custom layers of kerazoo, one module a kind: pooling (argmax pool/unpool), upsampling, normalization
-(fused batch norm), shape (pad/crop), preprocessing, activations (an export-clean GELU) and pyramid (pooling and
-resizing at run-time sizes).
+(fused batch norm), shape (pad/crop), preprocessing, activations (an export-clean GELU) and pyramid
+(pooling and resizing at run-time sizes).
 
 Every layer uses `keras.ops` only, is registered for `.keras` serialization, and lowers to TFLite
 builtin ops and to a valid ONNX graph. Argmax pooling is written with reshapes, slices, comparisons
@@ -12,7 +12,7 @@ from kerazoo.layers.activations import GELU
 from kerazoo.layers.normalization import BatchNormalization, fuse_batch_norm
 from kerazoo.layers.pooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
 from kerazoo.layers.preprocessing import EncoderPreprocessing
-from kerazoo.layers.pyramid import BilinearResizeToReference, BinAveragePooling2D, InterleavedBilinearUpsampling
+from kerazoo.layers.pyramid import BilinearResizeToReference, BinAveragePooling2D
 from kerazoo.layers.resize import AnySizeUpSampling2D
 from kerazoo.layers.shape import CropToReference, PadToMultiple
 from kerazoo.layers.upsampling import (BedOfNailsUpSampling2D, BilinearConv2DTranspose, BilinearInitializer,
@@ -31,7 +31,6 @@ __all__ = [
     "DepthToSpace",
     "EncoderPreprocessing",
     "GELU",
-    "InterleavedBilinearUpsampling",
     "MaxPoolingWithArgmax2D",
     "MaxUnpooling2D",
     "PadToMultiple",

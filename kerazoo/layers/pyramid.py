@@ -6,8 +6,7 @@ their input to the output stride inside, so the feature map's size is a run-time
 weights from `ops.shape`: a (bins x size) averaging matrix, an (out x in) interpolation matrix, contracted
 with the feature map by 2-D matrix products (TFLite FULLY_CONNECTED / BATCH_MATMUL, ONNX MatMul). The
 matrices are tiny (bins <= 6 rows or columns), so the products cost about one pass over the features.
-`InterleavedBilinearUpsampling` upsamples wide feature maps by an integer factor from two neighbours per
-output phase, at a cost that does not grow with the channel count.
+Upsampling by integer factors is `kerazoo.layers.AnySizeUpSampling2D` (cheaper on large maps).
 """
 
 import keras
@@ -105,8 +104,8 @@ class BilinearResizeToReference(keras.layers.Layer):
 
     Half-pixel centres and clamped edges (`bilinear_matrix`), as `tf.image.resize` and PyTorch's
     `interpolate(align_corners=False)`; a 1x1 input is broadcast (DeepLab's image pooling). For pooled
-    pyramid levels (a few cells) to a feature map; `InterleavedBilinearUpsampling` is cheaper for
-    integer factors on large maps, since the matrices here grow with both sizes.
+    pyramid levels (a few cells) to a feature map; `AnySizeUpSampling2D` is cheaper for integer
+    factors on large maps, since the matrices here grow with both sizes.
     """
 
     def call(self, inputs):
@@ -121,62 +120,3 @@ class BilinearResizeToReference(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         x_shape, reference_shape = input_shape
         return (x_shape[0], reference_shape[1], reference_shape[2], x_shape[3])
-
-
-def _phase_weights(scale):
-    """For output phase r of a x`scale` bilinear upsampling: (neighbour offset -1/0/+1, its weight)."""
-    phases = []
-    for r in range(scale):
-        offset = (2 * r + 1 - scale) / (2 * scale)  # where the phase samples, relative to its input cell
-        phases.append((0 if offset == 0 else (1 if offset > 0 else -1), abs(offset)))
-    return phases
-
-
-@keras.saving.register_keras_serializable(package="kerazoo")
-class InterleavedBilinearUpsampling(keras.layers.Layer):
-    """Bilinear upsampling by an integer `scale` for any size and any channel count, TFLite builtins only.
-
-    Gives what `tf.image.resize(..., "bilinear")` gives (half-pixel centres, edges clamped). Each of the
-    `scale` output phases along an axis is a weighted sum of an input cell and one neighbour (edge cells
-    repeated), and the phases are interleaved by stack and reshape. The cost is a few passes over the
-    output, whatever the channel count; `layers.BilinearUpsampling` (a fixed transposed convolution) holds
-    a dense (k, k, C, C) kernel, fine for image channels, not for 256-channel decoder features.
-
-    Args:
-        scale: the upsampling factor, an int >= 2.
-    """
-
-    def __init__(self, scale=2, **kwargs):
-        super().__init__(**kwargs)
-        if not isinstance(scale, int) or isinstance(scale, bool) or scale < 2:
-            raise ValueError(f"scale must be an int >= 2; got {scale!r}")
-        self.scale = scale
-
-    def _upsample_axis(self, x, axis):
-        first = x[:, :1] if axis == 1 else x[:, :, :1]
-        last = x[:, -1:] if axis == 1 else x[:, :, -1:]
-        padded = ops.concatenate([first, x, last], axis=axis)
-        # The input cell and its neighbours above and below (or left and right), each of x's size.
-        shifted = {
-            -1: padded[:, :-2] if axis == 1 else padded[:, :, :-2],
-            0: x,
-            1: padded[:, 2:] if axis == 1 else padded[:, :, 2:],
-        }
-        phases = [x if weight == 0 else (1.0 - weight) * x + weight * shifted[offset]
-                  for offset, weight in _phase_weights(self.scale)]
-        stacked = ops.stack(phases, axis=axis + 1)  # (B, H, s, W, C) or (B, H, W, s, C)
-        shape = ops.shape(x)
-        if axis == 1:
-            return ops.reshape(stacked, (-1, shape[1] * self.scale, shape[2], x.shape[3]))
-        return ops.reshape(stacked, (-1, shape[1], shape[2] * self.scale, x.shape[3]))
-
-    def call(self, inputs):
-        return self._upsample_axis(self._upsample_axis(inputs, 1), 2)
-
-    def compute_output_shape(self, input_shape):
-        batch, height, width, channels = input_shape
-        scale = lambda size: None if size is None else size * self.scale  # noqa: E731
-        return (batch, scale(height), scale(width), channels)
-
-    def get_config(self):
-        return {**super().get_config(), "scale": self.scale}

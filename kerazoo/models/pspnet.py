@@ -33,7 +33,8 @@ def build_pspnet(
     size (`layers.BinAveragePooling2D`), so any input height and width work.
 
     segmentation_models_pytorch's PSPNet stops its encoder after the stride-8 stage instead
-    (encoder_depth=3, no dilation), much lighter and weaker; `encoder_depth=3` gives that here.
+    (encoder_depth=3, no dilation): much lighter, without the deep features the paper pools; `encoder_depth=3`
+    gives that here.
 
     Args:
         spec: the encoder's `EncoderSpec`.

@@ -4,7 +4,8 @@ output stride, the pyramid pooling module, and the ending that scores at low res
 import keras
 
 from kerazoo import encoders, layers
-from kerazoo.layers.pyramid import BilinearResizeToReference, BinAveragePooling2D, InterleavedBilinearUpsampling
+from kerazoo.layers.pyramid import BilinearResizeToReference, BinAveragePooling2D
+from kerazoo.layers.resize import AnySizeUpSampling2D
 from kerazoo.models.blocks import conv_bn_relu
 from kerazoo.tasks.heads import score_conv
 
@@ -19,13 +20,11 @@ def check_choice(value, choices, name):
         raise ValueError(f"{name} must be one of {choices}; got {value!r}")
 
 
-def check_positive_ints(values, name, count=None):
-    """`values` as a tuple of positive ints (`count` of them when given), or a ValueError naming `name`."""
+def check_positive_ints(values, name):
+    """`values` as a non-empty tuple of positive ints, or a ValueError naming `name`."""
     values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
-    if (not values or (count is not None and len(values) != count)
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)):
-        wanted = f"{count} positive ints" if count else "a non-empty sequence of positive ints"
-        raise ValueError(f"{name} must be {wanted}; got {values!r}")
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+        raise ValueError(f"{name} must be a non-empty sequence of positive ints; got {values!r}")
     return values
 
 
@@ -88,7 +87,7 @@ def pyramid_pooling(x, bins, filters, name):
 
 def upsample_features(x, factor, name):
     """Bilinear upsampling by an integer factor (1 returns x)."""
-    return x if factor == 1 else InterleavedBilinearUpsampling(factor, name=name)(x)
+    return x if factor == 1 else AnySizeUpSampling2D(factor, interpolation="bilinear", name=name)(x)
 
 
 def scored_output(x, task, stride, reference, inputs):
