@@ -15,6 +15,7 @@ import gc
 import hashlib
 import json
 import pathlib
+import re
 import sys
 
 import keras
@@ -70,6 +71,12 @@ def _sha256(text):
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _without_layer_modules(config_json):
+    """The config with kerazoo's layer modules named as when the topologies were recorded ("kerazoo.layers",
+    before layers.py became a package): Keras loads them by registered name, so the file is not topology."""
+    return re.sub(r'"module": "kerazoo\.layers\.[a-z_]+"', '"module": "kerazoo.layers"', config_json)
+
+
 def fingerprint(model):
     """What a checkpoint or preset depends on: layers, their wiring and configs, weight paths and shapes."""
     weights = "\n".join(f"{weight.path} {tuple(weight.shape)}" for weight in model.weights)
@@ -77,7 +84,7 @@ def fingerprint(model):
         "parameters": int(model.count_params()),
         "layers": [f"{layer.name}:{type(layer).__name__}" for layer in model.layers],
         "output_shape": list(model.output.shape),
-        "config_sha256": _sha256(json.dumps(model.get_config(), sort_keys=True, default=str)),
+        "config_sha256": _sha256(_without_layer_modules(json.dumps(model.get_config(), sort_keys=True, default=str))),
         "weights_sha256": _sha256(weights),
     }
 
