@@ -9,6 +9,8 @@
     kerazoo predict runs/x/best.keras image1.png image2.png --out-dir predictions/
     kerazoo export runs/x/best.keras --out-dir exported/ --quantize float32 float16 int8
     kerazoo fetch camvid_segnet_basic
+    kerazoo push camvid_segnet_basic hf://owner/camvid-segnet --include exported/   # with a generated card
+    kerazoo card camvid_segnet_basic --output README.md
     kerazoo benchmark --model unet --encoder resnet50 --image-size 256x256 --option upsampling=nearest --peer
 
 A checkpoint argument is a .keras file or a preset (name, directory or URI). Sub-commands register
@@ -25,6 +27,8 @@ import sys
 
 from kerazoo.utils.tensorflow_logs import QUIET_FLAGS, quiet_tensorflow
 from kerazoo.training.config import MIXED_PRECISION, OPTIMIZERS, SCHEDULES, TrainConfig
+from kerazoo.inference.tiles import BLENDS
+from kerazoo.inference.tta import TTA_MODES
 
 
 
@@ -164,14 +168,14 @@ def _evaluate(args):
         report = restoration_eval.evaluate_restoration(
             args.checkpoint, dataset=args.dataset, noise_sigma=args.noise_sigma, scale=args.scale,
             baselines=None if args.baselines is None else [b for b in args.baselines if b != "none"],
-            data_dir=args.data_dir, seed=args.seed, num_images=args.num_images)
+            data_dir=args.data_dir, seed=args.seed, num_images=args.num_images, tta=args.tta)
         restoration_eval.print_restoration_report(report)
     else:
         if args.noise_sigma is not None or args.scale is not None:
             raise ValueError("--noise-sigma and --scale apply to denoising and super-resolution models")
         report = evaluation.evaluate_checkpoint(
             args.checkpoint, dataset=args.dataset, split=args.split, data_dir=args.data_dir,
-            image_size=args.image_size, batch_size=args.batch_size)
+            image_size=args.image_size, batch_size=args.batch_size, tta=args.tta)
         evaluation.print_report(report)
     if args.json:
         evaluation.write_json(report, args.json)
@@ -183,11 +187,12 @@ def _predict(args):
     from kerazoo.training import evaluation, restoration_eval
 
     if restoration_eval.checkpoint_task(args.checkpoint) in restoration_eval.RESTORATION_TASKS:
-        written = restoration_eval.restore_files(args.checkpoint, args.images, args.out_dir)
+        written = restoration_eval.restore_files(args.checkpoint, args.images, args.out_dir, tile=args.tile,
+                                                 overlap=args.overlap, blend=args.blend, tta=args.tta)
     else:
         written = evaluation.predict_files(
             args.checkpoint, args.images, args.out_dir, dataset=args.dataset, image_size=args.image_size,
-            alpha=args.alpha)
+            alpha=args.alpha, tile=args.tile, overlap=args.overlap, blend=args.blend, tta=args.tta)
     for path in written:
         print(path)
     return 0
@@ -203,7 +208,7 @@ def _export(args):
     dataset = args.dataset or run.get("dataset")
     image_size = args.image_size or (tuple(run["image_size"]) if run.get("image_size") else None)
     representative, class_names, samples, targets = None, None, None, None
-    if dataset and kz_data.DATASETS.get(dataset) and kz_data.DATASETS[dataset].task in kz_data.RESTORATION_TASKS:
+    if dataset in kz_data.DATASETS and kz_data.DATASETS[dataset].task in kz_data.RESTORATION_TASKS:
         representative, samples, targets = _restoration_export_data(model, dataset, args.data_dir)
     elif dataset:
         class_names = list(kz_data.DATASETS[dataset].class_names) if dataset in kz_data.DATASETS else None
@@ -243,9 +248,33 @@ def _restoration_export_data(model, dataset, data_dir):
 def _fetch(args):
     from kerazoo import zoo
 
+    if args.preset == WEB_RUNTIME:  # the web export format's runtime, not a preset
+        from kerazoo.export.web_runtime import fetch_web_runtime
+
+        print(fetch_web_runtime(cache_dir=args.cache_dir, offline=False, force=args.force, progress=True))
+        return 0
     directory = zoo.fetch(args.preset, cache_dir=args.cache_dir, force=args.force, sha256=args.sha256,
                           progress=True)
     print(directory)
+    return 0
+
+
+def _push(args):
+    from kerazoo.zoo.hub import push_to_hub
+
+    commit = push_to_hub(args.preset, args.destination, include=args.include, private=args.private,
+                         commit_message=args.message)
+    print(commit.commit_url)
+    return 0
+
+
+def _card(args):
+    from kerazoo.zoo.model_card import model_card, write_model_card
+
+    if args.output is None:
+        sys.stdout.write(model_card(args.preset, repo_id=args.repo))
+    else:
+        print(write_model_card(args.preset, args.output, repo_id=args.repo, overwrite=args.force))
     return 0
 
 
@@ -295,7 +324,8 @@ def _add_train(commands):
     parser.add_argument("--schedule", choices=SCHEDULES, help=f"default {default['schedule']}")
     parser.add_argument("--weight-decay", type=float, help=f"default {default['weight_decay']}")
     parser.add_argument("--mixed-precision", nargs="?", const="mixed_float16", choices=("off",) + MIXED_PRECISION,
-                        help="default off")
+                        help="default off; auto: mixed_bfloat16 where the CPU has it natively, mixed_float16 on a "
+                             "GPU, else float32 (it says why)")
     parser.add_argument("--class-weights", type=_class_weights, help="none, median_frequency, or one number per class")
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument("--devices", help="'mirrored' (all GPUs, else all CPUs), a list like /cpu:0,/cpu:1, or "
@@ -338,6 +368,7 @@ def _add_evaluate(commands):
                              help="classical methods on the same images (default: noisy and bm3d; bicubic)")
     restoration.add_argument("--seed", type=int, default=0, help="noise seed (per image: seed, index)")
     restoration.add_argument("--num-images", type=int, default=None, help="the first N images only")
+    _add_tta_flag(parser)
     parser.set_defaults(run=_evaluate)
 
 
@@ -353,7 +384,28 @@ def _add_predict(commands):
                         help="plain Keras models only: resize inputs to this size (a kerazoo model resizes to "
                              "its own training size)")
     parser.add_argument("--alpha", type=float, default=0.5, help="mask opacity in overlays")
+    tiling = parser.add_argument_group("tiled inference", "large images in overlapping tiles at their own "
+                                                          "resolution (kerazoo models; kerazoo.inference.tiles)")
+    tiling.add_argument("--tile", type=tile_size, default=None, metavar="SIZE",
+                        help="tile side (512) or HxW, a multiple of the model's stride; a restored image is then "
+                             "streamed to its PNG (no before/after picture)")
+    tiling.add_argument("--overlap", type=float, default=0.25, help="fraction of a tile shared with each "
+                                                                   "neighbour, in [0, 1) (default 0.25)")
+    tiling.add_argument("--blend", choices=BLENDS, default="gaussian", help="weight map of each tile")
+    _add_tta_flag(parser)
     parser.set_defaults(run=_predict)
+
+
+def tile_size(text):
+    """Parses a tile size: "512" (square) or "256x512" (height x width)."""
+    height, width = image_size(text)
+    return height if height == width else (height, width)
+
+
+def _add_tta_flag(parser):
+    parser.add_argument("--tta", choices=TTA_MODES, default=None,
+                        help="test-time augmentation: flip (identity + horizontal flip) or d4 (8 flips and "
+                             "rotations), outputs averaged after undoing each")
 
 
 def _add_export(commands):
@@ -366,7 +418,8 @@ def _add_export(commands):
     parser.add_argument("checkpoint", help="a .keras file (its run.json supplies data set and size) or a preset")
     parser.add_argument("--out-dir", default="exported")
     parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=tuple(WRITERS),
-                        help=f"default: {' '.join(FORMATS)}; openvino needs pip install 'kerazoo[openvino]'")
+                        help=f"default: {' '.join(FORMATS)}; openvino needs pip install 'kerazoo[openvino]'; "
+                             "web writes <name>_web/, a page running the ONNX file in the browser")
     parser.add_argument("--quantize", nargs="+", default=["float32"], choices=("float32",) + QUANTIZE_MODES,
                         help="TFLite variants to write, e.g. --quantize float32 float16 int8")
     parser.add_argument("--dataset", default=None, help="calibration data for int8; default: the run's")
@@ -385,15 +438,45 @@ def _add_export(commands):
     parser.set_defaults(run=_export)
 
 
+WEB_RUNTIME = "onnxruntime-web"  # `kerazoo fetch onnxruntime-web`: what the web export copies, into the cache
+
+
 def _add_fetch(commands):
     parser = commands.add_parser("fetch", help="download a preset into the cache, for machines without internet",
                                  description="Fill the cache ($KERAZOO_HOME, default ~/.keras/kerazoo); copy it to "
                                              "an offline machine and load there with KERAZOO_OFFLINE=1.")
-    parser.add_argument("preset", help="a preset name, https:// or file:// archive, or hf:// repository")
+    parser.add_argument("preset", help="a preset name, https:// or file:// archive, or hf:// repository; or "
+                                       f"{WEB_RUNTIME}, the runtime of the web export format")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--sha256", default=None, help="expected sha256 of the archive (URIs only)")
     parser.add_argument("--force", action="store_true", help="download again even when cached")
     parser.set_defaults(run=_fetch)
+
+
+def _add_push(commands):
+    parser = commands.add_parser("push", help="publish a preset on the Hugging Face Hub with a generated model card",
+                                 description="Upload a preset with huggingface_hub (token: HF_TOKEN or `hf auth "
+                                             "login`; endpoint: HF_ENDPOINT) and a README.md card generated from "
+                                             "its metadata.json. Needs pip install 'kerazoo[hub]'.")
+    parser.add_argument("preset", help="a preset name, directory or URI")
+    parser.add_argument("destination", help="hf://owner/name (or hf://owner/name/folder)")
+    parser.add_argument("--include", nargs="+", default=[], metavar="PATH",
+                        help="exported files or folders to publish under exports/, e.g. the output of kerazoo export")
+    parser.add_argument("--private", action="store_true", default=None, help="create the repository private")
+    parser.add_argument("--message", default=None, help="commit message")
+    parser.set_defaults(run=_push)
+
+
+def _add_card(commands):
+    parser = commands.add_parser("card", help="write a preset's model card (README.md for the Hub)",
+                                 description="Generate the model card `kerazoo push` uploads, from the preset's "
+                                             "metadata.json and config.json. Needs pip install 'kerazoo[hub]'.")
+    parser.add_argument("preset", help="a preset name, directory or URI")
+    parser.add_argument("--repo", default=None, metavar="OWNER/NAME",
+                        help="the Hub repository the snippets load from; default: the preset's name")
+    parser.add_argument("--output", default=None, help="file to write; default: print to stdout")
+    parser.add_argument("--force", action="store_true", help="replace an existing --output file")
+    parser.set_defaults(run=_card)
 
 
 def _add_benchmark(commands):
@@ -427,7 +510,8 @@ def _add_benchmark(commands):
 
 
 COMMANDS = {"list": _add_list, "train": _add_train, "evaluate": _add_evaluate, "predict": _add_predict,
-            "export": _add_export, "fetch": _add_fetch, "benchmark": _add_benchmark}
+            "export": _add_export, "fetch": _add_fetch, "benchmark": _add_benchmark, "push": _add_push,
+            "card": _add_card}
 
 
 # Lines TensorFlow's native libraries write straight to the stderr file descriptor while it is imported;

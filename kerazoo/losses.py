@@ -7,6 +7,11 @@ Masks are `(B, H, W)` or `(B, H, W, 1)` integers; predictions are `(B, H, W, K)`
 probabilities (K = 1: one sigmoid channel for binary masks). Every loss computes in float32, also
 when the model runs in mixed precision, and ignored pixels contribute nothing.
 
+`mode` chooses how masks are read: "multiclass" (the default: integer masks; one prediction channel
+is binary), "binary" (integer 0/1 masks, one sigmoid channel) or "multilabel" (`(B, H, W, K)` 0/1
+masks, K independent sigmoid channels; with `ignore_class` an entry equal to it is left out, per
+channel).
+
 Restoration losses take 0..255 pixel values and measure differences in units of `data_range` (255),
 so their size does not depend on the pixel scale. The depth loss takes metres and ignores pixels whose
 true depth is 0.
@@ -19,7 +24,8 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
-__all__ = ["SegmentationLoss", "DiceLoss", "JaccardLoss", "FocalLoss", "CombinedLoss", "L1Loss", "L2Loss",
+__all__ = ["MODES", "SegmentationLoss", "DiceLoss", "JaccardLoss", "TverskyLoss", "FocalLoss", "LovaszLoss",
+           "CombinedLoss", "L1Loss", "L2Loss",
            "CharbonnierLoss", "SSIMLoss", "ScaleInvariantLogLoss"]
 
 _EPSILON = 1e-7
@@ -36,6 +42,46 @@ def _labels_and_valid(y_true, ignore_class):
     return ops.where(valid, labels, 0), ops.cast(valid, "float32")
 
 
+MODES = ("multiclass", "binary", "multilabel")
+
+
+def _check_mode(mode):
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+    return mode
+
+
+def _check_channels(mode, y_pred):
+    if mode == "binary" and y_pred.shape[-1] != 1:
+        raise ValueError(f"mode='binary' takes one prediction channel (a sigmoid score); got {y_pred.shape[-1]} "
+                         "channels (use mode='multiclass' or 'multilabel')")
+
+
+def _multilabel_targets_and_valid(y_true, y_pred, ignore_class):
+    """float32 0/1 targets `(B, H, W, K)` (ignored entries 0) and the float32 mask of valid entries."""
+    channels = y_pred.shape[-1]
+    if len(y_true.shape) == 3 and channels == 1:
+        y_true = y_true[..., None]
+    if len(y_true.shape) != 4 or y_true.shape[-1] != channels:
+        raise ValueError(f"mode='multilabel' takes (B, H, W, {channels}) 0/1 masks, one channel per label; "
+                         f"got masks of shape {tuple(y_true.shape)}")
+    y_true = ops.cast(y_true, "float32")
+    if ignore_class is None:
+        return y_true, ops.ones_like(y_true)
+    valid = ops.not_equal(y_true, float(ignore_class))
+    return ops.where(valid, y_true, 0.0), ops.cast(valid, "float32")
+
+
+def _binary_log_pt(targets, score, from_logits):
+    """log p(true value) per entry of one-channel (sigmoid) scores and 0/1 targets."""
+    if from_logits:
+        log_p1, log_p0 = ops.log_sigmoid(score), ops.log_sigmoid(-score)
+    else:
+        score = ops.clip(score, _EPSILON, 1 - _EPSILON)
+        log_p1, log_p0 = ops.log(score), ops.log(1 - score)
+    return ops.where(targets > 0.5, log_p1, log_p0)
+
+
 def _check_classes(class_weights):
     if class_weights is None:
         return None
@@ -49,16 +95,37 @@ class _PixelLoss(keras.losses.Loss):
     """Base for per-pixel losses: `call` returns `(B, H, W)` and the mean is over valid pixels."""
 
     def __init__(self, ignore_class=None, class_weights=None, name=None, reduction="sum_over_batch_size",
-                 dtype=None):
+                 dtype=None, mode="multiclass"):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.ignore_class = None if ignore_class is None else int(ignore_class)
         self.class_weights = _check_classes(class_weights)
+        self.mode = _check_mode(mode)
 
     def pixel_losses(self, labels, y_pred):
         raise NotImplementedError
 
+    def element_losses(self, targets, y_pred):
+        """Multi-label: the loss of each (pixel, channel) entry, `(B, H, W, K)`."""
+        raise NotImplementedError
+
+    def _multilabel_call(self, y_true, y_pred):
+        targets, valid = _multilabel_targets_and_valid(y_true, y_pred, self.ignore_class)
+        weight = valid
+        if self.class_weights is not None:
+            if len(self.class_weights) != y_pred.shape[-1]:
+                raise ValueError(f"{len(self.class_weights)} class_weights for {y_pred.shape[-1]} labels")
+            weight = weight * ops.convert_to_tensor(self.class_weights, "float32")
+        losses = ops.sum(self.element_losses(targets, y_pred) * weight, axis=-1)
+        if self.reduction in ("sum_over_batch_size", "mean"):
+            # Keras divides by B*H*W: rescale to the mean over valid (pixel, label) entries.
+            losses = losses * ops.divide_no_nan(ops.cast(ops.size(losses), "float32"), ops.sum(valid))
+        return losses
+
     def call(self, y_true, y_pred):
         y_pred = ops.cast(y_pred, "float32")
+        _check_channels(self.mode, y_pred)
+        if self.mode == "multilabel":
+            return self._multilabel_call(y_true, y_pred)
         labels, valid = _labels_and_valid(y_true, self.ignore_class)
         weight = valid
         if self.class_weights is not None:
@@ -75,7 +142,8 @@ class _PixelLoss(keras.losses.Loss):
         return losses
 
     def get_config(self):
-        return {**super().get_config(), "ignore_class": self.ignore_class, "class_weights": self.class_weights}
+        return {**super().get_config(), "ignore_class": self.ignore_class, "class_weights": self.class_weights,
+                "mode": self.mode}
 
 
 @keras.saving.register_keras_serializable(package="kerazoo")
@@ -93,13 +161,18 @@ class SegmentationLoss(_PixelLoss):
         name: Loss name.
         reduction: Keras reduction; the default gives the mean over non-ignored pixels.
         dtype: Computation dtype; defaults to float32 also under mixed precision.
+        mode: "multiclass", "binary" or "multilabel" (per-label binary cross-entropy, the mean over
+            valid entries); see the module docstring.
     """
 
     def __init__(self, from_logits=True, ignore_class=None, class_weights=None, name="segmentation_loss",
-                 reduction="sum_over_batch_size", dtype=None):
+                 reduction="sum_over_batch_size", dtype=None, mode="multiclass"):
         super().__init__(ignore_class=ignore_class, class_weights=class_weights, name=name,
-                         reduction=reduction, dtype=dtype)
+                         reduction=reduction, dtype=dtype, mode=mode)
         self.from_logits = bool(from_logits)
+
+    def element_losses(self, targets, y_pred):
+        return -_binary_log_pt(targets, y_pred, self.from_logits)
 
     def pixel_losses(self, labels, y_pred):
         if y_pred.shape[-1] == 1:
@@ -123,12 +196,14 @@ class FocalLoss(_PixelLoss):
         name: Loss name.
         reduction: Keras reduction; the default gives the mean over non-ignored pixels.
         dtype: Computation dtype.
+        mode: "multiclass", "binary" or "multilabel" (sigmoid focal loss per label; `class_weights`
+            one per label).
     """
 
     def __init__(self, gamma=2.0, from_logits=True, ignore_class=None, class_weights=None, name="focal_loss",
-                 reduction="sum_over_batch_size", dtype=None):
+                 reduction="sum_over_batch_size", dtype=None, mode="multiclass"):
         super().__init__(ignore_class=ignore_class, class_weights=class_weights, name=name,
-                         reduction=reduction, dtype=dtype)
+                         reduction=reduction, dtype=dtype, mode=mode)
         if gamma < 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
         self.gamma = float(gamma)
@@ -136,13 +211,7 @@ class FocalLoss(_PixelLoss):
 
     def pixel_losses(self, labels, y_pred):
         if y_pred.shape[-1] == 1:  # binary: two classes from one sigmoid channel
-            score = y_pred[..., 0]
-            if self.from_logits:
-                log_p1, log_p0 = ops.log_sigmoid(score), ops.log_sigmoid(-score)
-            else:
-                score = ops.clip(score, _EPSILON, 1 - _EPSILON)
-                log_p1, log_p0 = ops.log(score), ops.log(1 - score)
-            log_pt = ops.where(ops.equal(labels, 1), log_p1, log_p0)
+            log_pt = _binary_log_pt(ops.cast(labels, "float32"), y_pred[..., 0], self.from_logits)
         else:
             if self.from_logits:
                 log_probs = ops.log_softmax(y_pred, axis=-1)
@@ -151,56 +220,73 @@ class FocalLoss(_PixelLoss):
             log_pt = ops.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
         return -ops.power(1.0 - ops.exp(log_pt), self.gamma) * log_pt
 
+    def element_losses(self, targets, y_pred):
+        log_pt = _binary_log_pt(targets, y_pred, self.from_logits)
+        return -ops.power(1.0 - ops.exp(log_pt), self.gamma) * log_pt
+
     def get_config(self):
         return {**super().get_config(), "gamma": self.gamma, "from_logits": self.from_logits}
 
 
+def _probabilities_targets_valid(y_true, y_pred, mode, ignore_class, from_logits):
+    """float32 probabilities, 0/1 targets and valid masks, all broadcastable to `(B, H, W, K)`."""
+    y_pred = ops.cast(y_pred, "float32")
+    _check_channels(mode, y_pred)
+    num_classes = y_pred.shape[-1]
+    if mode == "multilabel":
+        targets, valid = _multilabel_targets_and_valid(y_true, y_pred, ignore_class)
+        return (ops.sigmoid(y_pred) if from_logits else y_pred), targets, valid
+    labels, valid = _labels_and_valid(y_true, ignore_class)
+    if num_classes == 1:  # binary: the foreground channel only
+        probs = ops.sigmoid(y_pred) if from_logits else y_pred
+        targets = ops.cast(labels, "float32")[..., None]
+    else:
+        probs = ops.softmax(y_pred, axis=-1) if from_logits else y_pred
+        targets = ops.one_hot(labels, num_classes, dtype="float32")
+    return probs, targets, valid[..., None]
+
+
 class _OverlapLoss(keras.losses.Loss):
-    """Base for soft Dice / Jaccard: class scores from sums over the whole batch.
+    """Base for soft Dice / Jaccard / Tversky: class scores from float32 sums over the whole batch.
 
     `call` returns one scalar per batch, so a `sample_weight` only scales it by its mean.
     """
 
     def __init__(self, from_logits=True, ignore_class=None, class_weights=None, smooth=1.0, name=None,
-                 reduction="sum_over_batch_size", dtype=None):
+                 reduction="sum_over_batch_size", dtype=None, mode="multiclass"):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.from_logits = bool(from_logits)
         self.ignore_class = None if ignore_class is None else int(ignore_class)
         self.class_weights = _check_classes(class_weights)
         self.smooth = float(smooth)
+        self.mode = _check_mode(mode)
 
-    def score(self, intersection, cardinality):
+    def class_losses(self, intersection, predicted, actual):
+        """Per-class losses from the summed products, predictions and targets."""
         raise NotImplementedError
 
     def call(self, y_true, y_pred):
-        y_pred = ops.cast(y_pred, "float32")
-        labels, valid = _labels_and_valid(y_true, self.ignore_class)
-        num_classes = y_pred.shape[-1]
-        if num_classes == 1:  # binary: the foreground channel only
-            probs = ops.sigmoid(y_pred) if self.from_logits else y_pred
-            targets = ops.cast(labels, "float32")[..., None]
-        else:
-            probs = ops.softmax(y_pred, axis=-1) if self.from_logits else y_pred
-            targets = ops.one_hot(labels, num_classes, dtype="float32")
-        valid = valid[..., None]
+        probs, targets, valid = _probabilities_targets_valid(y_true, y_pred, self.mode, self.ignore_class,
+                                                             self.from_logits)
+        num_classes = probs.shape[-1]
         probs, targets = probs * valid, targets * valid
-        axes = (0, 1, 2)
+        axes = (0, 1, 2)  # float32 sums: a float16 sum over a 512x512 mask would overflow (65504)
         intersection = ops.sum(probs * targets, axis=axes)
-        cardinality = ops.sum(probs, axis=axes) + ops.sum(targets, axis=axes)
-        scores = self.score(intersection, cardinality)
-        # Average over the classes present in this batch's masks (all when binary).
-        present = ops.cast(ops.sum(targets, axis=axes) > 0, "float32")
+        actual = ops.sum(targets, axis=axes)
+        class_losses = self.class_losses(intersection, ops.sum(probs, axis=axes), actual)
+        # Average over the classes (labels) present in this batch's masks (all when binary).
+        present = ops.cast(actual > 0, "float32")
         if num_classes == 1:
             present = ops.ones_like(present)
         if self.class_weights is not None:
             if len(self.class_weights) != num_classes:
                 raise ValueError(f"{len(self.class_weights)} class_weights for {num_classes} classes")
             present = present * ops.convert_to_tensor(self.class_weights, "float32")
-        return 1.0 - ops.divide_no_nan(ops.sum(scores * present), ops.sum(present))
+        return ops.divide_no_nan(ops.sum(class_losses * present), ops.sum(present))
 
     def get_config(self):
         return {**super().get_config(), "from_logits": self.from_logits, "ignore_class": self.ignore_class,
-                "class_weights": self.class_weights, "smooth": self.smooth}
+                "class_weights": self.class_weights, "smooth": self.smooth, "mode": self.mode}
 
 
 @keras.saving.register_keras_serializable(package="kerazoo")
@@ -218,14 +304,15 @@ class DiceLoss(_OverlapLoss):
         name: Loss name.
         reduction: Keras reduction (the loss is already a scalar).
         dtype: Computation dtype.
+        mode: "multiclass", "binary" or "multilabel" (sigmoid per label, the mean over labels present).
     """
 
     def __init__(self, from_logits=True, ignore_class=None, class_weights=None, smooth=1.0, name="dice_loss",
-                 reduction="sum_over_batch_size", dtype=None):
-        super().__init__(from_logits, ignore_class, class_weights, smooth, name, reduction, dtype)
+                 reduction="sum_over_batch_size", dtype=None, mode="multiclass"):
+        super().__init__(from_logits, ignore_class, class_weights, smooth, name, reduction, dtype, mode)
 
-    def score(self, intersection, cardinality):
-        return (2.0 * intersection + self.smooth) / (cardinality + self.smooth)
+    def class_losses(self, intersection, predicted, actual):
+        return 1.0 - (2.0 * intersection + self.smooth) / (predicted + actual + self.smooth)
 
 
 @keras.saving.register_keras_serializable(package="kerazoo")
@@ -236,11 +323,123 @@ class JaccardLoss(_OverlapLoss):
     """
 
     def __init__(self, from_logits=True, ignore_class=None, class_weights=None, smooth=1.0,
-                 name="jaccard_loss", reduction="sum_over_batch_size", dtype=None):
-        super().__init__(from_logits, ignore_class, class_weights, smooth, name, reduction, dtype)
+                 name="jaccard_loss", reduction="sum_over_batch_size", dtype=None, mode="multiclass"):
+        super().__init__(from_logits, ignore_class, class_weights, smooth, name, reduction, dtype, mode)
 
-    def score(self, intersection, cardinality):
-        return (intersection + self.smooth) / (cardinality - intersection + self.smooth)
+    def class_losses(self, intersection, predicted, actual):
+        return 1.0 - (intersection + self.smooth) / (predicted + actual - intersection + self.smooth)
+
+
+@keras.saving.register_keras_serializable(package="kerazoo")
+class TverskyLoss(_OverlapLoss):
+    """Tversky loss (Salehi et al., 2017), focal when `gamma` != 1 (Abraham and Khan, 2019):
+    `mean_c (1 - TI_c)^gamma` with `TI_c = (TP + s) / (TP + alpha FP + beta FN + s)`.
+
+    alpha = beta = 0.5 is Dice, alpha = beta = 1 Jaccard; beta > alpha weighs missed foreground more.
+    Same class averaging as `DiceLoss`.
+
+    Args:
+        alpha: Weight of false positives (>= 0).
+        beta: Weight of false negatives (>= 0).
+        gamma: Focal exponent (> 0); 1 gives the plain Tversky loss.
+
+    The other arguments (from_logits, ignore_class, class_weights, smooth, name, reduction, dtype, mode) are
+    `DiceLoss`'s.
+    """
+
+    def __init__(self, alpha=0.5, beta=0.5, gamma=1.0, from_logits=True, ignore_class=None, class_weights=None,
+                 smooth=1.0, name="tversky_loss", reduction="sum_over_batch_size", dtype=None, mode="multiclass"):
+        super().__init__(from_logits, ignore_class, class_weights, smooth, name, reduction, dtype, mode)
+        for key, value in (("alpha", alpha), ("beta", beta)):
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{key} must be a number >= 0; got {value!r}")
+        if not isinstance(gamma, (int, float)) or gamma <= 0:
+            raise ValueError(f"gamma must be a number > 0; got {gamma!r}")
+        self.alpha, self.beta, self.gamma = float(alpha), float(beta), float(gamma)
+
+    def class_losses(self, intersection, predicted, actual):
+        false_pos, false_neg = predicted - intersection, actual - intersection
+        index = (intersection + self.smooth) / (
+            intersection + self.alpha * false_pos + self.beta * false_neg + self.smooth)
+        return ops.power(ops.maximum(1.0 - index, 0.0), self.gamma)
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha, "beta": self.beta, "gamma": self.gamma}
+
+
+def _lovasz_rows(errors, targets):
+    """The Lovasz extension of the Jaccard loss (Berman et al., 2018) per row of `(R, N)` errors.
+
+    Entries left out must have error 0 and target 0: sorted last, they change no weight that meets a
+    positive error.
+    """
+    order = ops.argsort(-errors, axis=-1)
+    errors_sorted = ops.take_along_axis(errors, order, axis=-1)
+    targets_sorted = ops.stop_gradient(ops.take_along_axis(targets, order, axis=-1))
+    total = ops.sum(targets_sorted, axis=-1, keepdims=True)
+    intersection = total - ops.cumsum(targets_sorted, axis=-1)
+    union = total + ops.cumsum(1.0 - targets_sorted, axis=-1)  # >= 1
+    jaccard = 1.0 - intersection / union
+    weights = ops.concatenate([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], axis=-1)
+    return ops.sum(errors_sorted * weights, axis=-1)
+
+
+def _rows(x, per_image):
+    """`(B, H, W, C)` to rows `(C, B*H*W)`, or `(B*C, H*W)` per image."""
+    channels = x.shape[-1]
+    if per_image:
+        return ops.reshape(ops.transpose(x, (0, 3, 1, 2)), (-1, ops.shape(x)[1] * ops.shape(x)[2]))
+    return ops.reshape(ops.transpose(x, (3, 0, 1, 2)), (channels, -1))
+
+
+@keras.saving.register_keras_serializable(package="kerazoo")
+class LovaszLoss(keras.losses.Loss):
+    """Lovasz loss (Berman et al., 2018), a convex surrogate that optimises IoU directly.
+
+    Multi-class (K > 1): Lovasz-softmax, averaged over the classes present in the masks. Binary
+    (K = 1) and multi-label: Lovasz hinge on the logits of each label, averaged over labels.
+
+    Args:
+        from_logits: Predictions are logits (True) or probabilities (False; the hinge then uses
+            their logits).
+        ignore_class: Label (or, multi-label, entry value) left out, or None.
+        per_image: One loss per image, averaged (True), or one over the whole batch (False, as smp).
+        name: Loss name.
+        reduction: Keras reduction (the loss is already a scalar).
+        dtype: Computation dtype.
+        mode: "multiclass", "binary" or "multilabel" (see the module docstring).
+    """
+
+    def __init__(self, from_logits=True, ignore_class=None, per_image=False, name="lovasz_loss",
+                 reduction="sum_over_batch_size", dtype=None, mode="multiclass"):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.from_logits = bool(from_logits)
+        self.ignore_class = None if ignore_class is None else int(ignore_class)
+        self.per_image = bool(per_image)
+        self.mode = _check_mode(mode)
+
+    def call(self, y_true, y_pred):
+        probs, targets, valid = _probabilities_targets_valid(y_true, y_pred, self.mode, self.ignore_class,
+                                                             from_logits=False)
+        valid = valid * ops.ones_like(targets)
+        if probs.shape[-1] == 1 or self.mode == "multilabel":
+            logits = probs if self.from_logits else ops.log(ops.clip(probs, _EPSILON, 1.0 - _EPSILON)) - ops.log(
+                ops.clip(1.0 - probs, _EPSILON, 1.0))
+            signs = 2.0 * targets - 1.0
+            errors = ops.relu(1.0 - logits * signs) * valid
+            return ops.mean(_lovasz_rows(_rows(errors, self.per_image), _rows(targets * valid, self.per_image)))
+        if self.from_logits:
+            probs = ops.softmax(probs, axis=-1)
+        targets = targets * valid
+        errors = ops.abs(targets - probs) * valid
+        row_targets = _rows(targets, self.per_image)
+        present = ops.cast(ops.sum(row_targets, axis=-1) > 0, "float32")
+        losses = _lovasz_rows(_rows(errors, self.per_image), row_targets)
+        return ops.divide_no_nan(ops.sum(losses * present), ops.sum(present))
+
+    def get_config(self):
+        return {**super().get_config(), "from_logits": self.from_logits, "ignore_class": self.ignore_class,
+                "per_image": self.per_image, "mode": self.mode}
 
 
 @keras.saving.register_keras_serializable(package="kerazoo")

@@ -28,7 +28,8 @@ import numpy as np
 from keras import ops
 
 __all__ = [
-    "MeanIoU", "PerClassIoU", "PixelAccuracy", "ClassAverageAccuracy", "DiceCoefficient",
+    "MeanIoU", "PerClassIoU", "PixelAccuracy", "ClassAverageAccuracy", "DiceCoefficient", "MeanDice",
+    "MultiLabelIoU", "MultiLabelDice",
     "confusion_matrix_scores", "PSNR", "SSIM", "psnr", "ssim", "rgb_to_y", "DepthMetric", "depth_metrics",
 ]
 
@@ -175,6 +176,113 @@ class DiceCoefficient(_ConfusionMetric):
         config = super().get_config()
         del config["num_classes"]
         return {**config, "threshold": self.threshold}
+
+
+@keras.saving.register_keras_serializable(package="kerazoo")
+class MeanDice(_ConfusionMetric):
+    """Mean Dice (F1) over the classes seen in masks or predictions: `2 TP / (2 TP + FP + FN)` per class.
+
+    See `MeanIoU` for the arguments.
+    """
+
+    def __init__(self, num_classes, ignore_class=None, from_logits=True, name="mean_dice", dtype=None):
+        super().__init__(num_classes, ignore_class, from_logits, name, dtype)
+
+    def result(self):
+        _, true_pos, actual, predicted = self._counts()
+        seen = ops.cast(actual + predicted > 0, "float32")
+        dice = ops.divide_no_nan(2.0 * true_pos, actual + predicted)
+        return ops.divide_no_nan(ops.sum(dice * seen), ops.sum(seen))
+
+
+class _MultiLabelCounts(keras.metrics.Metric):
+    """Per-label true positive, false positive and false negative counts (int64) of thresholded scores.
+
+    Masks are `(B, H, W, K)` 0/1 (or `(B, H, W)` for K = 1: a binary mask); entries equal to
+    `ignore_class` are skipped.
+    """
+
+    def __init__(self, num_classes, threshold=0.5, ignore_class=None, from_logits=True, name=None, dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int; got {num_classes!r}")
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
+        self.num_classes, self.threshold = num_classes, float(threshold)
+        self.ignore_class = None if ignore_class is None else int(ignore_class)
+        self.from_logits = bool(from_logits)
+        self.counts = self.add_variable(shape=(3, num_classes), initializer="zeros", name="counts", dtype="int64")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        """Adds a batch: `y_true` `(B, H, W, K)` 0/1, `y_pred` `(B, H, W, K)` scores."""
+        y_true, y_pred = ops.convert_to_tensor(y_true), ops.cast(ops.convert_to_tensor(y_pred), "float32")
+        if len(y_true.shape) == 3 and self.num_classes == 1:
+            y_true = y_true[..., None]
+        if tuple(y_true.shape[-1:]) != (self.num_classes,) or y_pred.shape[-1] != self.num_classes:
+            raise ValueError(f"{self.name} takes (B, H, W, {self.num_classes}) masks and scores; got masks "
+                             f"{tuple(y_true.shape)} and scores {tuple(y_pred.shape)}")
+        y_true = ops.cast(y_true, "int32")
+        valid = ops.ones_like(y_true, dtype="bool") if self.ignore_class is None else ops.not_equal(
+            y_true, self.ignore_class)
+        scores = ops.sigmoid(y_pred) if self.from_logits else y_pred
+        predicted = ops.logical_and(scores > self.threshold, valid)
+        actual = ops.logical_and(ops.equal(y_true, 1), valid)
+        count = lambda mask: ops.sum(ops.cast(mask, "int64"), axis=(0, 1, 2))  # noqa: E731
+        both = count(ops.logical_and(predicted, actual))
+        self.counts.assign_add(ops.stack([both, count(predicted) - both, count(actual) - both]))
+
+    def reset_state(self):
+        self.counts.assign(ops.zeros((3, self.num_classes), "int64"))
+
+    def _per_label(self):
+        counts = ops.cast(self.counts, "float32")
+        return counts[0], counts[1], counts[2]
+
+    def get_config(self):
+        return {"num_classes": self.num_classes, "threshold": self.threshold, "ignore_class": self.ignore_class,
+                "from_logits": self.from_logits, "name": self.name, "dtype": self._dtype}
+
+
+@keras.saving.register_keras_serializable(package="kerazoo")
+class MultiLabelIoU(_MultiLabelCounts):
+    """Mean over labels of `TP / (TP + FP + FN)` for K independent sigmoid channels, thresholded.
+
+    Labels never seen (no true or predicted entry) are left out of the mean. With K = 1 it is the
+    foreground IoU of a binary mask.
+
+    Args:
+        num_classes: Number of labels K.
+        threshold: Probability above which an entry is predicted on.
+        ignore_class: Mask value to skip (per entry), or None.
+        from_logits: Scores are logits (True) or probabilities (False).
+        name: Metric name.
+        dtype: Result dtype.
+    """
+
+    def __init__(self, num_classes, threshold=0.5, ignore_class=None, from_logits=True, name="multilabel_iou",
+                 dtype=None):
+        super().__init__(num_classes, threshold, ignore_class, from_logits, name, dtype)
+
+    def result(self):
+        true_pos, false_pos, false_neg = self._per_label()
+        union = true_pos + false_pos + false_neg
+        seen = ops.cast(union > 0, "float32")
+        return ops.divide_no_nan(ops.sum(ops.divide_no_nan(true_pos, union) * seen), ops.sum(seen))
+
+
+@keras.saving.register_keras_serializable(package="kerazoo")
+class MultiLabelDice(_MultiLabelCounts):
+    """Mean over labels of `2 TP / (2 TP + FP + FN)`; as `MultiLabelIoU` otherwise."""
+
+    def __init__(self, num_classes, threshold=0.5, ignore_class=None, from_logits=True, name="multilabel_dice",
+                 dtype=None):
+        super().__init__(num_classes, threshold, ignore_class, from_logits, name, dtype)
+
+    def result(self):
+        true_pos, false_pos, false_neg = self._per_label()
+        total = 2.0 * true_pos + false_pos + false_neg
+        seen = ops.cast(total > 0, "float32")
+        return ops.divide_no_nan(ops.sum(ops.divide_no_nan(2.0 * true_pos, total) * seen), ops.sum(seen))
 
 
 def confusion_matrix_scores(confusion) -> dict:

@@ -1,4 +1,4 @@
-"""Shared test fixtures: where the real data sets are.
+"""Shared test fixtures: where the real data sets are, and a fresh Keras state for each test.
 
 Tests never look for data beside the checkout: they read `KERAZOO_DATA` (the Makefile sets it to
 `../shared/data` when that folder exists). A test that needs real data skips when it is absent,
@@ -38,6 +38,23 @@ def shared_data_dir():
     It skips the test when they are absent, or fails it when `KERAZOO_REQUIRE_DATA=1`.
     """
     return lambda *datasets: _find_shared_data(datasets)
+
+
+@pytest.fixture
+def fresh_keras_state():
+    """Seeds Keras (0) before the test; afterwards restores the float32 policy, clears the session (auto-generated
+    layer names start afresh) and frees what the test built (a VGG model holds gigabytes).
+
+    A test file takes it for every test with `pytestmark = pytest.mark.usefixtures("fresh_keras_state")`."""
+    import gc
+
+    import keras
+
+    keras.utils.set_random_seed(0)
+    yield
+    keras.config.set_dtype_policy("float32")
+    keras.backend.clear_session()
+    gc.collect()
 
 
 BACKENDS = ("tensorflow", "jax", "torch")

@@ -5,8 +5,6 @@ Both layers get the same weights and inputs; outputs, gradients and moving stati
 layer, and weight files, .keras files and the shipped presets load either way.
 """
 
-import json
-from pathlib import Path
 from unittest import mock
 
 import keras
@@ -24,11 +22,7 @@ CHANNELS = 8
 TOLERANCES = {"float32": (1e-5, 1e-5), "mixed_bfloat16": (2e-2, 2e-2)}
 
 
-@pytest.fixture(autouse=True)
-def _fresh_keras_state():
-    yield
-    keras.mixed_precision.set_global_policy("float32")
-    keras.backend.clear_session()
+pytestmark = pytest.mark.usefixtures("fresh_keras_state")  # tests/conftest.py
 
 
 def _inputs(shape=(4, 6, 5, CHANNELS), seed=0):

@@ -1,6 +1,5 @@
 """The benchmark harness (kerazoo.bench.benchmark) and its segmentation-models-pytorch peer (kerazoo.bench.peer)."""
 
-import importlib.util
 import json
 import os
 import statistics
@@ -12,6 +11,8 @@ from kerazoo.bench import benchmark, tables as benchmark_tables, peer
 
 from kerazoo import cli
 from kerazoo.bench.benchmark import Case
+
+from optional_extras import require_extra
 
 
 def test_forward_flops_count_multiply_adds_twice():
@@ -189,9 +190,8 @@ def test_peer_runner_reports_a_failed_or_unknown_mode(monkeypatch):
 
 @pytest.mark.benchmark
 @pytest.mark.peer
-@pytest.mark.skipif(importlib.util.find_spec("segmentation_models_pytorch") is None,
-                    reason='needs pip install "kerazoo[peer]"')
 def test_peer_ratio_side_by_side():
+    require_extra("segmentation_models_pytorch", "peer")
     case = Case("unet", "resnet50", (64, 64), (("upsampling", "nearest"), ("decoder_filters", (64, 32, 16, 16, 8))))
     assert peer.unavailable_reason(case) is None
     results = benchmark.run([case], num_classes=2, formats=("keras",), batch_sizes=(1, 2), warmup=1, runs=2,
@@ -247,3 +247,22 @@ def test_run_measures_both_precisions_and_each_peer_mode_through_the_runner(monk
     assert "mixed_bfloat16" not in measured["peer_ratio"]  # its class's only mode failed
     table = benchmark.markdown(results)
     assert "failed: took more than 1800 s" in table and "| mixed_bfloat16 |" in table
+
+
+def test_the_peak_is_the_best_over_sizes_and_libraries():
+    measured = benchmark.measure_peak_flops(sizes=(64, 128), runs=2)
+    assert set(measured["by_size"]) == {"64", "128"}
+    assert measured["peak_gflops"] == max(measured["by_size"].values()) > 0
+    assert measured["matmul_size"] == int(max(measured["by_size"], key=measured["by_size"].get))
+    peaks = {"tensorflow": {"peak_gflops": 80.0, "matmul_size": 4096},
+             "torch": {"peak_gflops": 130.0, "matmul_size": 2048}, "other": {"error": "not installed"}}
+    assert benchmark.best_peak(peaks) == {"peak_gflops": 130.0, "matmul_size": 2048, "library": "torch"}
+    with pytest.raises(RuntimeError, match="no peak"):
+        benchmark.best_peak({"torch": {"error": "exit 1"}})
+
+
+@pytest.mark.peer
+def test_torch_peak_runs_in_its_own_interpreter():
+    pytest.importorskip("torch")
+    measured = peer.peak_in_subprocess((64, 128), runs=2, threads=1)
+    assert measured["library"] == "torch" and measured["peak_gflops"] == max(measured["by_size"].values()) > 0

@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -77,10 +78,49 @@ def test_list(capsys):
         assert keys and all(f"{key} {preset.metrics[key]:g}" in line for key in keys)
 
 
+def _readme_parameters():
+    """README's "Models x encoders" table: {(model, encoder or "-"): (millions as written, decimals)}."""
+    section = (REPO / "README.md").read_text().split("## Models x encoders", 1)[1]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("|") and not line.startswith("|---")]
+    header, table = rows[0], {}
+    for cells in rows[1:]:
+        if len(cells) != len(header):
+            break
+        for column, cell in zip(header[1:], cells[1:]):
+            if cell:
+                number = cell.rstrip("M")
+                encoder = "-" if column == "own topology" else column
+                table[(cells[0], encoder)] = (float(number), len(number.partition(".")[2]))
+    return table
+
+
 @pytest.mark.slow
-def test_list_table(capsys):
+def test_list_table(capsys, monkeypatch):
+    from kerazoo.models import model_encoders
+
+    monkeypatch.setenv("COLUMNS", "160")  # rich fits the table to the terminal; room for every cell
     assert cli.main(["list", "--table"]) == 0
-    assert "fcn8s" in capsys.readouterr().out
+    row = re.compile(r"(\w+)\s*│\s*([\w-]+)\s*│\s*([\d,]+)\s*│\s*(\d+)x(\d+)x(\d+)\s*│\s*(\d+)x(\d+)x(\d+)")
+    found = {}
+    for line in capsys.readouterr().out.splitlines():
+        match = row.search(line)
+        if match:
+            name, encoder, params, *sizes = match.groups()
+            found[(name, encoder)] = (int(params.replace(",", "")), tuple(map(int, sizes)))
+    # One row per model and encoder it can be built on, no more.
+    expected = {(name, encoder or "-") for name in kerazoo.list_models() for encoder in model_encoders(name) or [None]}
+    assert set(found) == expected
+    readme = _readme_parameters()
+    for key, (params, (height, width, channels, out_height, out_width, classes)) in found.items():
+        # 12 classes, with the parameter counts README publishes (rounded as written there).
+        millions, decimals = readme[key]
+        assert abs(params / 1e6 - millions) <= 0.5 * 10**-decimals + 1e-9, (key, params)
+        assert classes == 12, key
+        if key == ("unet_paper", "-"):  # the paper's valid convolutions: 572x572 in, 388x388 out, 1 channel
+            assert (height, width, channels, out_height, out_width) == (572, 572, 1, 388, 388)
+        else:  # any size in: labels at the input's own size, an odd one on purpose
+            assert (out_height, out_width) == (height, width) == demo.DEMO_SIZE and channels == 3, key
 
 
 @pytest.mark.parametrize("argv, message", [

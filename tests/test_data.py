@@ -22,6 +22,8 @@ import kerazoo.data as data
 from kerazoo.data import loaders, sources
 from kerazoo.utils.download import ChecksumError, DownloadError
 
+from optional_extras import require_extra
+
 
 def _write_pairs(root, n=3, size=(12, 16), num_classes=3, mask_values=None):
     """Writes n RGB images whose red channel encodes the mask label (label * 60)."""
@@ -218,7 +220,7 @@ def test_median_frequency_weights_by_hand():
 
 
 def test_oxford_pet_through_mocked_tfds():
-    tfds = pytest.importorskip("tensorflow_datasets")
+    tfds = require_extra("tensorflow_datasets", "data")
 
     def as_dataset(self, split, decoders=None, read_config=None, **kwargs):
         rng = np.random.default_rng(0)

@@ -21,6 +21,8 @@ import pytest
 from kerazoo.training import distribute
 from kerazoo.training.config import TrainConfig
 
+from optional_extras import require_extra
+
 # A small model without batch normalisation: with two replicas each normalises its own half of the batch,
 # which is a different model from one process normalising the whole batch, so only a BN-free model can
 # match. kerazoo's own models run the same code path; this one keeps three processes' tracing short.
@@ -28,17 +30,38 @@ RUN = dict(model=None, dataset="shapes", image_size=[32, 32], num_examples=32, v
            steps_per_epoch=4, optimizer="adam", learning_rate=1e-2, augment=False, seed=3)
 
 WORKER = """
-import json, sys
+import json, os, sys
 import keras
+import numpy as np
 from kerazoo.training import distribute
 from kerazoo.training.train import TrainConfig, train
+
+
+class WeightDumps(keras.callbacks.Callback):
+    # With WEIGHTS_DIR set: the weights training starts from (train's own callbacks, BackupAndRestore among them,
+    # run first) as start.npz, and those after each epoch as after-<epochs finished>.npz.
+    def __init__(self, directory):
+        super().__init__()
+        self.directory = directory
+
+    def dump(self, name):
+        if self.directory:
+            np.savez(os.path.join(self.directory, name), *self.model.get_weights())
+
+    def on_train_begin(self, logs=None):
+        self.dump("start.npz")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.dump(f"after-{epoch + 1}.npz")
+
+
 config = TrainConfig(**json.loads(sys.argv[1]))
 with distribute.make_strategy(config.devices).scope():  # the model is built in the strategy's scope
     keras.utils.set_random_seed(config.seed)
     net = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255),
                             keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
                             keras.layers.Conv2D(8, 3, padding="same", activation="relu"), keras.layers.Conv2D(4, 1)])
-result = train(config, model=net, tensorboard=False, verbose=2)
+result = train(config, model=net, tensorboard=False, verbose=2, callbacks=[WeightDumps(os.environ.get("WEIGHTS_DIR"))])
 print("HISTORY " + json.dumps(result.history), flush=True)
 """
 
@@ -58,12 +81,15 @@ def _free_ports(count):
     return ports
 
 
-def _start(config, tmp_path, tf_config=None, name="single"):
+def _start(config, tmp_path, tf_config=None, name="single", weights_dir=None):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "TF_CPP_MIN_LOG_LEVEL": "2",
            "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(tmp_path / f"tmp-{name}")}
     env.pop("TF_CONFIG", None)
     if tf_config:
         env["TF_CONFIG"] = tf_config
+    if weights_dir:  # where the worker writes its weights at the start and after each epoch (WeightDumps)
+        Path(weights_dir).mkdir(parents=True)
+        env["WEIGHTS_DIR"] = str(weights_dir)
     Path(env["TMPDIR"]).mkdir(exist_ok=True)
     log_path = tmp_path / f"{name}.log"
     with open(log_path, "a") as log:
@@ -73,9 +99,10 @@ def _start(config, tmp_path, tf_config=None, name="single"):
     return process
 
 
-def _start_workers(config, tmp_path):
+def _start_workers(config, tmp_path, weights_dir=None):
     ports = _free_ports(2)
-    return [_start(config, tmp_path, _tf_config(ports, i), name=f"worker{i}") for i in range(2)]
+    return [_start(config, tmp_path, _tf_config(ports, i), name=f"worker{i}",
+                   weights_dir=weights_dir and Path(weights_dir) / f"worker{i}") for i in range(2)]
 
 
 def _wait(processes, tmp_path, timeout=420):
@@ -246,7 +273,7 @@ def test_killed_worker_resumes_from_the_saved_epoch(tmp_path):
     epochs = 8
     run_dir = tmp_path / "run"
     config = {**RUN, "epochs": epochs, "devices": "multi-worker", "output_dir": str(run_dir)}
-    workers = _start_workers(config, tmp_path)
+    workers = _start_workers(config, tmp_path, weights_dir=tmp_path / "weights-killed")
     metadata = run_dir / "backup" / "training_metadata.json"
     deadline = time.monotonic() + 300
     saved = 0
@@ -273,11 +300,21 @@ def test_killed_worker_resumes_from_the_saved_epoch(tmp_path):
     expected_resume = distribute._backup_epoch(worker_backup)
     assert expected_resume == distribute._backup_epoch(run_dir / "backup") - 1 >= 1
 
-    restarted = _start_workers(config, tmp_path)
+    restarted = _start_workers(config, tmp_path, weights_dir=tmp_path / "weights-restarted")
     _wait(restarted, tmp_path)
     run = json.loads((run_dir / "run.json").read_text())
     resumed_at = run["result"]["initial_epoch"]
     assert resumed_at == expected_resume, "training did not resume from the epoch every worker had saved"
+    # Every worker starts again from the weights it had after that epoch: not a fresh start, and not the weights of
+    # the epoch the chief had saved ahead of the other worker.
+    for worker in ("worker0", "worker1"):
+        killed, restarted_from = tmp_path / "weights-killed" / worker, tmp_path / "weights-restarted" / worker
+        restored, saved = np.load(restarted_from / "start.npz"), np.load(killed / f"after-{resumed_at}.npz")
+        assert restored.files == saved.files
+        for key in saved.files:
+            np.testing.assert_array_equal(restored[key], saved[key], err_msg=f"{worker} {key}")
+        fresh = np.load(killed / "start.npz")
+        assert not all(np.array_equal(fresh[key], saved[key]) for key in saved.files)  # training had moved them
     assert len(_history(tmp_path, "worker0")["loss"]) == epochs - resumed_at
     assert len(_history(tmp_path, "worker1")["loss"]) == epochs - resumed_at
     rows = _csv_rows(run_dir / "log.csv")
@@ -305,7 +342,7 @@ print("RESULT " + json.dumps({"history": result.history, "backend": keras.backen
 
 @pytest.mark.slow
 def test_jax_data_parallel_on_two_host_devices_matches_one_device(tmp_path):
-    pytest.importorskip("jax", reason="jax is not installed (pip install kerazoo[jax])")
+    require_extra("jax", "jax")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "KERAS_BACKEND": "jax",
            "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "TF_CPP_MIN_LOG_LEVEL": "2",
            "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}

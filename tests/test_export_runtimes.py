@@ -15,6 +15,8 @@ from kerazoo.export import FORMATS, WRITERS, ExportError, TFLiteRunner, export, 
 from kerazoo.export import runners
 from kerazoo.export.openvino import read_openvino_metadata
 
+from optional_extras import require_extra
+
 onnxruntime = pytest.importorskip("onnxruntime")
 pytest.importorskip("tf2onnx")
 pytest.importorskip("ai_edge_litert.interpreter")
@@ -130,7 +132,7 @@ def test_missing_openvino_raises_an_error_naming_the_extra_before_writing(tmp_pa
 @pytest.mark.parametrize("build, size", [(small_segnet_basic, (37, 45)), (small_unet, (64, 64))],
                          ids=["segnet_basic", "unet"])
 def test_openvino_export_round_trips_with_float32_parity(tmp_path, build, size):
-    openvino = pytest.importorskip("openvino", reason="the openvino extra is not installed")
+    openvino = require_extra("openvino", "openvino")
     model = build()
     samples = images(2, *size)
     report = export(model, str(tmp_path), formats=["openvino"], sample_inputs=samples, class_names=["a", "b", "c"],
@@ -158,7 +160,7 @@ def test_openvino_runner_rejects_an_unknown_precision(tmp_path):
 
 
 def test_openvino_argmax_output_returns_the_keras_classes(tmp_path):
-    pytest.importorskip("openvino", reason="the openvino extra is not installed")
+    require_extra("openvino", "openvino")
     model = small_unet()
     samples = images(2, 64, 64)
     report = export(model, str(tmp_path), formats=["openvino"], sample_inputs=samples, argmax_output=True,

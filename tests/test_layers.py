@@ -1,5 +1,6 @@
 """kerazoo.layers against NumPy references, hand-worked examples, save/load and TFLite/ONNX lowering."""
 
+import math
 import os
 
 import keras
@@ -197,6 +198,18 @@ def test_preprocessing_modes_match_keras_applications():
     np.testing.assert_allclose(caffe, keras.applications.vgg16.preprocess_input(x.copy()), atol=1e-4)
     tf_mode = to_numpy(layers.EncoderPreprocessing("tf")(x))
     np.testing.assert_allclose(tf_mode, keras.applications.mobilenet_v2.preprocess_input(x.copy()), atol=1e-5)
+    torch_mode = to_numpy(layers.EncoderPreprocessing("torch")(x))
+    np.testing.assert_allclose(torch_mode, keras.applications.densenet.preprocess_input(x.copy()), atol=1e-5)
+    grey = to_numpy(layers.EncoderPreprocessing("torch")(x[..., :1]))
+    np.testing.assert_allclose(grey, (x[..., :1] / 255 - 0.449) / 0.226, atol=1e-5)  # the channels' means
+
+
+def test_gelu_is_the_exact_gelu():
+    x = np.linspace(-6, 6, 97, dtype="float32").reshape(1, 97, 1, 1)
+    reference = 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+    np.testing.assert_allclose(to_numpy(layers.GELU()(x)), reference, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(layers.GELU()(x)), to_numpy(keras.activations.gelu(x, approximate=False)),
+                               atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -207,7 +220,7 @@ def test_preprocessing_modes_match_keras_applications():
         (lambda: layers.BedOfNailsUpSampling2D(-1), "size"),
         (lambda: layers.PadToMultiple(0), "multiple"),
         (lambda: layers.CropToReference("middle"), "mode"),
-        (lambda: layers.EncoderPreprocessing("torch"), "mode"),
+        (lambda: layers.EncoderPreprocessing("bgr"), "mode"),
         (lambda: layers.BilinearConv2DTranspose(3, 0), "factor"),
     ],
 )
@@ -233,7 +246,7 @@ def all_layers_model(channels=3):
     up = layers.MaxUnpooling2D(2)([pooled2, indices2, y])
     skip = layers.MaxUnpooling2D(2)([keras.layers.Conv2D(3, 1)(pooled), indices, x])
     up = keras.layers.Concatenate()([layers.BedOfNailsUpSampling2D(2)(up), skip])
-    up = layers.BilinearConv2DTranspose(7, 1)(up)
+    up = layers.GELU()(layers.BilinearConv2DTranspose(7, 1)(up))
     out = layers.CropToReference()([up, inputs])
     return keras.Model(inputs, out)
 

@@ -6,6 +6,8 @@ import pytest
 
 from kerazoo import metrics
 
+from optional_extras import require_extra
+
 K = 5
 IGNORE = 255
 
@@ -195,7 +197,8 @@ def test_compile_fit_evaluate_with_losses_and_metrics():
 # --------------------------------------------------------------------------------------------------
 # Restoration (PSNR, SSIM) against scikit-image, depth against NumPy formulas.
 
-skimage_metrics = pytest.importorskip("skimage.metrics")
+def _skimage_metrics():
+    return require_extra("skimage.metrics", "dev")
 
 
 def _image_pair(seed, shape):
@@ -208,7 +211,7 @@ def _image_pair(seed, shape):
 
 
 def _skimage_ssim(prediction, target):
-    return skimage_metrics.structural_similarity(
+    return _skimage_metrics().structural_similarity(
         prediction.astype(np.float64), target.astype(np.float64), gaussian_weights=True, sigma=1.5,
         use_sample_covariance=False, data_range=255, channel_axis=-1 if prediction.ndim == 3 else None)
 
@@ -222,7 +225,7 @@ def _matlab_y(rgb):
 def test_grey_psnr_and_ssim_match_scikit_image():
     noisy, clean = _image_pair(0, (40, 36))
     assert metrics.psnr(noisy, clean) == pytest.approx(
-        skimage_metrics.peak_signal_noise_ratio(clean, noisy, data_range=255), abs=1e-4)
+        _skimage_metrics().peak_signal_noise_ratio(clean, noisy, data_range=255), abs=1e-4)
     assert metrics.ssim(noisy, clean) == pytest.approx(_skimage_ssim(noisy, clean), abs=1e-4)
 
 
@@ -231,11 +234,11 @@ def test_colour_metrics_use_bt601_y_and_crop_the_border():
     border = 3
     y_noisy, y_clean = (_matlab_y(a)[border:-border, border:-border] for a in (noisy, clean))
     assert metrics.psnr(noisy, clean, crop_border=border) == pytest.approx(
-        skimage_metrics.peak_signal_noise_ratio(y_clean, y_noisy, data_range=255), abs=1e-4)
+        _skimage_metrics().peak_signal_noise_ratio(y_clean, y_noisy, data_range=255), abs=1e-4)
     assert metrics.ssim(noisy, clean, crop_border=border) == pytest.approx(_skimage_ssim(y_noisy, y_clean), abs=1e-4)
     # Without Y: over the RGB channels, as scikit-image does with channel_axis.
     assert metrics.psnr(noisy, clean, y_channel=False) == pytest.approx(
-        skimage_metrics.peak_signal_noise_ratio(clean, noisy, data_range=255), abs=1e-4)
+        _skimage_metrics().peak_signal_noise_ratio(clean, noisy, data_range=255), abs=1e-4)
     assert metrics.ssim(noisy, clean, y_channel=False) == pytest.approx(_skimage_ssim(noisy, clean), abs=1e-4)
 
 
@@ -244,7 +247,7 @@ def test_batches_give_one_value_per_image_and_keras_metrics_average_them():
     noisy = np.stack([p[0] for p in pairs]).astype("float32")
     clean = np.stack([p[1] for p in pairs]).astype("float32")
     per_image = metrics.psnr(noisy, clean, crop_border=2)
-    expected = [skimage_metrics.peak_signal_noise_ratio(_matlab_y(c)[2:-2, 2:-2], _matlab_y(n)[2:-2, 2:-2],
+    expected = [_skimage_metrics().peak_signal_noise_ratio(_matlab_y(c)[2:-2, 2:-2], _matlab_y(n)[2:-2, 2:-2],
                                                         data_range=255) for n, c in zip(noisy, clean)]
     np.testing.assert_allclose(per_image, expected, atol=1e-4)
     psnr_metric, ssim_metric = metrics.PSNR(crop_border=2), metrics.SSIM(crop_border=2)

@@ -1,6 +1,5 @@
 """Every registered model x encoder: shapes on odd sizes, training, save/load, mixed precision; paper figures."""
 
-import gc
 import os
 
 import keras
@@ -51,13 +50,7 @@ def sample_batch(model, batch=2, seed=0, threshold=127):
     return images, masks
 
 
-@pytest.fixture(autouse=True)
-def _fresh_keras_state():
-    keras.utils.set_random_seed(0)
-    yield
-    keras.config.set_dtype_policy("float32")
-    keras.backend.clear_session()
-    gc.collect()  # FCN on VGG holds gigabytes; free them before the next test in this worker
+pytestmark = pytest.mark.usefixtures("fresh_keras_state")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("name, encoder", matrix())
@@ -348,8 +341,16 @@ def test_bad_arguments_raise_clear_errors(kwargs, message):
 
 def test_registries_list_what_is_registered():
     assert set(kerazoo.list_models()) == {"fcn8s", "fcn16s", "fcn32s", "unet", "unet_paper", "segnet", "segnet_basic",
+                                          "deeplabv3", "deeplabv3plus", "pspnet", "upernet",
                                           "unetplusplus", "fpn", "linknet", "segformer"}
-    assert set(kerazoo.list_encoders()) == {"vgg16", "vgg19", "resnet50", "resnet101", "resnet152", "mobilenetv2"}
+    assert set(kerazoo.list_encoders()) == {  # every Keras Applications constructor (issue 19)
+        "vgg16", "vgg19", "resnet50", "resnet101", "resnet152", "resnet50v2", "resnet101v2", "resnet152v2",
+        "mobilenet", "mobilenetv2", "mobilenetv3small", "mobilenetv3large", "xception", "inceptionv3",
+        "inceptionresnetv2", "densenet121", "densenet169", "densenet201", "nasnetmobile", "nasnetlarge",
+        *(f"efficientnetb{member}" for member in range(8)),
+        *(f"efficientnetv2{member}" for member in ("b0", "b1", "b2", "b3", "s", "m", "l")),
+        *(f"convnext_{member}" for member in ("tiny", "small", "base", "large", "xlarge")),
+    }
 
 
 # --- ZooModel: the model carries its arguments and its task ----------------------------------------------
@@ -451,3 +452,42 @@ def test_unet_paper_filters_sets_the_width_of_every_level():
 def test_unet_paper_rejects_a_bad_width():
     with pytest.raises(ValueError, match="filters must be a positive int.*got 0"):
         kerazoo.create_model("unet_paper", padding="same", filters=0)
+
+
+def test_training_and_inference_resize_give_the_same_pixels():
+    # segment() resizes an image to the trained size with the function the data pipeline trained on.
+    import tensorflow as tf
+
+    from kerazoo.data.augment import resize_pair
+    from kerazoo.models.model import _resize_image
+
+    image = np.random.default_rng(3).uniform(0, 255, size=(37, 53, 3)).astype("float32")
+    trained, _ = resize_pair(tf.constant(image), tf.zeros((37, 53), tf.int32), (24, 32))
+    inferred = _resize_image(image, (24, 32))
+    assert inferred.shape == (24, 32, 3)
+    np.testing.assert_array_equal(np.asarray(trained), inferred)
+
+
+@pytest.mark.parametrize("channels, expected", [(1, "got 1 \\(grey\\) channels.*Image.convert\\('RGB'\\)"),
+                                                (4, "got 4 \\(RGBA\\) channels.*drop alpha")])
+def test_wrong_channel_count_names_expected_received_and_how_to_convert(channels, expected):
+    model = kerazoo.create_model("segnet_basic", num_classes=3, filters=4, depth=2)
+    images = np.zeros((1, 16, 16, channels), "float32")
+    message = f"takes images with 3 \\(RGB\\) channels; {expected}"
+    with pytest.raises(ValueError, match=message):
+        model(images)
+    with pytest.raises(ValueError, match=message):
+        model.predict(images, verbose=0)
+    with pytest.raises(ValueError, match=message):
+        model.segment(images[0])
+    if channels == 1:
+        with pytest.raises(ValueError, match=message):
+            model.segment(images[0, ..., 0])  # HxW, no channel axis
+
+
+def test_grey_model_takes_grey_images_with_or_without_channel_axis():
+    model = kerazoo.create_model("segnet_basic", num_classes=2, in_channels=1, filters=4, depth=2)
+    grey = np.random.default_rng(0).uniform(0, 255, size=(16, 16)).astype("float32")
+    np.testing.assert_array_equal(model.segment(grey), model.segment(grey[..., None]))
+    with pytest.raises(ValueError, match="takes images with 1 \\(grey\\) channels; got 3 \\(RGB\\).*convert\\('L'\\)"):
+        model(np.zeros((1, 16, 16, 3), "float32"))

@@ -402,7 +402,8 @@ def test_hf_uses_snapshot_download_and_is_offline_aware(segnet, monkeypatch, hom
     presets.from_preset("hf://owner/zoo@v1/tiny")
     monkeypatch.setenv("KERAZOO_OFFLINE", "1")
     presets.from_preset("hf://owner/zoo@v1/tiny")
-    assert calls == [("owner/zoo", "v1", False, ["tiny/*"]), ("owner/zoo", "v1", True, ["tiny/*"])]
+    tiny = [f"tiny/{name}" for name in presets.PRESET_FILES]
+    assert calls == [("owner/zoo", "v1", False, tiny), ("owner/zoo", "v1", True, tiny)]
 
 
 # --- https downloads against a local server with faults ---------------------------------------------

@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 import kerazoo
 from kerazoo import cli
@@ -17,6 +16,8 @@ from kerazoo.training import evaluation, restoration_eval
 from kerazoo.data import imresize_numpy
 from kerazoo.training.config import TrainConfig
 from kerazoo.training.train import train
+
+from optional_extras import require_extra
 
 
 def smooth_image(height, width, channels, seed):
@@ -62,6 +63,7 @@ def y_channel(rgb):
 
 
 def reference_scores(output, clean, crop=0):
+    skimage_metrics = require_extra("skimage.metrics", "dev")
     output, clean = np.asarray(output, np.float64), np.asarray(clean, np.float64)
     if clean.shape[-1] == 3:
         output, clean = y_channel(output), y_channel(clean)
@@ -69,9 +71,9 @@ def reference_scores(output, clean, crop=0):
         output, clean = output.reshape(clean.shape)[..., 0], clean[..., 0]
     if crop:
         output, clean = output[crop:-crop, crop:-crop], clean[crop:-crop, crop:-crop]
-    return (peak_signal_noise_ratio(clean, output, data_range=255),
-            structural_similarity(clean, output, data_range=255, gaussian_weights=True, sigma=1.5,
-                                  use_sample_covariance=False))
+    return (skimage_metrics.peak_signal_noise_ratio(clean, output, data_range=255),
+            skimage_metrics.structural_similarity(clean, output, data_range=255, gaussian_weights=True, sigma=1.5,
+                                                  use_sample_covariance=False))
 
 
 def test_train_config_takes_tasks_and_their_options():
@@ -124,7 +126,7 @@ def test_train_denoiser_monitors_psnr_on_the_evaluation_set(data_root):
 
 
 def test_evaluate_scores_the_model_and_baselines_like_scikit_image(data_root):
-    pytest.importorskip("bm3d")
+    require_extra("bm3d", "baselines")
     model = tiny(task="denoise", in_channels=1)
     report = restoration_eval.evaluate_restoration(model, dataset="set12", noise_sigma=30, data_dir=data_root)
     assert report["methods"] == ["model", "noisy", "bm3d"] and [r["name"] for r in report["images"]] == ["01", "02"]
@@ -216,7 +218,7 @@ def test_before_after_rejects_nothing_and_keeps_grey_as_grey():
 
 @pytest.mark.data
 def test_set12_bm3d_and_set5_bicubic_match_published_figures(shared_data_dir):
-    pytest.importorskip("bm3d")
+    require_extra("bm3d", "baselines")
     root = shared_data_dir("set12", "set5")
     denoiser = tiny(task="denoise", in_channels=1)
     report = restoration_eval.evaluate_restoration(denoiser, dataset="set12", noise_sigma=25,

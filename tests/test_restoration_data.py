@@ -11,6 +11,8 @@ import kerazoo.data as data
 from kerazoo.data.depth import depth_pipeline
 from kerazoo.data.restoration import ImageSet
 
+from optional_extras import require_extra
+
 D8 = [(k, flip) for flip in (False, True) for k in range(4)]
 
 
@@ -261,7 +263,7 @@ def test_depth_pipeline_keeps_holes_and_flips_image_and_depth_together():
 
 
 def test_nyu_depth_v2_through_mocked_tfds():
-    tfds = pytest.importorskip("tensorflow_datasets")
+    tfds = require_extra("tensorflow_datasets", "data")
     images, depths = data.generate_depth_scenes(3, (480, 640), seed=2)  # NYU's size, metres, with holes
 
     def as_dataset(self, split, decoders=None, read_config=None, **kwargs):

@@ -4,12 +4,14 @@ import json
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
 import kerazoo
 from kerazoo.data import imresize_numpy
 from kerazoo.metrics import psnr
+from kerazoo.training import model_for_dataset
 
 ZOO = Path(kerazoo.__file__).parent / "zoo" / "shipped"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "preset_recipes"))
@@ -60,13 +62,38 @@ def test_denoising_preset_reproduces_its_set12_figure_and_beats_the_noisy_input(
     assert measured["psnr"] > np.mean(noisy) + 8
 
 
+# The papers' models, written here from the papers (not read from the recipes): each convolution before the
+# classifier as (kernel, filters), in the order the model applies them, and whether batch norm follows each.
+# SegNet-Basic (SegNet tutorial): 4 encoder and 4 decoder 7x7 convolutions of 64 filters, each with batch norm.
+# U-Net (Ronneberger et al.): two 3x3 convolutions per level, 64 doubling to 1024 and back, no batch norm.
+UNET_WIDTHS = (64, 64, 128, 128, 256, 256, 512, 512, 1024, 1024, 512, 512, 256, 256, 128, 128, 64, 64)
+PAPER_MODELS = {
+    "camvid_segnet_basic_paper": dict(convolutions=[((7, 7), 64)] * 8, batch_norm=True),
+    "membrane_unet_paper": dict(convolutions=[((3, 3), width) for width in UNET_WIDTHS], batch_norm=False),
+}
+
+
 @pytest.mark.parametrize("name", ["camvid_segnet_basic_paper", "membrane_unet_paper"])
 def test_paper_recipes_are_valid_train_configs_whose_models_build(name, tmp_path):
     from reproduce import SEGMENTATION_RECIPES, segmentation_config
 
+    recipe = SEGMENTATION_RECIPES[name]["config"]
     config = segmentation_config(name, str(tmp_path), tmp_path / "run", epochs=1)
-    assert config.epochs == 1 and config.dataset == SEGMENTATION_RECIPES[name]["config"]["dataset"]
+    assert config.epochs == 1 and config.dataset == recipe["dataset"] and config.model == recipe["model"]
+    assert config.image_size == tuple(recipe["image_size"]) and config.model_options == recipe["model_options"]
     info = kerazoo.data.DATASETS[config.dataset]
-    model = kerazoo.create_model(config.model, num_classes=info.num_classes, in_channels=info.channels,
-                                 **config.model_options)
-    assert model.count_params() > 0
+    # Built as `kerazoo train` builds it: the data set's classes and channels, the recipe's size.
+    model, _ = model_for_dataset(config, info, config.image_size)
+    assert (model.num_classes, model.in_channels, model.input_size) == (info.num_classes, info.channels,
+                                                                         config.image_size)
+    height, width = config.image_size
+    assert tuple(model.compute_output_shape((1, height, width, info.channels))) == (1, height, width,
+                                                                                    info.num_classes)
+    convolutions = [layer for layer in model.layers if type(layer) is keras.layers.Conv2D]
+    *body, classifier = convolutions
+    expected = PAPER_MODELS[name]
+    assert [(layer.kernel_size, layer.filters) for layer in body] == expected["convolutions"]
+    assert all(layer.padding == "same" for layer in body)
+    assert (classifier.kernel_size, classifier.filters) == ((1, 1), info.num_classes)
+    batch_norms = [layer for layer in model.layers if "BatchNormalization" in type(layer).__name__]
+    assert len(batch_norms) == (len(body) if expected["batch_norm"] else 0)

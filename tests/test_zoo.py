@@ -2,6 +2,7 @@
 validation images what their metadata says (preset_recipes/build_presets.py measured it)."""
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -13,16 +14,41 @@ from kerazoo.training import evaluation
 from kerazoo.zoo import preset_metadata
 
 SHIPPED = ["camvid_segnet_basic", "membrane_unet_mobilenetv2"]
+REPO = Path(__file__).resolve().parents[1]
+ZOO = Path(kerazoo.__file__).parent / "zoo"
+
+
+def _readme_preset_table():
+    """README's table of shipped presets: {name: (model, measured on, {metric: percent as published})}."""
+    rows = {}
+    for line in (REPO / "README.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) == 9 and cells[0].strip("`") in SHIPPED:
+            figures = dict(zip(("global_accuracy", "class_average_accuracy", "mean_iou"), map(float, cells[3:6])))
+            rows[cells[0].strip("`")] = (cells[1], cells[2], figures)
+    return rows
 
 
 def test_shipped_presets_are_listed_with_metrics():
     listed = {preset.name: preset for preset in kerazoo.list_presets()}
+    published = _readme_preset_table()
+    assert sorted(published) == sorted(SHIPPED), published
     for name in SHIPPED:
         assert name in listed, sorted(listed)
         preset = listed[name]
-        assert {"global_accuracy", "class_average_accuracy", "mean_iou"} <= set(preset.metrics)
-        assert preset.metrics == preset_metadata(name, offline=True)["metrics"]  # the figures the file records
-        assert preset.evaluation_command.startswith(f"kerazoo evaluate {name}")
+        model, measured_on, figures = published[name]
+        # The listing gives the figures README publishes (percent, one decimal), for the model and data named there.
+        assert preset.model == model and measured_on.startswith(f"{preset.dataset} val, "), (preset, measured_on)
+        for key, percent in figures.items():
+            assert 100 * preset.metrics[key] == pytest.approx(percent, abs=0.05 + 1e-9), (name, key)
+        # One IoU per class of the model (its config.json), and mIoU is their mean.
+        config = json.loads((ZOO / name / "config.json").read_text())["config"]
+        per_class = [preset.metrics[f"iou_{class_name}"] for class_name in config["class_names"]]
+        assert preset.metrics["mean_iou"] == pytest.approx(np.mean(per_class), abs=1e-4), name
+        # Measured by evaluating this preset at its training size, on the size README names.
+        size = "x".join(map(str, config["input_size"]))
+        assert preset.evaluation_command.startswith(f"kerazoo evaluate {name} "), preset.evaluation_command
+        assert f"--image-size {size}" in preset.evaluation_command and measured_on.endswith(size), preset
 
 
 @pytest.mark.parametrize("name", SHIPPED)

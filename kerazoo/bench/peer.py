@@ -213,5 +213,38 @@ def measure(encoder, decoder_channels, image_size, num_classes, train_batch_size
     }
 
 
+def peak_in_subprocess(sizes, runs=10, threads=None, timeout=600):
+    """torch's float32 matrix-product rate at each of `sizes` (as `kerazoo.bench.benchmark.measure_peak_flops`
+    measures TensorFlow's), in a fresh interpreter; {"error": reason} when it fails."""
+    arguments = {"mode": "peak", "sizes": list(sizes), "runs": runs, "threads": threads}
+    try:
+        completed = subprocess.run([sys.executable, "-P", __file__, json.dumps(arguments)],
+                                   capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"took more than {timeout} s"}
+    if completed.returncode != 0:
+        return {"error": f"exit {completed.returncode}: {_last_error_line(completed.stderr)}"}
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def measure_peak(sizes, runs, threads=None):
+    """GFLOP/s of float32 size^3 products in torch (median of `runs` after 2 warm-up runs), and the best."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    by_size = {}
+    for size in sizes:
+        a, b = torch.rand(size, size), torch.rand(size, size)
+        median = statistics.median(timed_runs(lambda: float(torch.matmul(a, b).sum()), 2, runs))
+        by_size[str(size)] = 2 * size**3 / median / 1e9
+    best = max(by_size, key=by_size.get)
+    return {"peak_gflops": by_size[best], "matmul_size": int(best), "by_size": by_size, "library": "torch"}
+
+
 if __name__ == "__main__":
-    print(json.dumps(measure(**json.loads(sys.argv[1]))))
+    request = json.loads(sys.argv[1])
+    if request.get("mode") == "peak":
+        print(json.dumps(measure_peak(request["sizes"], request["runs"], request.get("threads"))))
+    else:
+        print(json.dumps(measure(**request)))

@@ -9,12 +9,20 @@ def _rss(measured):
     return f"{measured['peak_rss_mib']:.0f} ({measured['added_rss_mib']:.0f})"
 
 
+def _cpu(machine):
+    """The CPU's model name and kind (older results recorded only the processor)."""
+    cpu = machine.get("cpu")
+    if not cpu:
+        return machine["processor"]
+    return f"{cpu['model_name']} ({cpu['kind']}; {' '.join(cpu['flags'])})"
+
+
 def markdown(results):
     """The results as Markdown: one training table, one inference table, one peer table."""
     peak = results["peak_gflops"]
     settings = results["settings"]
     lines = [
-        f"Machine: {results['machine']['processor']}, {results['machine']['cpu_count']} cores; measured peak "
+        f"Machine: {_cpu(results['machine'])}, {results['machine']['cpu_count']} cores; measured peak "
         f"{peak:.0f} GFLOP/s (float32 matmul). Medians of {settings['runs']} runs after {settings['warmup']} "
         f"warm-up; {settings['num_classes']} classes; random weights and inputs. % of peak: achieved FLOP/s "
         "over that float32 peak (int8 too); training counts 3 forward passes. Peak RSS: the measuring "

@@ -23,6 +23,7 @@ from kerazoo.data import loaders
 from kerazoo.data.loaders import MEMBRANE_VAL_SLICES
 from kerazoo.data.paths import DataNotFoundError, data_home, resolve_data_dir
 from kerazoo.data.pipeline import CACHE_LIMIT_BYTES, build_pipeline
+from kerazoo.utils.sizes import height_width
 from kerazoo.data.shapes import generate_shapes
 from kerazoo.data.degradations import add_gaussian_noise, bicubic_downsample, crop_to_multiple
 from kerazoo.data.depth import generate_depth_scenes
@@ -56,11 +57,7 @@ def _augment_config(augment, split, info: DatasetInfo | None = None) -> AugmentC
 
 
 def _check_size(image_size):
-    if image_size is None:
-        return None
-    if len(image_size) != 2 or min(int(s) for s in image_size) < 1:
-        raise ValueError(f"image_size must be (height, width), got {image_size!r}")
-    return int(image_size[0]), int(image_size[1])
+    return None if image_size is None else height_width(image_size, "image_size")
 
 
 def _from_source(source: FolderSource, *, image_size, batch_size, augment, shuffle, seed, cache,
@@ -192,9 +189,7 @@ def load(
         DownloadError: the download failed; nothing was kept.
         DataValidationError: bad files (see `load_folders`).
     """
-    if name not in DATASETS:
-        raise ValueError(f"Unknown data set {name!r}; available: {', '.join(list_datasets())}")
-    info = DATASETS[name]
+    info = DATASETS.get(name)
     task_options = dict(noise_sigma=noise_sigma, scale=scale, patch_size=patch_size,
                         patches_per_image=patches_per_image, channels=channels)
     given = sorted(key for key, value in task_options.items() if value is not None)

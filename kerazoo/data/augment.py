@@ -11,6 +11,8 @@ import math
 
 import tensorflow as tf
 
+from kerazoo.utils.images import resize_image
+
 __all__ = ["AugmentConfig", "resize_pair", "augment_pair"]
 
 
@@ -50,12 +52,6 @@ class AugmentConfig:
             raise ValueError("contrast and saturation must be < 1 and hue <= 0.5")
 
 
-def _resize_image(image, size):
-    # Antialiasing matters when large photos are shrunk; the output stays in 0..255.
-    resized = tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear", antialias=True)
-    return tf.clip_by_value(resized, 0.0, 255.0)
-
-
 def _resize_mask(mask, size):
     return tf.image.resize(mask[..., None], size, method="nearest")[..., 0]
 
@@ -71,7 +67,7 @@ def resize_pair(image, mask, size):
     Returns:
         `(image float32 (h, w, C), mask (h, w) with mask's dtype)`.
     """
-    return _resize_image(image, size), _resize_mask(mask, size)
+    return resize_image(image, size), _resize_mask(mask, size)
 
 
 def _rotate(tensor, angle, interpolation):

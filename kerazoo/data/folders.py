@@ -13,6 +13,7 @@ import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
 from kerazoo.data.paths import DataNotFoundError
+from kerazoo.utils.images import read_image, read_label_image
 
 __all__ = ["FolderSource", "scan_folders", "DataValidationError"]
 
@@ -83,13 +84,13 @@ class FolderSource:
         """Decodes one pair of file paths (string tensors)."""
         channels = self.channels
         if self.pil_images:
-            image = tf.numpy_function(lambda p: _pil_image(p, channels), [image_path], tf.uint8)
+            image = tf.numpy_function(lambda p: read_image(p, channels), [image_path], tf.uint8)
         else:
             image = tf.io.decode_image(tf.io.read_file(image_path), channels=channels,
                                        expand_animations=False, dtype=tf.uint8)
         image = tf.ensure_shape(image, [None, None, channels])
         if self.pil_masks:
-            mask = tf.numpy_function(_pil_mask, [mask_path], tf.int32)
+            mask = tf.numpy_function(read_label_image, [mask_path], tf.int32)
         else:
             mask = tf.cast(tf.io.decode_image(tf.io.read_file(mask_path), channels=1,
                                               expand_animations=False)[..., 0], tf.int32)
@@ -97,17 +98,6 @@ class FolderSource:
         if self.lookup is not None:
             mask = tf.gather(tf.constant(self.lookup, tf.int32), mask)
         return image, tf.cast(mask, self.mask_dtype)
-
-
-def _pil_image(path, channels) -> np.ndarray:
-    with Image.open(path.decode() if isinstance(path, bytes) else path) as img:
-        array = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
-    return array[..., None] if channels == 1 else array
-
-
-def _pil_mask(path) -> np.ndarray:
-    with Image.open(path.decode() if isinstance(path, bytes) else path) as img:
-        return np.asarray(img, dtype=np.int32)
 
 
 def _make_lookup(value_map: Mapping[int, int] | None, values: np.ndarray):

@@ -25,32 +25,28 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image, UnidentifiedImageError
 
 from kerazoo.data.degradations import add_gaussian_noise, check_noise_sigma, check_scale
 from kerazoo.data.folders import DataValidationError, _list_images, _natural_key
 from kerazoo.data.imresize import imresize_numpy
+from kerazoo.utils.images import PIL_MODES, UnreadableImageError, read_image
 
 __all__ = ["ImageSet", "denoise_pairs", "read_image_folder", "read_sr_pairs", "shrink_images",
            "super_resolution_pairs"]
 
-_PIL_MODES = {1: "L", 3: "RGB"}
 
 
 def _check_channels(channels) -> int:
-    if channels not in _PIL_MODES:
+    if channels not in PIL_MODES:
         raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
     return int(channels)
 
 
 def _read_image(path: Path, channels: int) -> np.ndarray:
     try:
-        with Image.open(path) as image:
-            # "L" is ITU-R BT.601 luma on the full 0..255 range.
-            array = np.asarray(image.convert(_PIL_MODES[channels]), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as error:
-        raise DataValidationError(f"Cannot read image {path}: {error}") from error
-    return array.reshape(array.shape[:2] + (channels,))
+        return read_image(path, channels)
+    except UnreadableImageError as error:
+        raise DataValidationError(str(error)) from error
 
 
 @dataclasses.dataclass(frozen=True)

@@ -84,9 +84,7 @@ def load_manifest(manifest: str | os.PathLike) -> Manifest:
 def _info(name_or_info) -> DatasetInfo:
     if isinstance(name_or_info, DatasetInfo):
         return name_or_info
-    if name_or_info not in DATASETS:
-        raise ValueError(f"Unknown data set {name_or_info!r}; available: {', '.join(list_datasets())}")
-    return DATASETS[name_or_info]
+    return DATASETS.get(name_or_info)
 
 
 def _base_url(manifest: Manifest, mirror: str | None) -> str:
@@ -135,7 +133,9 @@ def download_dataset(name: str | DatasetInfo, data_dir: str | os.PathLike | None
         force: Download again when the folder exists (the old folder is replaced in one rename).
         workers: Files downloaded in parallel.
         progress: Show a progress bar on stderr; None shows it only on a terminal.
-        timeout, retries, backoff: Per file; see `kerazoo.utils.download.download`.
+        timeout: Per file: seconds a connect or a read may wait (see `kerazoo.utils.download.download`).
+        retries: Per file: attempts after the first one.
+        backoff: Per file: seconds before the first retry; doubles each retry.
 
     Returns:
         The data set folder, `<root>/<name>`.

@@ -85,7 +85,7 @@ def image_names(name: str, split: str | None = None, *, data_dir=None, scale: in
     from kerazoo.data.catalog import DATASETS, list_datasets
     from kerazoo.data.folders import _list_images
 
-    info = DATASETS.get(name)
+    info = DATASETS[name] if name in DATASETS else None
     if info is None or info.task not in RESTORATION_TASKS:
         restoration = [n for n in list_datasets() if DATASETS[n].task in RESTORATION_TASKS]
         raise ValueError(f"image_names takes a restoration data set ({restoration}), got {name!r}")

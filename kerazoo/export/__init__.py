@@ -103,8 +103,9 @@ def export(
             `<name>_<quantize>.tflite`, `<name>.onnx` (and `<name>.onnx.data` past 1.8 GB of weights),
             each with a `.json` metadata sidecar (SavedModel: `saved_model/assets.extra/kerazoo.json`),
             and `export_report.json`. Every file is written atomically.
-        formats: any of "saved_model", "tflite", "onnx" (the default `FORMATS`) and "openvino" (an
-            OpenVINO IR, with the optional extra `kerazoo[openvino]`); the keys of `WRITERS`.
+        formats: any of "saved_model", "tflite", "onnx" (the default `FORMATS`), "openvino" (an
+            OpenVINO IR, with the optional extra `kerazoo[openvino]`) and "web" (`<name>_web/`: the ONNX
+            file and a page that runs it in onnxruntime-web, see `kerazoo.export.web`); the keys of `WRITERS`.
         quantize: the TFLite numeric variants to write: None (float32 only), "float16", "dynamic"
             (dynamic-range int8 weights) or "int8" (full integer, needs `representative_data`) for that
             one variant, or a sequence of variants (None or "float32" in it means the float32 file).
@@ -171,8 +172,7 @@ def _validated(model, formats, quantize, representative_data, io_dtype):
     """(formats in writing order, TFLite variants), or ValueError naming the bad value and the valid ones."""
     formats = (formats,) if isinstance(formats, str) else tuple(formats)
     for fmt in formats:
-        if fmt not in WRITERS:
-            raise ValueError(f"Unknown export format {fmt!r}; valid formats: {', '.join(WRITERS)}")
+        WRITERS.get(fmt)  # an unknown format raises, naming the valid ones
     if quantize is None:
         variants = ("float32",)
     elif isinstance(quantize, str):

@@ -10,6 +10,8 @@ from kerazoo.export.openvino import check_openvino, write_openvino
 from kerazoo.export.report import ExportError
 from kerazoo.export.saved_model import write_saved_model
 from kerazoo.export.tflite import write_tflite
+from kerazoo.export.web import check_web, write_web
+from kerazoo.utils.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,15 +38,17 @@ class Writer:
         return tuple(requested) if self.quantizable else ("float32",)
 
 
-WRITERS = {
-    "saved_model": Writer(write_saved_model),
-    "tflite": Writer(write_tflite, quantizable=True),
-    # TensorFlow through tf2onnx; JAX and torch through Keras' own exporter (see kerazoo.export.onnx).
-    "onnx": Writer(write_onnx, preflight=check_onnx_memory, backends=("tensorflow", "jax", "torch")),
-    # Optional extra kerazoo[openvino]; from the TensorFlow serving function (see kerazoo.export.openvino).
-    "openvino": Writer(write_openvino, preflight=check_openvino, default=False),
-}
-FORMATS = tuple(name for name, writer in WRITERS.items() if writer.default)  # what `export` writes by default
+WRITERS = Registry("export format")  # in writing order
+WRITERS.register("saved_model", Writer(write_saved_model))
+WRITERS.register("tflite", Writer(write_tflite, quantizable=True))
+# TensorFlow through tf2onnx; JAX and torch through Keras' own exporter (see kerazoo.export.onnx).
+WRITERS.register("onnx", Writer(write_onnx, preflight=check_onnx_memory, backends=("tensorflow", "jax", "torch")))
+# Optional extra kerazoo[openvino]; from the TensorFlow serving function (see kerazoo.export.openvino).
+WRITERS.register("openvino", Writer(write_openvino, preflight=check_openvino, default=False))
+# A folder for a static web server: the ONNX file run in onnxruntime-web by a page (see kerazoo.export.web).
+# After "onnx", whose file it reuses when both are asked for.
+WRITERS.register("web", Writer(write_web, preflight=check_web, backends=("tensorflow", "jax", "torch"), default=False))
+FORMATS = tuple(name for name in WRITERS if WRITERS[name].default)  # what `export` writes by default
 
 
 def check_backend(formats, uint8_input=False):

@@ -1,5 +1,6 @@
 """Custom layers of kerazoo, one module a kind: pooling (argmax pool/unpool), upsampling, normalization
-(fused batch norm), shape (pad/crop) and preprocessing.
+(fused batch norm), shape (pad/crop), preprocessing, activations (an export-clean GELU) and pyramid (pooling and
+resizing at run-time sizes).
 
 Every layer uses `keras.ops` only, is registered for `.keras` serialization, and lowers to TFLite
 builtin ops and to a valid ONNX graph. Argmax pooling is written with reshapes, slices, comparisons
@@ -7,9 +8,11 @@ and 0/1 masks (no `tf.nn.max_pool_with_argmax`, no float argmax, no one-hot prod
 are what the mobile runtimes and the int8 converter handle correctly.
 """
 
+from kerazoo.layers.activations import GELU
 from kerazoo.layers.normalization import BatchNormalization, fuse_batch_norm
 from kerazoo.layers.pooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
 from kerazoo.layers.preprocessing import EncoderPreprocessing
+from kerazoo.layers.pyramid import BilinearResizeToReference, BinAveragePooling2D, InterleavedBilinearUpsampling
 from kerazoo.layers.resize import AnySizeUpSampling2D
 from kerazoo.layers.shape import CropToReference, PadToMultiple
 from kerazoo.layers.upsampling import (BedOfNailsUpSampling2D, BilinearConv2DTranspose, BilinearInitializer,
@@ -21,10 +24,14 @@ __all__ = [
     "BedOfNailsUpSampling2D",
     "BilinearConv2DTranspose",
     "BilinearInitializer",
+    "BilinearResizeToReference",
     "BilinearUpsampling",
+    "BinAveragePooling2D",
     "CropToReference",
     "DepthToSpace",
     "EncoderPreprocessing",
+    "GELU",
+    "InterleavedBilinearUpsampling",
     "MaxPoolingWithArgmax2D",
     "MaxUnpooling2D",
     "PadToMultiple",

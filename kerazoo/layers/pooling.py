@@ -8,7 +8,8 @@ their module-level names at call time, so a test or benchmark can swap them."""
 import keras
 from keras import ops
 
-from kerazoo.layers.shape import _ceil_div, _interleave, _pair
+from kerazoo.layers.shape import _ceil_div, _interleave
+from kerazoo.utils.sizes import height_width
 
 
 def _pad_to_multiple_by_edge(x, block):
@@ -151,7 +152,7 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
 
     def __init__(self, pool_size=2, tie_tolerance=1e-5, **kwargs):
         super().__init__(**kwargs)
-        self.pool_size = _pair(pool_size, "pool_size")
+        self.pool_size = height_width(pool_size, "pool_size", square_from_int=True)
         if not isinstance(tie_tolerance, (int, float)) or not 0 <= tie_tolerance < 1:
             raise ValueError(f"tie_tolerance must be a float in [0, 1); got {tie_tolerance!r}")
         self.tie_tolerance = float(tie_tolerance)
@@ -192,7 +193,7 @@ class MaxUnpooling2D(keras.layers.Layer):
 
     def __init__(self, pool_size=2, **kwargs):
         super().__init__(**kwargs)
-        self.pool_size = _pair(pool_size, "pool_size")
+        self.pool_size = height_width(pool_size, "pool_size", square_from_int=True)
 
     def _check_inputs(self, inputs):
         if not isinstance(inputs, (list, tuple)) or len(inputs) not in (2, 3):

@@ -12,12 +12,16 @@ class EncoderPreprocessing(keras.layers.Layer):
     Modes, as in `keras.applications`:
         "caffe": RGB to BGR, minus the ImageNet mean per channel (VGG, ResNet).
         "tf": scale to [-1, 1] (MobileNetV2).
+        "torch": scale to [0, 1], minus the ImageNet mean, over its standard deviation, per RGB channel
+            (DenseNet; what EfficientNet's and ConvNeXt's built-in layers compute).
         "none": pass through.
-    With a channel count other than 3, "caffe" subtracts the mean of the three channel means.
+    With a channel count other than 3, "caffe" and "torch" use the mean of the three channels' values.
     """
 
-    MODES = ("caffe", "tf", "none")
+    MODES = ("caffe", "tf", "torch", "none")
     CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+    TORCH_RGB_MEAN = (0.485, 0.456, 0.406)
+    TORCH_RGB_STD = (0.229, 0.224, 0.225)
 
     def __init__(self, mode="caffe", **kwargs):
         super().__init__(**kwargs)
@@ -33,6 +37,11 @@ class EncoderPreprocessing(keras.layers.Layer):
             if x.shape[-1] == 3:
                 return ops.flip(x, axis=-1) - ops.convert_to_tensor(self.CAFFE_BGR_MEAN, dtype=x.dtype)
             return x - float(np.mean(self.CAFFE_BGR_MEAN))
+        if self.mode == "torch":
+            mean, std = ((self.TORCH_RGB_MEAN, self.TORCH_RGB_STD) if x.shape[-1] == 3
+                         else (float(np.mean(self.TORCH_RGB_MEAN)), float(np.mean(self.TORCH_RGB_STD))))
+            mean, std = ops.convert_to_tensor(mean, dtype=x.dtype), ops.convert_to_tensor(std, dtype=x.dtype)
+            return (x / 255.0 - mean) / std
         return x
 
     def compute_output_shape(self, input_shape):

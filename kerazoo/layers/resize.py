@@ -3,7 +3,8 @@
 import keras
 from keras import ops
 
-from kerazoo.layers.shape import _interleave, _pair
+from kerazoo.layers.shape import _interleave
+from kerazoo.utils.sizes import height_width
 
 INTERPOLATIONS = ("nearest", "bilinear")
 
@@ -52,7 +53,7 @@ class AnySizeUpSampling2D(keras.layers.Layer):
 
     def __init__(self, size=2, interpolation="nearest", **kwargs):
         super().__init__(**kwargs)
-        self.size = _pair(size, "size")
+        self.size = height_width(size, "size", square_from_int=True)
         if interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {INTERPOLATIONS}; got {interpolation!r}")
         self.interpolation = interpolation

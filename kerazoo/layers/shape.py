@@ -5,14 +5,6 @@ import keras
 from keras import ops
 
 
-def _pair(value, name):
-    """Returns `value` as a (height, width) pair of positive ints, or raises naming `name`."""
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and v >= 1 for v in pair):
-        raise ValueError(f"{name} must be a positive int or a pair of positive ints; got {value!r}")
-    return pair
-
-
 def _ceil_div(size, factor):
     """Ceil division that works for static ints, None and dynamic tensors."""
     if size is None:

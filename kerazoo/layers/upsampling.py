@@ -5,7 +5,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerazoo.layers.shape import _interleave, _pair
+from kerazoo.layers.shape import _interleave
+from kerazoo.utils.sizes import height_width
 
 
 @keras.saving.register_keras_serializable(package="kerazoo")
@@ -18,7 +19,7 @@ class BedOfNailsUpSampling2D(keras.layers.Layer):
 
     def __init__(self, size=2, **kwargs):
         super().__init__(**kwargs)
-        self.size = _pair(size, "size")
+        self.size = height_width(size, "size", square_from_int=True)
 
     def call(self, inputs):
         zeros = ops.zeros_like(inputs)

@@ -14,6 +14,7 @@ and the head; the methods turn outputs into what a user wants: `segment` gives l
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import keras
@@ -21,22 +22,20 @@ import numpy as np
 
 from kerazoo.encoders import ENCODERS
 from kerazoo.models.registry import MODELS
+from kerazoo.inference.tiled_model import run_tiled
+from kerazoo.inference.tta import with_tta
 from kerazoo.optimizers import fast_optimizer  # also registers kerazoo>Adam for loading compiled .keras files
 from kerazoo.tasks import RESTORATION_TASKS, Segmentation, task_class
 from kerazoo.tasks.heads import check_head, scores_to_labels
+from kerazoo.utils.images import resize_image
+from kerazoo.utils.sizes import height_width
 
 __all__ = ["ZooModel", "check_task_attributes", "create_model"]
 
 # Config keys that describe the trained model but are not `create_model` builder arguments.
 TASK_KEYS = ("class_names", "class_colors", "input_size")
 INFO_KEYS = ("preprocessing",)
-
-
-def _positive_pair(value, what):
-    pair = tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in pair):
-        raise ValueError(f"{what} must be (height, width), two positive ints; got {value!r}")
-    return tuple(int(v) for v in pair)
+CLASS_HEADS = ("segmentation", "multilabel")  # heads whose channels are classes (or labels)
 
 
 def check_task_attributes(head, num_classes, class_names=None, class_colors=None, input_size=None,
@@ -52,8 +51,9 @@ def check_task_attributes(head, num_classes, class_names=None, class_colors=None
     # A one-channel (sigmoid) segmentation head still has two classes: background and foreground.
     expected = 2 if head == "segmentation" and num_classes == 1 else num_classes
     if class_names is not None:
-        if head != "segmentation":
-            raise ValueError(f"class_names are for head='segmentation'; head={head!r} has output channels, not classes")
+        if head not in CLASS_HEADS:
+            raise ValueError(f"class_names are for head='segmentation' or 'multilabel'; head={head!r} has output "
+                             "channels, not classes")
         if isinstance(class_names, str) or not all(isinstance(n, str) and n for n in class_names):
             raise ValueError(f"class_names must be a sequence of non-empty strings; got {class_names!r}")
         class_names = tuple(class_names)
@@ -61,8 +61,8 @@ def check_task_attributes(head, num_classes, class_names=None, class_colors=None
             raise ValueError(f"{len(class_names)} class_names for num_classes={num_classes} "
                              f"(expected {expected}): {list(class_names)}")
     if class_colors is not None:
-        if head != "segmentation":
-            raise ValueError(f"class_colors are for head='segmentation'; got head={head!r}")
+        if head not in CLASS_HEADS:
+            raise ValueError(f"class_colors are for head='segmentation' or 'multilabel'; got head={head!r}")
         colors = []
         for color in class_colors:
             color = tuple(color) if not isinstance(color, str) else ()
@@ -74,11 +74,11 @@ def check_task_attributes(head, num_classes, class_names=None, class_colors=None
         class_colors = tuple(colors)
     static = tuple(input_shape[:2]) if input_shape is not None and None not in tuple(input_shape[:2]) else None
     if input_size is not None:
-        input_size = _positive_pair(input_size, "input_size")
+        input_size = height_width(input_size, "input_size")
         if static is not None and input_size != static:
             raise ValueError(f"input_size={input_size} disagrees with the static input_shape {tuple(input_shape)}")
     elif static is not None:
-        input_size = _positive_pair(static, "input_shape[:2]")  # a static model can only run at that size
+        input_size = height_width(static, "input_shape[:2]")  # a static model can only run at that size
     return class_names, class_colors, input_size
 
 
@@ -98,12 +98,31 @@ def _as_image_list(images, in_channels):
     arrays = []
     for index, image in enumerate(items):
         image = np.asarray(image, dtype=np.float32)
-        if image.ndim == 2 and in_channels == 1:
+        if image.ndim == 2:  # a grey image without its channel axis
             image = image[..., None]
-        if image.ndim != 3 or image.shape[-1] != in_channels or min(image.shape[:2]) < 1:
+        if image.ndim == 3 and image.shape[-1] != in_channels:
+            raise ValueError(channel_mismatch_message(in_channels, image.shape, f"image {index}: the model"))
+        if image.ndim != 3 or min(image.shape[:2]) < 1:
             raise ValueError(f"image {index} has shape {image.shape}; the model takes HxWx{in_channels} raw pixels")
         arrays.append(image)
     return arrays, kind
+
+
+def channel_mismatch_message(expected, shape, what="the model"):
+    """Says that images of `shape` do not have the `expected` channels, and how to convert them."""
+    received = shape[-1] if len(shape) > 2 else 1
+    kinds = {1: "grey", 3: "RGB", 4: "RGBA"}
+    names = lambda count: f"{count} ({kinds[count]})" if count in kinds else str(count)  # noqa: E731
+    if expected == 3 and received == 1:
+        how = "np.repeat(images[..., :1], 3, axis=-1), or PIL's Image.convert('RGB') before reading the pixels"
+    elif expected == 1 and received in (3, 4):
+        how = "PIL's Image.convert('L') before reading the pixels (ITU-R BT.601 luma), as kerazoo's loaders do"
+    elif expected == 3 and received == 4:
+        how = "images[..., :3] (drop alpha), or PIL's Image.convert('RGB')"
+    else:
+        how = f"a model built with in_channels={received} (create_model(..., in_channels={received}))"
+    return (f"{what} takes images with {names(expected)} channels; got {names(received)} channels (input shape "
+            f"{tuple(shape)}). Convert them first: {how}.")
 
 
 def _in_input_form(arrays, kind):
@@ -114,12 +133,17 @@ def _in_input_form(arrays, kind):
     return np.stack(arrays) if kind == "batch" else arrays
 
 
+def _to_uint8_image(output):
+    """Restored pixels rounded and clipped to uint8; one channel loses its axis."""
+    image = np.clip(np.rint(output), 0, 255).astype(np.uint8)
+    return image[..., 0] if image.shape[-1] == 1 else image
+
+
 def _resize_image(image, size):
-    """As the data pipeline resizes training images: bilinear, antialiased, clipped to 0..255."""
+    """`image` at `size`, resized as the data pipeline resizes training images (`resize_image`)."""
     if tuple(image.shape[:2]) == tuple(size):
         return image
-    resized = keras.ops.image.resize(image, size, interpolation="bilinear", antialias=True)
-    return keras.ops.clip(resized, 0.0, 255.0)
+    return np.asarray(resize_image(image, size))
 
 
 @keras.saving.register_keras_serializable(package="kerazoo")
@@ -139,9 +163,18 @@ class ZooModel(keras.Model):
         name: the Keras model name.
 
     Attributes:
-        num_classes, head, activation, in_channels, config_name (the `create_model` name, e.g. "unet"),
-        encoder_name, class_names, class_colors, input_size, task (e.g. "denoise"), task_spec (its
-        `kerazoo.tasks.Task`: default loss and metrics), scale (super-resolution, else 1).
+        num_classes: classes of a segmentation head, or output channels.
+        head: "segmentation" or "regression".
+        activation: the head's activation (None: logits).
+        in_channels: input channels.
+        config_name: the `create_model` name, e.g. "unet".
+        encoder_name: the encoder's name, or None for a fixed topology.
+        class_names: one name per class, or None.
+        class_colors: one (r, g, b) per class, or None.
+        input_size: the (height, width) it was trained at, or None.
+        task: the task's name, e.g. "segmentation" or "denoise".
+        task_spec: its `kerazoo.tasks.Task`: default loss and metrics.
+        scale: the super-resolution factor, else 1.
     """
 
     def __init__(self, inputs, outputs, *, arguments, class_names=None, class_colors=None, input_size=None,
@@ -214,6 +247,14 @@ class ZooModel(keras.Model):
         return {"input": "raw pixels 0..255, (B, H, W, in_channels) float32", "normalization": mode,
                 "resize": "bilinear (antialiased) to input_size" if self.input_size else None}
 
+    def __call__(self, *args, **kwargs):
+        # Keras' own message for a wrong channel count names an internal layer's input spec; say it plainly.
+        images = args[0] if args else kwargs.get("inputs")
+        shape = getattr(images, "shape", None)
+        if shape is not None and len(shape) == 4 and shape[-1] is not None and shape[-1] != self.in_channels:
+            raise ValueError(channel_mismatch_message(self.in_channels, tuple(shape), f"{self.config_name}"))
+        return super().__call__(*args, **kwargs)
+
     def get_config(self):
         """The `create_model` arguments at the top level, then class names, colours, input size and
         (informational, recomputed on load) preprocessing."""
@@ -263,8 +304,9 @@ class ZooModel(keras.Model):
             return self.predict_on_batch(x)
         return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
 
-    def _outputs_at_image_size(self, images, batch_size):
-        """Runs each image at `input_size` (when set) and resizes the outputs back to its own size.
+    def _outputs_at_image_size(self, images, batch_size, tta=None):
+        """Runs each image at `input_size` (when set) and resizes the outputs back to its own size; `tta`
+        averages each batch over flips (and rotations), see `kerazoo.inference.tta`.
 
         Returns:
             (list of (H, W, channels) float32 arrays, one per image, 'single' | 'batch' | 'list').
@@ -272,6 +314,7 @@ class ZooModel(keras.Model):
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
         arrays, kind = _as_image_list(images, self.in_channels)
+        predict = with_tta(self.predict_on_batch, tta, any_size=None in tuple(self.input_shape[1:3]))
         # Images that reach the model at the same size share batches.
         groups = {}
         for index, image in enumerate(arrays):
@@ -283,7 +326,7 @@ class ZooModel(keras.Model):
                 batch = keras.ops.stack([_resize_image(arrays[i], size) for i in chunk])
                 # predict_on_batch: the compiled predict function, traced once per shape (an eager call
                 # dispatches each op from Python; predict() adds a data pipeline per call).
-                outputs = self.predict_on_batch(batch)
+                outputs = predict(batch)
                 if tuple(outputs.shape[1:3]) != tuple(batch.shape[1:3]):
                     raise ValueError(f"{self.config_name} returns {tuple(outputs.shape[1:3])} for a "
                                      f"{tuple(batch.shape[1:3])} input; its outputs do not cover the input, so "
@@ -295,8 +338,9 @@ class ZooModel(keras.Model):
                     results[i] = keras.ops.convert_to_numpy(output).astype(np.float32)
         return results, kind
 
-    def segment(self, images, batch_size: int = 8):
-        """Class labels at each image's own size, resizing to the trained `input_size` inside.
+    def segment(self, images, batch_size: int = 8, *, tile=None, overlap: float = 0.25, blend: str = "gaussian",
+                tta: str | None = None, out=None, progress=None):
+        """Class labels at each image's own size, resizing to the trained `input_size` inside (or tiled).
 
         Each image is resized to `input_size` (bilinear, antialiased, as in training) when that is
         set, run through the model, and its scores are resized back to the image's size (bilinear on
@@ -306,20 +350,39 @@ class ZooModel(keras.Model):
             images: raw 0..255 pixels: one HxWxC array, a batch NxHxWxC, or a list of HxWxC arrays
                 of different sizes (HxW for one-channel models).
             batch_size: images per model call.
+            tile: run in overlapping tiles of this size (an int or (height, width), a multiple of the
+                model's stride) at the image's own resolution, without resizing to `input_size`, and blend
+                them (`kerazoo.inference.tiles`); `batch_size` is then tiles per model call.
+            overlap: with `tile`: the fraction of a tile shared with each neighbour, in [0, 1).
+            blend: with `tile`: "gaussian" (MONAI's weight map) or "constant".
+            tta: test-time augmentation: None, "flip" (identity and horizontal flip) or "d4" (8 flips and
+                rotations); the outputs are averaged after undoing each (`kerazoo.inference.tta`).
+            out: with `tile`, one image: write the result to this ".png" or ".npy" file strip by strip
+                (never holding the whole float result) and return its path.
+            progress: with `tile`: a progress bar over the tiles; None shows it on a terminal.
 
         Returns:
-            int32 labels: HxW for one image, NxHxW for a batch, a list of HxW arrays for a list.
+            int32 labels: HxW for one image, NxHxW for a batch, a list of HxW arrays for a list (or the
+            path of `out`). A head="multilabel" model gives boolean HxWxK arrays instead (NxHxWxK for a
+            batch): each label on where its sigmoid probability is above 0.5.
         """
         if self.task != "segmentation":
             raise ValueError(f"segment() is for segmentation; this is a {self.task!r} model: use "
                              f"{_TASK_METHODS[self.task]}")
-        if self.head != "segmentation":
-            raise ValueError(f"segment() needs head='segmentation'; this model's head is {self.head!r}")
-        outputs, kind = self._outputs_at_image_size(images, batch_size)
-        labels = [scores_to_labels(output, self.activation) for output in outputs]
+        if self.head not in CLASS_HEADS:
+            raise ValueError(f"segment() needs head='segmentation' or 'multilabel'; this model's head is "
+                             f"{self.head!r}")
+        if tile is not None or out is not None:
+            return run_tiled(self, images, functools.partial(scores_to_labels, activation=self.activation,
+                                                             head=self.head),
+                             tile=tile, overlap=overlap, blend=blend, tta=tta, batch_size=batch_size, out=out,
+                             progress=progress)
+        outputs, kind = self._outputs_at_image_size(images, batch_size, tta)
+        labels = [scores_to_labels(output, self.activation, self.head) for output in outputs]
         return _in_input_form(labels, kind)
 
-    def restore(self, images, batch_size: int = 8):
+    def restore(self, images, batch_size: int = 8, *, tile=None, overlap: float = 0.25, blend: str = "gaussian",
+                tta: str | None = None, out=None, progress=None):
         """Restored images (denoised, or super-resolved by `scale`), rounded and clipped to uint8.
 
         Each image runs at its own size (any height and width; same-sized images share batches), so a
@@ -329,10 +392,20 @@ class ZooModel(keras.Model):
             images: raw 0..255 pixels: one HxWxC array, a batch NxHxWxC, or a list of HxWxC arrays
                 of different sizes (HxW for one-channel models).
             batch_size: images per model call.
+            tile: run in overlapping tiles of this size (an int or (height, width), a multiple of the
+                model's stride) and blend them, a super-resolver's at the output's scale
+                (`kerazoo.inference.tiles`); `batch_size` is then tiles per model call.
+            overlap: with `tile`: the fraction of a tile shared with each neighbour, in [0, 1).
+            blend: with `tile`: "gaussian" (MONAI's weight map) or "constant".
+            tta: test-time augmentation: None, "flip" (identity and horizontal flip) or "d4" (8 flips and
+                rotations); the outputs are averaged after undoing each (`kerazoo.inference.tta`).
+            out: with `tile`, one image: write the result to this ".png" or ".npy" file strip by strip
+                (never holding the whole float result) and return its path.
+            progress: with `tile`: a progress bar over the tiles; None shows it on a terminal.
 
         Returns:
             uint8 images (HxWxC, or HxW for one channel): one array for one image, an array for a
-            batch, a list for a list.
+            batch, a list for a list (or the path of `out`).
 
         Raises:
             ValueError: for a model that is not a restoration model (naming the method to use), or
@@ -341,36 +414,56 @@ class ZooModel(keras.Model):
         if self.task not in RESTORATION_TASKS:
             raise ValueError(f"restore() is for the 'denoise' and 'super_resolution' tasks; this is a "
                              f"{self.task!r} model: use {_TASK_METHODS[self.task]}")
-        outputs, kind = self._run_at_own_size(images, batch_size)
+        if tile is not None or out is not None:
+            return run_tiled(self, images, _to_uint8_image, tile=tile, overlap=overlap, blend=blend, tta=tta,
+                             batch_size=batch_size, out=out, progress=progress)
+        outputs, kind = self._run_at_own_size(images, batch_size, tta)
         restored = []
         for output in outputs:
-            image = np.clip(np.rint(output), 0, 255).astype(np.uint8)
-            restored.append(image[..., 0] if image.shape[-1] == 1 else image)
+            restored.append(_to_uint8_image(output))
         return _in_input_form(restored, kind)
 
-    def predict_depth(self, images, batch_size: int = 8):
+    def predict_depth(self, images, batch_size: int = 8, *, tile=None, overlap: float = 0.25,
+                      blend: str = "gaussian", tta: str | None = None, out=None, progress=None):
         """Depth in metres at each image's own size (float32 HxW), resizing to `input_size` inside when set.
 
         Args:
             images: raw 0..255 RGB pixels: one HxWx3 array, a batch, or a list of arrays of different sizes.
             batch_size: images per model call.
+            tile: run in overlapping tiles of this size (an int or (height, width), a multiple of the
+                model's stride) at the image's own resolution, without resizing to `input_size`, and blend
+                them (`kerazoo.inference.tiles`); `batch_size` is then tiles per model call.
+            overlap: with `tile`: the fraction of a tile shared with each neighbour, in [0, 1).
+            blend: with `tile`: "gaussian" (MONAI's weight map) or "constant".
+            tta: test-time augmentation: None, "flip" (identity and horizontal flip) or "d4" (8 flips and
+                rotations); the outputs are averaged after undoing each (`kerazoo.inference.tta`).
+            out: with `tile`, one image: write the result to this ".npy" file strip by strip
+                (never holding the whole float result) and return its path.
+            progress: with `tile`: a progress bar over the tiles; None shows it on a terminal.
 
         Returns:
-            float32 depth: HxW for one image, NxHxW for a batch, a list of HxW arrays for a list.
+            float32 depth: HxW for one image, NxHxW for a batch, a list of HxW arrays for a list (or the
+            path of `out`).
         """
         if self.task != "depth":
             raise ValueError(f"predict_depth() is for the 'depth' task; this is a {self.task!r} model: use "
                              f"{_TASK_METHODS[self.task]}")
-        outputs, kind = self._outputs_at_image_size(images, batch_size)
+        if tile is not None or out is not None:
+            return run_tiled(self, images, lambda strip: strip[..., 0], tile=tile, overlap=overlap, blend=blend,
+                             tta=tta, batch_size=batch_size, out=out, progress=progress)
+        outputs, kind = self._outputs_at_image_size(images, batch_size, tta)
         depths = [output[..., 0] for output in outputs]
         return _in_input_form(depths, kind)
 
-    def _run_at_own_size(self, images, batch_size):
-        """Runs each image as it is (no resize) and checks the output is `scale` times its size."""
+    def _run_at_own_size(self, images, batch_size, tta=None):
+        """Runs each image as it is (no resize) and checks the output is `scale` times its size; `tta`
+        averages each batch over flips (and rotations)."""
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
         arrays, kind = _as_image_list(images, self.in_channels)
         static = tuple(self.input_shape[1:3])
+        predict = with_tta(lambda batch: keras.ops.convert_to_numpy(self(batch, training=False)), tta,
+                           any_size=None in static)
         groups = {}
         for index, image in enumerate(arrays):
             if None not in static and tuple(image.shape[:2]) != static:
@@ -381,7 +474,7 @@ class ZooModel(keras.Model):
         for (height, width), indices in groups.items():
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start:start + batch_size]
-                outputs = keras.ops.convert_to_numpy(self(np.stack([arrays[i] for i in chunk]), training=False))
+                outputs = predict(np.stack([arrays[i] for i in chunk]))
                 expected = (height * self.scale, width * self.scale)
                 if tuple(outputs.shape[1:3]) != expected:
                     raise ValueError(f"{self.config_name} returns {tuple(outputs.shape[1:3])} for a "
@@ -405,15 +498,16 @@ def model_num_classes(model) -> int | None:
 
 def _option_defaults(builder):
     """The builder's model options with their defaults (what an omitted option means)."""
+    bound = getattr(builder, "keywords", {})  # fixed by the registry's functools.partial (fcn8s: output_stride)
     return {
         parameter.name: parameter.default
         for parameter in inspect.signature(builder).parameters.values()
-        if parameter.name not in _NOT_OPTIONS and parameter.default is not inspect.Parameter.empty
+        if parameter.name not in _NOT_OPTIONS and parameter.name not in bound
+        and parameter.default is not inspect.Parameter.empty
     }
 
 
-_NOT_OPTIONS = ("spec", "num_classes", "output_stride", "encoder_weights", "in_channels", "input_shape", "activation",
-                "task")
+_NOT_OPTIONS = ("spec", "num_classes", "encoder_weights", "in_channels", "input_shape", "activation", "task")
 
 
 def _resolve_task(task, head, activation, num_classes, in_channels, options):
@@ -462,8 +556,11 @@ def create_model(
         in_channels: input channels; with pretrained weights and a count other than 3 the first
             convolution is adapted from the RGB kernel. Defaults to input_shape's, else 3 (1 for unet_paper).
         input_shape: (height, width, channels); None sizes accept any size (the default).
-        head: "segmentation" or "regression" for task="segmentation" (None: "segmentation"); the other
-            tasks have a regression head of their own.
+        head: "segmentation", "multilabel" or "regression" for task="segmentation" (None:
+            "segmentation"); the other tasks have a regression head of their own. "segmentation" with
+            num_classes=1 and activation="sigmoid" (or logits) is a binary head for 0/1 masks;
+            "multilabel" is num_classes independent labels (logits, or activation="sigmoid") trained on
+            (H, W, num_classes) 0/1 masks, and `segment` returns HxWxK booleans.
         activation: None gives logits (segmentation) or linear outputs (regression); also "softmax",
             "sigmoid" (and "tanh", "relu", "softplus" for regression). Depth: "softplus" (default) or "relu".
         class_names: one name per class (segmentation only; two for a one-channel binary head).

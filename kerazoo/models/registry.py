@@ -71,6 +71,34 @@ def model_encoders(name):
     return MODELS.get(name).encoders or ()
 
 
+# Pyramid-pooling decoders
+from kerazoo.models.deeplab import build_deeplabv3, build_deeplabv3plus  # noqa: E402  (one block per group)
+from kerazoo.models.pspnet import build_pspnet  # noqa: E402
+from kerazoo.models.upernet import build_upernet  # noqa: E402
+
+MODELS.register(
+    "deeplabv3",
+    ModelEntry(build_deeplabv3, _ALL_ENCODERS, "resnet50", 3,
+               "Chen, Papandreou, Schroff, Adam. Rethinking Atrous Convolution for Semantic Image Segmentation. "
+               "arXiv 2017"),
+)
+MODELS.register(
+    "deeplabv3plus",
+    ModelEntry(build_deeplabv3plus, _ALL_ENCODERS, "resnet50", 3,
+               "Chen, Zhu, Papandreou, Schroff, Adam. Encoder-Decoder with Atrous Separable Convolution for "
+               "Semantic Image Segmentation. ECCV 2018"),
+)
+MODELS.register(
+    "pspnet",
+    ModelEntry(build_pspnet, _ALL_ENCODERS, "resnet50", 3,
+               "Zhao, Shi, Qi, Wang, Jia. Pyramid Scene Parsing Network. CVPR 2017"),
+)
+MODELS.register(
+    "upernet",
+    ModelEntry(build_upernet, _ALL_ENCODERS, "resnet50", 3,
+               "Xiao, Liu, Zhou, Jiang, Sun. Unified Perceptual Parsing for Scene Understanding. ECCV 2018"),
+)
+
 # Skip-connection decoders
 from kerazoo.models.fpn import build_fpn  # noqa: E402  (one block per group of decoders keeps merges apart)
 from kerazoo.models.linknet import build_linknet  # noqa: E402

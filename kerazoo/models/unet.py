@@ -3,7 +3,7 @@
 import keras
 
 from kerazoo import layers
-from kerazoo.encoders import STRIDES, build_encoder
+from kerazoo.encoders import build_encoder, feature_strides
 from kerazoo.models.blocks import UPSAMPLING, conv_bn_relu, model_input, segmentation_task, upsample
 
 DEFAULT_DECODER_FILTERS = (256, 128, 64, 32, 16)
@@ -27,8 +27,8 @@ def build_unet(
     """U-Net decoder on a Keras Applications encoder.
 
     Five decoder stages go from stride 32 back to stride 1; each upsamples by 2, concatenates the
-    encoder's features at that stride (`spec.features` at strides 16, 8, 4, 2) and applies two 3x3
-    convolutions. The input is padded to a multiple of 32 inside the model and the output cropped
+    encoder's features at that stride (`spec.features` at strides 16, 8, 4, 2; a stride the encoder
+    lacks, such as ConvNeXt's 2, gets no skip) and applies two 3x3 convolutions. The input is padded to a multiple of 32 inside the model and the output cropped
     back, so any height and width work.
 
     Args:
@@ -54,10 +54,12 @@ def build_unet(
     inputs = model_input(input_shape, in_channels)
     reference = x = task.preprocess(inputs, spec.preprocessing)
     x = layers.PadToMultiple(spec.output_stride, name="pad_to_stride")(x)
+    strides = feature_strides(spec)
     encoder = build_encoder(spec, in_channels, encoder_weights, trainable=not freeze_encoder,
-                            tap_layers=spec.feature_names(STRIDES), bn_momentum=encoder_bn_momentum)
-    *skips, x = encoder(x)
-    skips = skips[::-1] + [None]  # strides 16, 8, 4, 2, then 1 without a skip
+                            tap_layers=spec.feature_names(strides), bn_momentum=encoder_bn_momentum)
+    *taps, x = encoder(x)
+    by_stride = dict(zip(strides, taps))
+    skips = [by_stride.get(stride) for stride in (16, 8, 4, 2)] + [None]  # then stride 1 without a skip
     for stage, (filters, skip) in enumerate(zip(decoder_filters, skips)):
         if attention and skip is not None:
             skip = attention_gate(skip, x, filters, name=f"decoder_stage{stage}_attention")

@@ -11,11 +11,14 @@ from kerazoo.tasks.base import Task
 from kerazoo.tasks.depth import Depth
 from kerazoo.tasks.restoration import SCALES, UPSAMPLERS, Denoise, SuperResolution
 from kerazoo.tasks.segmentation import Segmentation
+from kerazoo.utils.registry import Registry
 
 __all__ = ["TASKS", "RESTORATION_TASKS", "Task", "Segmentation", "Denoise", "SuperResolution", "Depth", "SCALES", "UPSAMPLERS",
            "task_class", "list_tasks"]
 
-TASKS = {cls.name: cls for cls in (Segmentation, Denoise, SuperResolution, Depth)}
+TASKS = Registry("task")
+for _task in (Segmentation, Denoise, SuperResolution, Depth):
+    TASKS.register(_task.name, _task)
 RESTORATION_TASKS = (Denoise.name, SuperResolution.name)  # image in, image out: restore(), PSNR/SSIM
 
 
@@ -26,6 +29,4 @@ def list_tasks():
 
 def task_class(name):
     """The `Task` class of `name`, or a ValueError naming the valid tasks."""
-    if name not in TASKS:
-        raise ValueError(f"task must be one of {tuple(TASKS)}; got {name!r}")
-    return TASKS[name]
+    return TASKS.get(name)

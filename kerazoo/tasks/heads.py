@@ -1,7 +1,9 @@
 """Output heads: the only layers that see `num_classes`.
 
 A head is chosen by arguments, not by a separate model family: `head="segmentation"` gives class
-scores (logits by default, or softmax / sigmoid), `head="regression"` gives dense real-valued outputs
+scores (logits by default, or softmax / sigmoid; `num_classes=1` with sigmoid is a binary mask),
+`head="multilabel"` gives K independent per-label scores (logits, or sigmoid) for K-channel 0/1
+masks, `head="regression"` gives dense real-valued outputs
 (depth, a restored image) with `num_classes` output channels. The output activation always computes in
 float32, so mixed-precision models still return float32.
 """
@@ -9,9 +11,10 @@ float32, so mixed-precision models still return float32.
 import keras
 import numpy as np
 
-HEADS = ("segmentation", "regression")
+HEADS = ("segmentation", "multilabel", "regression")
 ACTIVATIONS = {
     "segmentation": (None, "softmax", "sigmoid"),
+    "multilabel": (None, "sigmoid"),  # independent labels: never softmax
     "regression": (None, "linear", "sigmoid", "tanh", "relu", "softplus"),
 }
 
@@ -44,13 +47,16 @@ def apply_head(x, num_classes, activation=None, kernel_size=1):
     return output_activation(activation)(x)
 
 
-def scores_to_labels(scores, activation=None):
+def scores_to_labels(scores, activation=None, head="segmentation"):
     """What a segmentation head's outputs mean as labels: int32 class indices over the last axis.
 
     With one channel the head is binary: foreground where the logit is positive (probability above
-    0.5 after a sigmoid); otherwise the argmax over classes.
+    0.5 after a sigmoid); otherwise the argmax over classes. A multi-label head gives a boolean
+    array of the scores' shape (HxWxK): each label on where its logit is positive.
     """
     scores = np.asarray(scores)
+    if head == "multilabel":
+        return scores > (0.5 if activation == "sigmoid" else 0.0)
     if scores.shape[-1] == 1:
         threshold = 0.5 if activation == "sigmoid" else 0.0
         return (scores[..., 0] > threshold).astype(np.int32)

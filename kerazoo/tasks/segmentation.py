@@ -9,7 +9,8 @@ from kerazoo.tasks.base import Task
 class Segmentation(Task):
     """Today's behaviour: encoder preprocessing, a 1x1 (or `kernel_size`) score convolution.
 
-    `head_kind` "segmentation" gives class scores, "regression" `num_classes` real outputs.
+    `head_kind` "segmentation" gives class scores, "multilabel" K independent label scores,
+    "regression" `num_classes` real outputs.
     """
 
     name = "segmentation"
@@ -26,6 +27,8 @@ class Segmentation(Task):
     def default_loss(self):
         from kerazoo.losses import SegmentationLoss
 
+        if self.head_kind == "multilabel":
+            return SegmentationLoss(from_logits=self.activation is None, mode="multilabel")
         if self.head_kind != "segmentation":
             from kerazoo.losses import L2Loss
 
@@ -33,8 +36,10 @@ class Segmentation(Task):
         return SegmentationLoss(from_logits=self.activation is None)
 
     def default_metrics(self):
-        from kerazoo.metrics import MeanIoU
+        from kerazoo.metrics import MeanIoU, MultiLabelIoU
 
+        if self.head_kind == "multilabel":
+            return [MultiLabelIoU(self.num_classes, from_logits=self.activation is None)]
         if self.head_kind != "segmentation":
             return []
         return [MeanIoU(num_classes=max(self.num_classes, 2), from_logits=self.activation is None)]

@@ -11,13 +11,15 @@ import dataclasses
 import os
 from typing import Any, Mapping
 
+from kerazoo.utils.sizes import height_width
+
 __all__ = ["CLASS_WEIGHTING", "MIXED_PRECISION", "MONITORS", "OPTIMIZERS", "RESTORATION_FIELDS", "SCHEDULES",
            "TrainConfig"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("cosine", "poly", "constant")
 CLASS_WEIGHTING = ("none", "median_frequency")
-MIXED_PRECISION = ("mixed_float16", "mixed_bfloat16", "float32")
+MIXED_PRECISION = ("mixed_float16", "mixed_bfloat16", "float32", "auto")
 # The validation metric that picks the best checkpoint, per task, and whether higher is better.
 MONITORS = {"segmentation": ("val_mean_iou", "max"), "denoise": ("val_psnr", "max"),
             "super_resolution": ("val_psnr", "max"), "depth": ("val_rmse", "min")}
@@ -71,7 +73,9 @@ class TrainConfig:
         schedule: One of `SCHEDULES`.
         weight_decay: Decoupled weight decay (adamw, sgd, rmsprop); 0 for none.
         mixed_precision: None (float32) or a Keras policy in `MIXED_PRECISION`; True means
-            "mixed_float16". Outputs and losses stay float32.
+            "mixed_float16"; "auto" picks by what the machine offers (`kerazoo.utils.cpu.auto_mixed_precision`:
+            mixed_float16 on a GPU, mixed_bfloat16 on a CPU with native bfloat16, else float32) and says why.
+            Outputs and losses stay float32.
         class_weights: None, "median_frequency" (computed on the train split, void ignored) or one
             weight per class.
         devices: None (one device), "mirrored"/"all", device names such as `("/cpu:0", "/cpu:1")`, or
@@ -133,10 +137,7 @@ class TrainConfig:
         if isinstance(self.noise_sigma, (list, tuple)):
             self.noise_sigma = tuple(self.noise_sigma)
         if self.image_size is not None:
-            size = _tuple(self.image_size)
-            if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size):
-                raise ValueError(f"image_size must be (height, width) of positive ints, got {self.image_size!r}")
-            self.image_size = size
+            self.image_size = height_width(_tuple(self.image_size), "image_size")
         if isinstance(self.mixed_precision, bool):
             self.mixed_precision = "mixed_float16" if self.mixed_precision else None
         if self.class_weights == "none":
@@ -154,7 +155,7 @@ class TrainConfig:
             self.devices = None
 
     def _check_names(self):
-        from kerazoo.data.catalog import DATASETS, list_datasets
+        from kerazoo.data.catalog import DATASETS
         from kerazoo.models import MODELS
 
         if self.model is not None:
@@ -162,8 +163,7 @@ class TrainConfig:
         elif self.encoder or self.encoder_weights or self.model_options:
             raise ValueError("encoder, encoder_weights and model_options apply to a model name, "
                              "not to a keras.Model passed to train()")
-        if self.dataset not in DATASETS:
-            raise ValueError(f"Unknown data set {self.dataset!r}; available: {', '.join(list_datasets())}")
+        DATASETS.get(self.dataset)  # an unknown name raises, naming the valid ones
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"Unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
@@ -208,7 +208,7 @@ class TrainConfig:
         from kerazoo.data.catalog import DATASETS, RESTORATION_TASKS, TASKS
 
         if self.task is not None and self.task not in TASKS:
-            raise ValueError(f"Unknown task {self.task!r}; valid: {', '.join(TASKS)}")
+            raise ValueError(f"Unknown task {self.task!r}; valid tasks: {', '.join(TASKS)}")
         info = DATASETS[self.dataset]
         if self.task is not None and self.task != info.task:
             serving = sorted(name for name, entry in DATASETS.items() if entry.task == self.task)

@@ -27,6 +27,7 @@ from kerazoo.utils.files import atomic_path, atomic_write_text  # noqa: E402
 from kerazoo.metrics import PerClassIoU, confusion_matrix_scores  # noqa: E402
 from kerazoo.models.model import ZooModel, model_num_classes  # noqa: E402
 from kerazoo.tasks.heads import scores_to_labels  # noqa: E402
+from kerazoo.utils.images import read_image  # noqa: E402
 
 __all__ = [
     "colorize", "comparison_image", "confusion_matrix", "evaluate", "evaluate_checkpoint", "load_model",
@@ -92,7 +93,7 @@ def load_model(checkpoint: str | os.PathLike | keras.Model) -> keras.Model:
 
 
 def confusion_matrix(model: keras.Model, dataset: Iterable, num_classes: int,
-                     ignore_class: int | None = None) -> np.ndarray:
+                     ignore_class: int | None = None, tta: str | None = None) -> np.ndarray:
     """Accumulates the confusion matrix (rows true, columns predicted) of `model` over `dataset`.
 
     A segmentation `ZooModel` labels each batch with `model.segment` (resized to its trained input
@@ -103,14 +104,18 @@ def confusion_matrix(model: keras.Model, dataset: Iterable, num_classes: int,
         dataset: Batches of `(image, mask)`.
         num_classes: K.
         ignore_class: Label skipped in the masks.
+        tta: test-time augmentation for a segmentation `ZooModel`: None, "flip" or "d4" (`model.segment`).
 
     Returns:
         int64 array `(num_classes, num_classes)`.
     """
+    if tta is not None and not _segments(model):
+        raise ValueError(f"tta={tta!r} needs a kerazoo segmentation model (ZooModel.segment); this is a plain "
+                         "Keras model")
     if _segments(model):
         confusion = np.zeros((num_classes, num_classes), np.int64)
         for images, masks in dataset:
-            labels = model.segment(np.asarray(images)).reshape(-1)
+            labels = model.segment(np.asarray(images), tta=tta).reshape(-1)
             truth = np.asarray(masks).reshape(-1).astype(np.int64)
             keep = (truth >= 0) & (truth < num_classes) & (truth != (-1 if ignore_class is None else ignore_class))
             confusion += np.bincount(truth[keep] * num_classes + labels[keep],
@@ -128,8 +133,8 @@ def confusion_matrix(model: keras.Model, dataset: Iterable, num_classes: int,
 
 
 def evaluate(model: keras.Model, dataset: Iterable, *, num_classes: int, ignore_class: int | None = None,
-             class_names: Sequence[str] | None = None) -> dict:
-    """Scores a model on a dataset of `(image, mask)` batches.
+             class_names: Sequence[str] | None = None, tta: str | None = None) -> dict:
+    """Scores a model on a dataset of `(image, mask)` batches (`tta`: see `confusion_matrix`).
 
     Returns:
         A JSON-ready dict: `global_accuracy` (G), `class_average_accuracy` (C), `mean_iou`,
@@ -140,7 +145,7 @@ def evaluate(model: keras.Model, dataset: Iterable, *, num_classes: int, ignore_
     if len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
     start = time.perf_counter()
-    confusion = confusion_matrix(model, dataset, num_classes, ignore_class)
+    confusion = confusion_matrix(model, dataset, num_classes, ignore_class, tta)
     scores = confusion_matrix_scores(confusion)
     per_class = [None if np.isnan(v) else float(v) for v in scores["per_class_iou"]]
     return {
@@ -163,18 +168,19 @@ def _default_split(dataset: str) -> str:
 def evaluate_checkpoint(checkpoint: str | os.PathLike | keras.Model, *, dataset: str | None = None,
                         split: str | None = None, data_dir: str | os.PathLike | None = None,
                         image_size: tuple[int, int] | None = None, batch_size: int = 4,
-                        num_examples: int | None = None) -> dict:
+                        num_examples: int | None = None, tta: str | None = None) -> dict:
     """Loads a checkpoint and evaluates it on a named data set.
 
     The images and masks are read at `image_size`, default: the size the model was trained at
     (`model.input_size`), else the data set's. A `ZooModel` resizes them to its training size and its
     labels back to the masks' size itself (`model.segment`), so `image_size=(360, 480)` scores CamVid
     at its native resolution. The data set defaults to the one in the preset's metadata or the
-    run.json beside a .keras file.
+    run.json beside a .keras file. `tta` ("flip" or "d4") averages the logits over flips (and
+    rotations) of each image (`kerazoo.inference.tta`).
 
     Returns:
-        The `evaluate` report plus `checkpoint`, `dataset`, `split`, `image_size` (of the masks scored)
-        and `model_input_size` (what the model ran at; None: the data's size).
+        The `evaluate` report plus `checkpoint`, `dataset`, `split`, `image_size` (of the masks scored),
+        `model_input_size` (what the model ran at; None: the data's size) and `tta`.
     """
     dataset = dataset or _trained_dataset(checkpoint)
     if dataset is None:
@@ -193,11 +199,11 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike | keras.Model, *, dataset:
     data = kz_data.load(dataset, split, data_dir=data_dir, batch_size=batch_size, image_size=image_size,
                         augment=False, shuffle=False, num_examples=num_examples)
     report = evaluate(model, data, num_classes=info.num_classes, ignore_class=info.ignore_class,
-                      class_names=class_names)
+                      class_names=class_names, tta=tta)
     where = str(checkpoint) if not isinstance(checkpoint, keras.Model) else model.name
     model_size = model.input_size if _segments(model) else None
     return {"checkpoint": where, "dataset": dataset, "split": split, "image_size": list(image_size),
-            "model_input_size": list(model_size) if model_size else None, **report}
+            "model_input_size": list(model_size) if model_size else None, "tta": tta, **report}
 
 
 def report_table(report: dict, title: str | None = None):
@@ -310,16 +316,6 @@ def existing_files(images: Sequence[str | os.PathLike]) -> list[Path]:
     return paths
 
 
-def _read_image(path: Path, channels: int) -> np.ndarray:
-    try:
-        with Image.open(path) as picture:
-            picture = picture.convert("L" if channels == 1 else "RGB")
-            array = np.asarray(picture)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"Cannot read image {path}: {error}") from None
-    return array[..., None] if channels == 1 else array
-
-
 def _palette(model, dataset, num_classes):
     """Class colours: the model's own, else the named (or trained-on) data set's, else a fixed palette."""
     if isinstance(model, ZooModel) and model.class_colors:
@@ -335,7 +331,8 @@ def _palette(model, dataset, num_classes):
 def predict_files(checkpoint: str | os.PathLike | keras.Model, images: Sequence[str | os.PathLike],
                   out_dir: str | os.PathLike, *, dataset: str | None = None,
                   class_colors: Sequence[Sequence[int]] | None = None,
-                  image_size: tuple[int, int] | None = None, alpha: float = 0.5) -> list[Path]:
+                  image_size: tuple[int, int] | None = None, alpha: float = 0.5, tile=None, overlap: float = 0.25,
+                  blend: str = "gaussian", tta: str | None = None) -> list[Path]:
     """Writes `<stem>_mask.png` (colour mask) and `<stem>_overlay.png` for each input image.
 
     A `ZooModel` labels each image at the image's own size, resizing to its trained input size
@@ -351,12 +348,17 @@ def predict_files(checkpoint: str | os.PathLike | keras.Model, images: Sequence[
         image_size: `(height, width)` to resize images to for a model that does not carry its input
             size (default: the run's training size); a ZooModel with one resizes inside.
         alpha: Mask opacity in the overlay.
+        tile, overlap, blend, tta: a kerazoo model only: tiled inference at each image's own resolution
+            and test-time augmentation (`ZooModel.segment`).
 
     Returns:
         The written paths.
     """
     paths = existing_files(images)
     model = load_model(checkpoint)
+    if (tile is not None or tta is not None) and not _segments(model):
+        raise ValueError("tiling and tta need a kerazoo segmentation model (ZooModel.segment); this is a plain "
+                         "Keras model")
     num_classes = model_num_classes(model)
     if class_colors is None:
         has_own = isinstance(model, ZooModel) and model.class_colors
@@ -369,7 +371,7 @@ def predict_files(checkpoint: str | os.PathLike | keras.Model, images: Sequence[
     out_dir = Path(out_dir)
     written = []
     for path in paths:
-        image = _read_image(path, channels)
+        image = read_image(path, channels)
         height, width = image.shape[:2]
         model_input = image
         if image_size is not None and tuple(image_size) != (height, width):
@@ -377,7 +379,10 @@ def predict_files(checkpoint: str | os.PathLike | keras.Model, images: Sequence[
                 (image_size[1], image_size[0]), Image.BILINEAR)
             model_input = np.asarray(resized)
             model_input = model_input[..., None] if channels == 1 else model_input
-        labels = predict_labels(model, model_input[None])[0]
+        if tile is not None or tta is not None:
+            labels = model.segment(image, tile=tile, overlap=overlap, blend=blend, tta=tta)
+        else:
+            labels = predict_labels(model, model_input[None])[0]
         if labels.shape != (height, width):
             labels = np.asarray(Image.fromarray(labels.astype(np.uint8)).resize((width, height), Image.NEAREST))
         written.append(save_png(colorize(labels, class_colors), out_dir / f"{path.stem}_mask.png"))

@@ -150,7 +150,7 @@ def _scores(image, clean, crop):
 def evaluate_restoration(checkpoint, *, dataset: str | None = None, noise_sigma: float | None = None,
                          scale: int | None = None, baselines: Sequence[str] | None = None,
                          data_dir: str | os.PathLike | None = None, seed: int = 0,
-                         num_images: int | None = None, keep_outputs: bool = False) -> dict:
+                         num_images: int | None = None, keep_outputs: bool = False, tta: str | None = None) -> dict:
     """Per-image PSNR/SSIM of a restoration model and of the classical baselines on the same images.
 
     Args:
@@ -166,11 +166,12 @@ def evaluate_restoration(checkpoint, *, dataset: str | None = None, noise_sigma:
         num_images: measure the first N images only.
         keep_outputs: also return the 8-bit pictures under `outputs` (method -> list of arrays, one per
             image, plus "degraded" and "clean"), for showing them; not JSON-ready.
+        tta: test-time augmentation of the model: None, "flip" or "d4" (`ZooModel.restore`).
 
     Returns:
         A JSON-ready dict: `checkpoint`, `dataset`, `task`, `noise_sigma`, `scale`, `channels`, `seed`,
         `methods` ("model" first), `images` (one `{"name", <method>: {"psnr", "ssim"}}` per image),
-        `mean` (method -> mean psnr and ssim) and `seconds` (method -> wall time).
+        `mean` (method -> mean psnr and ssim), `seconds` (method -> wall time) and `tta`.
     """
     import keras
 
@@ -205,7 +206,7 @@ def evaluate_restoration(checkpoint, *, dataset: str | None = None, noise_sigma:
         for method in methods:
             start = time.perf_counter()
             if method == "model":
-                output = model.restore(degraded)
+                output = model.restore(degraded, tta=tta)
                 output = output[..., None] if output.ndim == 2 else output
             else:
                 output = baseline(method, degraded, noise_sigma=noise_sigma, scale=scale)
@@ -221,7 +222,7 @@ def evaluate_restoration(checkpoint, *, dataset: str | None = None, noise_sigma:
     where = model.name if isinstance(checkpoint, keras.Model) else str(checkpoint)
     report = {"checkpoint": where, "dataset": dataset, "split": info.val_split, "task": task,
               "noise_sigma": noise_sigma, "scale": scale, "channels": model.in_channels, "seed": seed,
-              "methods": list(methods), "images": rows, "mean": mean, "seconds": seconds}
+              "methods": list(methods), "images": rows, "mean": mean, "seconds": seconds, "tta": tta}
     if keep_outputs:
         report["outputs"] = outputs
     return report
@@ -299,18 +300,24 @@ def before_after_image(before: np.ndarray, after: np.ndarray, gap: int = 4) -> n
     return canvas
 
 
-def restore_files(checkpoint, images: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> list[Path]:
+def restore_files(checkpoint, images: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, tile=None,
+                  overlap: float = 0.25, blend: str = "gaussian", tta: str | None = None) -> list[Path]:
     """Writes `<stem>_restored.png` and `<stem>_before_after.png` (input | output) for each image file.
+
+    With `tile`, only `<stem>_restored.png`, streamed to the file strip by strip
+    (`ZooModel.restore(..., out=)`), so a large image's result is never held in memory whole.
 
     Args:
         checkpoint: a `.keras` file, a preset or a denoising / super-resolution `ZooModel`.
         images: image files of any size (read as grey or RGB, as the model takes them).
         out_dir: output folder (created).
+        tile, overlap, blend, tta: tiled inference and test-time augmentation (`ZooModel.restore`).
 
     Returns:
         The written paths.
     """
-    from kerazoo.training.evaluation import _read_image, existing_files, load_model, save_png
+    from kerazoo.training.evaluation import existing_files, load_model, save_png
+    from kerazoo.utils.images import read_image
 
     paths = existing_files(images)
     model = load_model(checkpoint)
@@ -319,8 +326,12 @@ def restore_files(checkpoint, images: Sequence[str | os.PathLike], out_dir: str 
                          f"{getattr(model, 'task', None)!r}")
     written = []
     for path in paths:
-        image = _read_image(path, model.in_channels)
-        restored = model.restore(image)
+        image = read_image(path, model.in_channels)
+        if tile is not None:
+            written.append(model.restore(image, tile=tile, overlap=overlap, blend=blend, tta=tta,
+                                         out=Path(out_dir) / f"{path.stem}_restored.png"))
+            continue
+        restored = model.restore(image, tta=tta)
         written.append(save_png(restored, Path(out_dir) / f"{path.stem}_restored.png"))
         written.append(save_png(before_after_image(image, restored), Path(out_dir) / f"{path.stem}_before_after.png"))
     return written

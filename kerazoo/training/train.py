@@ -35,7 +35,7 @@ import tensorflow as tf
 from kerazoo import data as kz_data
 from kerazoo.training import distribute
 from kerazoo import optimizers
-from kerazoo.utils.cpu import bfloat16_support
+from kerazoo.utils.cpu import auto_mixed_precision, bfloat16_support
 from kerazoo.training.distribute import make_strategy
 from kerazoo.utils.files import atomic_path, atomic_write_text  # atomic_write_text: still imported from here by others
 from kerazoo.data.task_loading import restoration_options
@@ -333,6 +333,19 @@ def _as_config(config, model, options) -> TrainConfig:
     return config.replace(**options) if options else config
 
 
+def resolve_mixed_precision(requested):
+    """(the Keras policy to train in or None for float32, what to tell the user or None) for a config's
+    `mixed_precision`: "auto" chooses by the machine; mixed_bfloat16 on a CPU says what bfloat16 support it has."""
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    if requested == "auto":
+        return auto_mixed_precision(gpus)
+    if requested == "float32":
+        return None, None
+    if requested == "mixed_bfloat16" and not gpus:
+        return requested, bfloat16_support().describe()
+    return requested, None
+
+
 def train(
     config: TrainConfig | str | keras.Model | None = None,
     /,
@@ -396,8 +409,9 @@ def train(
     with distribute.files_dir(output_dir, strategy) as files:
         backup_dir = distribute.backup_dir(output_dir, strategy)
         try:
-            if config.mixed_precision is not None:
-                keras.mixed_precision.set_global_policy(config.mixed_precision)
+            mixed_precision, why = resolve_mixed_precision(config.mixed_precision)
+            if mixed_precision is not None:
+                keras.mixed_precision.set_global_policy(mixed_precision)
             with strategy.scope():
                 net = model
                 if net is None:
@@ -415,6 +429,7 @@ def train(
                 "model_name": net.name, "parameters": int(net.count_params()),
                 "config": config.to_dict(),
                 "resolved": {"class_weights": class_weights, "steps_per_epoch": steps,
+                             "mixed_precision": mixed_precision,
                              "devices": _device_names(strategy)},
             }
             atomic_write_text(files / "run.json", _to_json(run))
@@ -428,8 +443,8 @@ def train(
                 print(f"kerazoo train: {net.name} ({net.count_params():,} parameters) on {config.dataset} "
                       f"{size}, {config.epochs} epochs x {steps} steps, batch "
                       f"{config.batch_size}, {where}{resumed} -> {files}", flush=True)
-                if config.mixed_precision == "mixed_bfloat16" and not tf.config.list_physical_devices("GPU"):
-                    print(f"kerazoo train: {bfloat16_support().describe()}", flush=True)
+                if why:
+                    print(f"kerazoo train: {why}", flush=True)
             history = net.fit(train_data, validation_data=val_data, epochs=config.epochs, steps_per_epoch=steps,
                               callbacks=_callbacks(files, backup_dir, tensorboard, verbose, callbacks, config.monitor),
                               verbose=verbose, shuffle=False)  # shuffled by tf.data

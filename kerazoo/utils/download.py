@@ -15,7 +15,6 @@ import ipaddress
 import os
 import socket
 import stat
-import sys
 import tarfile
 import tempfile
 import time
@@ -24,6 +23,8 @@ import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
+
+from kerazoo.utils.progress import progress_bar as _progress_bar
 
 __all__ = [
     "ChecksumError", "DownloadError", "UnsafeArchiveError", "check_url", "download", "extract_archive",
@@ -89,20 +90,8 @@ def check_url(url) -> str:
 
 
 def progress_bar(enabled):
-    """A context manager yielding a rich byte-progress bar on stderr, or None when disabled.
-
-    `enabled=None` shows it only on a terminal.
-    """
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        return contextlib.nullcontext(None)
-    from rich.console import Console
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                               TransferSpeedColumn)
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                    TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+    """A byte-progress bar on stderr, or None when disabled (`kerazoo.utils.progress`)."""
+    return _progress_bar(enabled, unit="bytes")
 
 
 def _attempt(url, partial, timeout, progress):

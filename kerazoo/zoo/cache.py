@@ -180,7 +180,8 @@ def _fetch_hf(uri, root, offline) -> Path:
     try:
         snapshot = huggingface_hub.snapshot_download(
             repo_id=repo_id, revision=revision or None, cache_dir=str(root / "hf"), local_files_only=offline,
-            allow_patterns=[f"{subdir}/*" if subdir else "*"])
+            # The preset's files only: a repository pushed by kerazoo also holds its card and exports.
+            allow_patterns=[f"{subdir}/{name}" if subdir else name for name in PRESET_FILES])
     except Exception as error:  # the hub raises many types; all mean "not available"
         hint = " (offline: it is not in the cache; fetch it on a machine with internet first)" if offline else ""
         raise PresetError(f"Could not get {uri} from the Hugging Face Hub{hint}: {error}") from error
@@ -241,7 +242,10 @@ def fetch(source, *, cache_dir=None, force=False, sha256=None, timeout=30.0, ret
         cache_dir: cache root; defaults to `$KERAZOO_HOME` or `~/.keras/kerazoo`.
         force: download again even when cached (the old copy is replaced atomically).
         sha256: expected sha256 of the archive (for URIs that are not built-in names).
-        timeout, retries, backoff, progress: see `kerazoo.utils.download.download`.
+        timeout: seconds a connect or a read may wait (see `kerazoo.utils.download.download`).
+        retries: download attempts after the first one.
+        backoff: seconds before the first retry; doubles each retry.
+        progress: show a progress bar on stderr; None shows it only on a terminal.
 
     Returns:
         The local preset directory, already verified.

@@ -17,6 +17,14 @@ from kerazoo.zoo.preset_files import CONFIG_FILE, WEIGHTS_FILE, PresetError, _MI
 logger = logging.getLogger("kerazoo.zoo")
 
 
+def preset_directory(source, *, offline=None, cache_dir=None) -> Path:
+    """The local, verified directory of a preset (fetched into the cache if needed), for `kerazoo.zoo.hub`
+    and `kerazoo.zoo.model_card`, which publish and describe its files."""
+    directory = _resolve(source, offline=offline, cache_dir=cache_dir)
+    _check_preset_dir(directory, where=str(source))
+    return directory
+
+
 def preset_metadata(source, *, offline=None, cache_dir=None, **download_options) -> dict:
     """The verified metadata.json of a preset (class names, colours, metrics, ...), fetching it if needed."""
     directory = _resolve(source, offline=offline, cache_dir=cache_dir, **download_options)
@@ -106,7 +114,10 @@ def from_preset(source, num_classes=None, *, offline=None, cache_dir=None, sha25
         offline: never touch the network (default: `KERAZOO_OFFLINE=1`); use the package and cache only.
         cache_dir: cache root; defaults to `$KERAZOO_HOME` or `~/.keras/kerazoo`.
         sha256: expected sha256 of an archive given by path or URL (or append `#sha256=<hex>` to it).
-        timeout, retries, backoff, progress: download settings, see `kerazoo.utils.download.download`.
+        timeout: seconds a connect or a read may wait (see `kerazoo.utils.download.download`).
+        retries: download attempts after the first one.
+        backoff: seconds before the first retry; doubles each retry.
+        progress: show a progress bar on stderr; None shows it only on a terminal.
         **overrides: other `create_model` arguments to change (activation, input_shape, freeze_encoder, ...).
 
     Returns:

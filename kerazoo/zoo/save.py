@@ -13,6 +13,7 @@ import numpy as np
 from kerazoo.models import ZooModel, check_task_attributes, create_model, model_num_classes
 from kerazoo.utils.download import sha256_file
 from kerazoo.utils.files import atomic_directory, atomic_path
+from kerazoo.zoo.hub import parse_hub_uri, push_to_hub
 from kerazoo.zoo.preset_files import (CONFIG_FILE, FORMAT_VERSION, METADATA_FILE, PRESET_FILES, WEIGHTS_DTYPES,
                                       WEIGHTS_FILE, _MISSING, _check_preset_dir)
 
@@ -54,7 +55,8 @@ def _write_weights(model, path: Path, dtype):
     return kept
 
 
-def save_to_preset(model, directory, metadata, *, weights_dtype="float32", overwrite=False, verify=True) -> Path:
+def save_to_preset(model, directory, metadata, *, weights_dtype="float32", overwrite=False, verify=True,
+                   push_to=None) -> Path:
     """Writes `model` as a preset directory (config.json, model.weights.h5, metadata.json).
 
     The directory appears complete or not at all: files are written to a temporary sibling that is
@@ -74,6 +76,9 @@ def save_to_preset(model, directory, metadata, *, weights_dtype="float32", overw
         overwrite: replace an existing preset directory.
         verify: rebuild the model from its arguments and check that its weights have the same
             shapes, so that a preset that could not be rebuilt is never written.
+        push_to: "hf://owner/name": then publish the written preset on the Hugging Face Hub with a
+            generated model card (`kerazoo.zoo.hub.push_to_hub`; the token comes from `HF_TOKEN` or
+            `hf auth login`).
 
     Returns:
         The preset directory.
@@ -82,6 +87,8 @@ def save_to_preset(model, directory, metadata, *, weights_dtype="float32", overw
 
     if weights_dtype not in WEIGHTS_DTYPES:
         raise ValueError(f"weights_dtype must be one of {WEIGHTS_DTYPES}; got {weights_dtype!r}")
+    if push_to is not None:
+        parse_hub_uri(push_to)  # a malformed destination fails before anything is written
     metadata = json.loads(json.dumps(dict(metadata)))  # a JSON-clean copy (tuples -> lists) we may extend
     if metadata.get("metrics"):
         if not all(isinstance(v, (int, float)) for v in metadata["metrics"].values()):
@@ -105,6 +112,8 @@ def save_to_preset(model, directory, metadata, *, weights_dtype="float32", overw
         if kept_float32:
             metadata["weights_kept_float32"] = kept_float32
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    if push_to is not None:
+        push_to_hub(directory, push_to)
     return directory
 
 
