@@ -131,8 +131,8 @@ def test_mixed_precision_outputs_stay_float32(name, options):
 TASK_CASES = [pytest.param(name, {}, task, id=f"{name}-{task}")
               for name in ("unetplusplus", "fpn", "linknet", "segformer")
               for task in ("denoise", "super_resolution", "depth")]
-TASK_CASES += [pytest.param("unetplusplus", {"deep_supervision": True}, task, id=f"unetplusplus-deep_supervision-{task}")
-               for task in ("denoise", "super_resolution")]
+TASK_CASES += [pytest.param("unetplusplus", {"deep_supervision": True}, task,
+                            id=f"unetplusplus-deep_supervision-{task}") for task in ("denoise", "super_resolution")]
 TASK_CASES += [pytest.param("unet", {"attention": True}, "super_resolution", id="unet-attention-super_resolution")]
 
 
