@@ -68,6 +68,10 @@ def test_shapes_training_and_save_load(name, encoder, tmp_path):
         threshold = 200
         if encoder.startswith("vgg"):
             optimizer = keras.optimizers.SGD(1e-3)
+    if name in ("fpn", "segformer"):
+        # These score at stride 4 and upsample: they cannot fit a per-pixel noise mask, only its prior (measured:
+        # FPN's loss went 1.07, 2.58, 1.07, 1.33 on the balanced mask, 1.35, 1.41, 1.20, 0.85 on this one).
+        threshold = 200
     model = build(name, encoder, **options)
     images, masks = sample_batch(model, threshold=threshold)
     outputs = model(images)

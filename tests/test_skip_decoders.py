@@ -97,6 +97,25 @@ def test_any_size_comes_back(name):
         assert model(np.zeros((1, *size, 3), "float32")).shape == (1, *size, 3)
 
 
+def test_an_encoder_without_a_stride_2_tap_leaves_that_level_without_skip():
+    # ConvNeXt's stem patchifies straight to stride 4: U-Net++'s level 0 and LinkNet's stride-2 block have no
+    # encoder features to take.
+    x = images(1)
+    nested = build("unetplusplus", encoder="convnext_tiny")
+    assert nested(x).shape == (1, *ODD_SIZE, 3)
+    names = {layer.name for layer in nested.layers}
+    assert "x_0_1_concat" not in names  # X^{0,1}: the upsampled X^{1,0} alone
+    assert len(nested.get_layer("x_0_2_concat").input) == 2  # up(X^{1,1}) and X^{0,1}, no X^{0,0}
+    assert nested.get_layer("x_0_1_conv2").filters == SMALL["unetplusplus"]["decoder_filters"][3]
+    assert len(nested.get_layer("x_1_1_concat").input) == 2  # stride 4 has its encoder features
+    linknet = build("linknet", encoder="convnext_tiny")
+    assert linknet(x).shape == (1, *ODD_SIZE, 3)
+    names = {layer.name for layer in linknet.layers}
+    assert "decoder_stage3_link" not in names and "decoder_stage2_link" in names
+    stage3_input = linknet.get_layer("decoder_stage3_reduce").input.shape[-1]
+    assert linknet.get_layer("decoder_stage3_expand").filters == stage3_input  # keeps the width
+
+
 @pytest.mark.parametrize("name, options", CASES, ids=CASE_IDS)
 def test_mixed_precision_outputs_stay_float32(name, options):
     keras.config.set_dtype_policy("mixed_float16")
@@ -112,8 +131,8 @@ def test_mixed_precision_outputs_stay_float32(name, options):
 TASK_CASES = [pytest.param(name, {}, task, id=f"{name}-{task}")
               for name in ("unetplusplus", "fpn", "linknet", "segformer")
               for task in ("denoise", "super_resolution", "depth")]
-TASK_CASES += [pytest.param("unetplusplus", {"deep_supervision": True}, task, id=f"unetplusplus-deep_supervision-{task}")
-               for task in ("denoise", "super_resolution")]
+TASK_CASES += [pytest.param("unetplusplus", {"deep_supervision": True}, task,
+                            id=f"unetplusplus-deep_supervision-{task}") for task in ("denoise", "super_resolution")]
 TASK_CASES += [pytest.param("unet", {"attention": True}, "super_resolution", id="unet-attention-super_resolution")]
 
 

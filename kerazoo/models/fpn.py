@@ -56,8 +56,9 @@ def build_fpn(
     task = task or segmentation_task(num_classes, in_channels, activation)
     inputs = model_input(input_shape, in_channels)
     reference = task.preprocess(inputs, spec.preprocessing)
-    features = padded_encoder_features(reference, spec, PYRAMID_STRIDES, in_channels, encoder_weights,
-                                       freeze_encoder, encoder_bn_momentum)
+    by_stride = padded_encoder_features(reference, spec, PYRAMID_STRIDES, in_channels, encoder_weights,
+                                        freeze_encoder, encoder_bn_momentum)
+    features = [by_stride[stride] for stride in PYRAMID_STRIDES]  # every registered encoder has strides 4 .. 32
     pyramid = [None] * len(features)
     for index in range(len(features) - 1, -1, -1):
         stride = PYRAMID_STRIDES[index]

@@ -26,7 +26,8 @@ def build_linknet(
     Five decoder blocks go from stride 32 back to stride 1. A block on C channels is a 1x1 convolution
     to C/4, a 3x3 transposed convolution with stride 2 (C/4 to C/4) and a 1x1 convolution to the
     channels of the encoder's features at the new stride, each with batch norm and ReLU; those
-    features are then added (LinkNet's "link"). The last block has no skip and ends with
+    features are then added (LinkNet's "link"; a stride the encoder lacks, such as ConvNeXt's 2, keeps the
+    block's input width and adds nothing). The last block has no skip and ends with
     `final_filters` channels, which the head scores. The input is padded to a multiple of the output
     stride inside the model and the output cropped back.
 
@@ -44,12 +45,16 @@ def build_linknet(
     task = task or segmentation_task(num_classes, in_channels, activation)
     inputs = model_input(input_shape, in_channels)
     reference = task.preprocess(inputs, spec.preprocessing)
-    *skips, x = padded_encoder_features(reference, spec, STRIDES, in_channels, encoder_weights, freeze_encoder,
+    by_stride = padded_encoder_features(reference, spec, STRIDES, in_channels, encoder_weights, freeze_encoder,
                                         encoder_bn_momentum)
-    skips = skips[::-1] + [None]  # strides 16, 8, 4, 2, then 1 without a skip
-    for stage, skip in enumerate(skips):
+    x = by_stride[max(STRIDES)]
+    for stage, stride in enumerate((16, 8, 4, 2, 1)):
         name = f"decoder_stage{stage}"
-        filters = skip.shape[-1] if skip is not None else final_filters
+        skip = by_stride.get(stride)
+        if stride == 1:
+            filters = final_filters
+        else:  # the skip's width; a stride the encoder lacks (ConvNeXt's 2) keeps the width and adds nothing
+            filters = skip.shape[-1] if skip is not None else x.shape[-1]
         x = linknet_block(x, filters, batch_norm, name)
         if skip is not None:
             x = keras.layers.Add(name=f"{name}_link")([x, skip])

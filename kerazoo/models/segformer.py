@@ -46,8 +46,9 @@ def build_segformer(
     task = task or segmentation_task(num_classes, in_channels, activation)
     inputs = model_input(input_shape, in_channels)
     reference = task.preprocess(inputs, spec.preprocessing)
-    features = padded_encoder_features(reference, spec, MLP_STRIDES, in_channels, encoder_weights, freeze_encoder,
-                                       encoder_bn_momentum)
+    by_stride = padded_encoder_features(reference, spec, MLP_STRIDES, in_channels, encoder_weights, freeze_encoder,
+                                        encoder_bn_momentum)
+    features = [by_stride[stride] for stride in MLP_STRIDES]  # every registered encoder has strides 4 .. 32
     embedded = []
     for stride, feature in zip(MLP_STRIDES, features):
         x = keras.layers.Conv2D(embedding_filters, 1, name=f"mlp_linear{stride}")(feature)

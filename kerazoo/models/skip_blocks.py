@@ -3,7 +3,7 @@
 import keras
 
 from kerazoo import layers
-from kerazoo.encoders import build_encoder
+from kerazoo.encoders import build_encoder, feature_strides
 
 
 def padded_encoder_features(x, spec, strides, in_channels, encoder_weights, freeze_encoder, encoder_bn_momentum):
@@ -16,17 +16,19 @@ def padded_encoder_features(x, spec, strides, in_channels, encoder_weights, free
     Args:
         x: preprocessed images (what `task.preprocess` returned).
         spec: the encoder's `EncoderSpec`.
-        strides: the strides whose features to return, in that order (e.g. (4, 8, 16, 32)).
+        strides: the strides whose features the decoder takes (e.g. (4, 8, 16, 32)).
         in_channels, encoder_weights, freeze_encoder, encoder_bn_momentum: see `kerazoo.create_model`.
 
     Returns:
-        A list of feature tensors, one per stride.
+        A dict stride -> feature tensor for the strides the encoder has (ConvNeXt has no stride 2: its
+        stem patchifies straight to stride 4); a decoder treats an absent stride as a stage without skip.
     """
+    available = tuple(stride for stride in strides if stride in feature_strides(spec))
     x = layers.PadToMultiple(spec.output_stride, name="pad_to_stride")(x)
     encoder = build_encoder(spec, in_channels, encoder_weights, trainable=not freeze_encoder,
-                            tap_layers=spec.feature_names(strides), bn_momentum=encoder_bn_momentum)
+                            tap_layers=spec.feature_names(available), bn_momentum=encoder_bn_momentum)
     features = encoder(x)
-    return list(features) if isinstance(features, (list, tuple)) else [features]
+    return dict(zip(available, features if isinstance(features, (list, tuple)) else [features]))
 
 
 def scores_at_input_size(x, score_channels, factor, reference, name="decoder_scores"):

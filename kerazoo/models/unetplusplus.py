@@ -43,6 +43,8 @@ def build_unetplusplus(
     features at their level (`nested_filters="encoder"`: Zhou et al., where every node of a level has
     the backbone's width at that level, and segmentation_models_pytorch), or as the decoder path's node
     of their level (`"decoder"`, lighter on wide encoders: ResNet-50's stride-8 nodes go 512 -> 128).
+    A level the encoder lacks (ConvNeXt has no stride 2) has no X^{i,0}: its nodes concatenate the
+    nested nodes only and take the decoder path's width.
     The input is padded to a multiple of the output stride inside the model and the output cropped back.
 
     Deep supervision (`deep_supervision=True`): each of X^{0,1} .. X^{0,4} gets its own last stage to
@@ -78,20 +80,21 @@ def build_unetplusplus(
     task = task or segmentation_task(num_classes, in_channels, activation)
     inputs = model_input(input_shape, in_channels)
     reference = task.preprocess(inputs, spec.preprocessing)
-    features = padded_encoder_features(reference, spec, LEVEL_STRIDES, in_channels, encoder_weights, freeze_encoder,
-                                       encoder_bn_momentum)
+    by_stride = padded_encoder_features(reference, spec, LEVEL_STRIDES, in_channels, encoder_weights,
+                                        freeze_encoder, encoder_bn_momentum)
     depth = len(LEVEL_STRIDES) - 1  # the deepest level, 4 (stride 32)
-    nodes = {(level, 0): feature for level, feature in enumerate(features)}
+    # A level the encoder lacks (ConvNeXt's stride 2) has no X^{i,0}: its nodes see the nested ones only.
+    nodes = {(level, 0): by_stride.get(stride) for level, stride in enumerate(LEVEL_STRIDES)}
     for column in range(1, depth + 1):
         for level in range(depth - column + 1):
             outer = level + column == depth
-            if outer or nested_filters == "decoder":
+            if outer or nested_filters == "decoder" or nodes[(level, 0)] is None:
                 filters = decoder_filters[depth - 1 - level]
             else:
                 filters = nodes[(level, 0)].shape[-1]
-            nodes[(level, column)] = _nested_node(
-                nodes[(level + 1, column - 1)], [nodes[(level, k)] for k in range(column)], filters, upsampling,
-                batch_norm, node_name(level, column))
+            same_level = [nodes[(level, k)] for k in range(column) if nodes[(level, k)] is not None]
+            nodes[(level, column)] = _nested_node(nodes[(level + 1, column - 1)], same_level, filters, upsampling,
+                                                  batch_norm, node_name(level, column))
     if not deep_supervision:
         x = _last_stage(nodes[(0, depth)], decoder_filters[-1], upsampling, batch_norm, "decoder_final")
         x = layers.CropToReference(name="crop_to_input")([x, reference])
@@ -119,7 +122,8 @@ def _upsample(x, filters, method, name):
 def _nested_node(below, same_level, filters, upsampling, batch_norm, name):
     """X^{i,j}: upsampled X^{i+1,j-1}, concatenated with X^{i,0..j-1}, two 3x3 convolutions."""
     x = _upsample(below, filters, upsampling, name=f"{name}_upsample")
-    x = keras.layers.Concatenate(name=f"{name}_concat")([x, *same_level])
+    if same_level:
+        x = keras.layers.Concatenate(name=f"{name}_concat")([x, *same_level])
     x = conv_bn_relu(x, filters, batch_norm=batch_norm, name=f"{name}_conv1")
     return conv_bn_relu(x, filters, batch_norm=batch_norm, name=f"{name}_conv2")
 
