@@ -23,6 +23,9 @@ from kerazoo.files import atomic_path
 
 DEMO_SIZE = (97, 130)  # deliberately not a multiple of 32: the models pad and crop back inside
 OVERLAY_SCALE = 3  # the 64x64 tiles are enlarged (nearest neighbour, so pixels stay visible) to 192x192
+# The columns of evaluation.comparison_image, as the picture's header names them.
+COLUMN_LABELS = ("image", "ground truth", "prediction", "prediction over image")
+LABEL_HEIGHT = 24  # pixels of the header above the picture and of the colour legend below it
 
 # The demo recipe: SegNet-Basic (argmax unpooling) narrowed to 32 filters; 183k parameters.
 DEMO_MODEL = dict(name="segnet_basic", filters=32, kernel_size=5, depth=4)
@@ -135,7 +138,7 @@ def _markdown_report(result, report, config, timings, picture, exported):
         "|---|---:|",
         *[f"| {step} | {seconds:.1f} |" for step, seconds in timings.items()],
         "",
-        f"![image, true mask, predicted mask, overlay]({picture.name})",
+        f"![{', '.join(COLUMN_LABELS)}]({picture.name})",
         "",
         f"(Tiles enlarged {OVERLAY_SCALE}x, nearest neighbour.) Files: `model.keras` (the best checkpoint), "
         "`evaluation.json`, `train/` (log.csv, run.json, TensorBoard logs)"
@@ -154,7 +157,54 @@ def enlarge(array, scale=OVERLAY_SCALE):
     return np.repeat(np.repeat(np.asarray(array), scale, axis=1), scale, axis=2)
 
 
-def _save_overlay(best, val, class_colors, path):
+def _font(size):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has only its small bitmap font
+        return ImageFont.load_default()
+
+
+def label_picture(grid, tile_width, class_names, class_colors, labels=COLUMN_LABELS, gap=4):
+    """Adds a header naming each column of `evaluation.comparison_image`'s grid and a colour legend below it.
+
+    Args:
+        grid: The grid (uint8 RGB), columns `tile_width` wide, `gap` white pixels apart.
+        tile_width: Width of one column in pixels.
+        class_names: One name per class, for the legend.
+        class_colors: One (r, g, b) per class, as the masks are drawn.
+        labels: One label per column, left to right.
+        gap: Pixels between columns.
+
+    Returns:
+        The picture (uint8 RGB): `LABEL_HEIGHT` rows of header, the grid, `LABEL_HEIGHT` rows of legend.
+    """
+    from PIL import Image, ImageDraw
+
+    columns = (grid.shape[1] + gap) // (tile_width + gap)
+    if len(labels) != columns:
+        raise ValueError(f"the grid has {columns} columns of width {tile_width}; got {len(labels)} labels: {labels}")
+    height, width = grid.shape[0] + 2 * LABEL_HEIGHT, grid.shape[1]
+    picture = Image.new("RGB", (width, height), "white")
+    picture.paste(Image.fromarray(grid), (0, LABEL_HEIGHT))
+    draw, font = ImageDraw.Draw(picture), _font(LABEL_HEIGHT * 2 // 3)
+    middle = LABEL_HEIGHT // 2
+    for column, label in enumerate(labels):
+        centre = column * (tile_width + gap) + tile_width // 2
+        draw.text((centre, middle), label, fill="black", font=font, anchor="mm")
+    x, legend_middle = 0, height - middle
+    for name, color in zip(class_names, class_colors):
+        side = LABEL_HEIGHT // 2
+        draw.rectangle([x + 2, legend_middle - side // 2, x + 2 + side, legend_middle + side // 2], fill=tuple(color),
+                       outline="black")
+        x += side + 6
+        draw.text((x, legend_middle), name, fill="black", font=font, anchor="lm")
+        x += int(draw.textlength(name, font=font)) + 14
+    return np.asarray(picture)
+
+
+def _save_overlay(best, val, info, path):
     from PIL import Image
 
     from kerazoo import evaluation
@@ -162,7 +212,8 @@ def _save_overlay(best, val, class_colors, path):
     images, masks = next(iter(val.unbatch().batch(4)))
     images, masks = images.numpy(), masks.numpy()
     predicted = evaluation.predict_labels(best, images)  # at the trained size; enlarged only for the eye
-    picture = evaluation.comparison_image(enlarge(images), enlarge(masks), enlarge(predicted), class_colors)
+    grid = evaluation.comparison_image(enlarge(images), enlarge(masks), enlarge(predicted), info.class_colors)
+    picture = label_picture(grid, images.shape[2] * OVERLAY_SCALE, info.class_names, info.class_colors)
     with atomic_path(path) as tmp:
         Image.fromarray(picture).save(tmp, format="PNG")
     return images, path
@@ -213,7 +264,7 @@ def run_demo(output_dir="runs/demo", epochs=None, num_examples=None, export_form
     evaluation.write_json(report, output_dir / "evaluation.json")
     timings["evaluate"] = time.perf_counter() - start
 
-    images, picture = _save_overlay(best, val, info.class_colors, output_dir / "overlay.png")
+    images, picture = _save_overlay(best, val, info, output_dir / "overlay.png")
 
     exported = None
     if export_formats:
