@@ -36,7 +36,7 @@ def _list(args):
     if args.table:
         from kerazoo.demo import print_model_table
 
-        print_model_table()
+        print_model_table(encoders=args.encoders)
         return 0
     import kerazoo
     from kerazoo.models import MODELS
@@ -293,6 +293,8 @@ def _add_list(commands):
     parser = commands.add_parser("list", help="list models, encoders and presets")
     parser.add_argument("--table", action="store_true",
                         help="build every model x encoder and print parameters and output shapes (slow)")
+    parser.add_argument("--encoders", nargs="+", metavar="ENCODER",
+                        help="with --table: only these encoders (default: all of them, several hundred builds)")
     parser.set_defaults(run=_list)
 
 

@@ -1,6 +1,7 @@
 """The `kerazoo` command line (list, train, evaluate, predict, export, fetch) and the demo."""
 
 import argparse
+import io
 import json
 import os
 import re
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from rich.console import Console
 
 import kerazoo
 import kerazoo.data
@@ -100,7 +102,9 @@ def test_list_table(capsys, monkeypatch):
     from kerazoo.models import model_encoders
 
     monkeypatch.setenv("COLUMNS", "160")  # rich fits the table to the terminal; room for every cell
-    assert cli.main(["list", "--table"]) == 0
+    readme = _readme_parameters()
+    columns = sorted({encoder for _, encoder in readme if encoder != "-"})
+    assert cli.main(["list", "--table", "--encoders", *columns]) == 0
     row = re.compile(r"(\w+)\s*│\s*([\w-]+)\s*│\s*([\d,]+)\s*│\s*(\d+)x(\d+)x(\d+)\s*│\s*(\d+)x(\d+)x(\d+)")
     found = {}
     for line in capsys.readouterr().out.splitlines():
@@ -109,9 +113,9 @@ def test_list_table(capsys, monkeypatch):
             name, encoder, params, *sizes = match.groups()
             found[(name, encoder)] = (int(params.replace(",", "")), tuple(map(int, sizes)))
     # One row per model and encoder it can be built on, no more.
-    expected = {(name, encoder or "-") for name in kerazoo.list_models() for encoder in model_encoders(name) or [None]}
+    expected = {(name, encoder or "-") for name in kerazoo.list_models() for encoder in model_encoders(name) or [None]
+                if encoder is None or encoder in columns}
     assert set(found) == expected
-    readme = _readme_parameters()
     for key, (params, (height, width, channels, out_height, out_width, classes)) in found.items():
         # 12 classes, with the parameter counts README publishes (rounded as written there).
         millions, decimals = readme[key]
@@ -211,27 +215,63 @@ def test_predict_rejects_missing_images(tmp_path, capsys):
 
 
 def test_demo_writes_model_report_and_overlay(tmp_path):
-    report = demo.run_demo(tmp_path, **demo.SHORT_MODE)
+    printed = io.StringIO()
+    report = demo.run_demo(tmp_path, **demo.SHORT_MODE, console=Console(file=printed, width=200))
     for name in ("model.keras", "report.md", "overlay.png", "evaluation.json", "run.json"):
         assert (tmp_path / name).exists(), name
     text = (tmp_path / "report.md").read_text()
     assert "mIoU" in text and "overlay.png" in text and "## Export" in text and "same seed" in text
+    low, high = demo.SHORT_MODE_BAND
+    for shown in (text, printed.getvalue()):  # the report and the console give the figure beside its band
+        assert f"val mIoU {100 * report['mean_iou']:.1f} %, inside the band" in shown, shown
+        assert f"{low:.0f} to {high:.0f} %" in shown
     export_report = json.loads((tmp_path / "export" / "export_report.json").read_text())
     files = {(f["format"], f["variant"]): f for f in export_report["files"]}
-    assert set(files) == {("saved_model", "float32"), ("tflite", "float32"), ("tflite", "int8"), ("onnx", "float32")}
+    assert set(files) == {("tflite", "float32"), ("tflite", "int8")}  # the demo's default: the phone path
     # Float32 files compute the same segmentation. (Their max |diff| can miss the 1e-4 contract: argmax
     # unpooling is discontinuous, and a pooling window whose top two values sit at the tie tolerance's
     # edge may select another pixel in another runtime; export_matrix/REPORT.md.)
     assert all(files[key]["argmax_agreement"] >= 0.999 for key in files if key[1] == "float32"), files
     assert demo.stated_band(demo.demo_config(**demo.SHORT_MODE)) == demo.SHORT_MODE_BAND
-    low, high = demo.SHORT_MODE_BAND  # the band measured for this mode, as demo.py says
-    assert low <= 100 * report["mean_iou"] <= high
-    side = 64 * demo.OVERLAY_SCALE
+    assert low <= 100 * report["mean_iou"] <= high  # the band measured for this mode, as demo.py says
+    side, header = 64 * demo.OVERLAY_SCALE, demo.LABEL_HEIGHT
     with Image.open(tmp_path / "overlay.png") as picture:
-        assert picture.size == (4 * side + 3 * 4, 4 * side + 3 * 4)  # 4 examples x (image, truth, prediction, overlay)
+        # 4 examples x (image, truth, prediction, overlay), a header above and a legend below
+        assert picture.size == (4 * side + 3 * 4, 4 * side + 3 * 4 + 2 * header)
         pixels = np.asarray(picture)
-    assert np.array_equal(pixels[0:side:demo.OVERLAY_SCALE, 0:side:demo.OVERLAY_SCALE],
-                          pixels[1:side:demo.OVERLAY_SCALE, 1:side:demo.OVERLAY_SCALE])  # nearest neighbour
+    grid = pixels[header:header + side]
+    assert np.array_equal(grid[0:side:demo.OVERLAY_SCALE, 0:side:demo.OVERLAY_SCALE],
+                          grid[1:side:demo.OVERLAY_SCALE, 1:side:demo.OVERLAY_SCALE])  # nearest neighbour
+    assert_labelled(pixels, side)
+
+
+def assert_labelled(pixels, side):
+    """Each column of the demo picture has text above it, and the legend shows every class colour."""
+    info = kerazoo.data.DATASETS["shapes"]
+    header, legend = pixels[:demo.LABEL_HEIGHT], pixels[-demo.LABEL_HEIGHT:]
+    for column in range(4):
+        strip = header[:, column * (side + 4):column * (side + 4) + side]
+        assert (strip.max(axis=-1) < 128).sum() > 20, f"column {column} has no label"
+    for name, color in zip(info.class_names, info.class_colors):
+        assert (legend == color).all(axis=-1).sum() > 20, f"legend lacks {name}'s colour {color}"
+
+
+def test_label_picture_names_columns_and_checks_their_count():
+    grid = np.full((10, 3 * 20 + 2 * 4, 3), 200, np.uint8)
+    picture = demo.label_picture(grid, 20, ["a"], [(255, 0, 0)], labels=("x", "y", "z"))
+    assert picture.shape == (10 + 2 * demo.LABEL_HEIGHT, grid.shape[1], 3)
+    assert np.array_equal(picture[demo.LABEL_HEIGHT:-demo.LABEL_HEIGHT], grid)
+    with pytest.raises(ValueError, match="3 columns"):
+        demo.label_picture(grid, 20, ["a"], [(255, 0, 0)], labels=("x", "y"))
+
+
+def test_band_sentence_places_the_figure_against_the_band():
+    config = demo.demo_config()
+    low, high = demo.stated_band(config)
+    assert demo.stated_band(demo.demo_config(seed=7)) == (low, high)  # the band is over seeds
+    assert "inside the band" in demo.band_sentence(config, (low + 0.5) / 100)
+    assert "OUTSIDE the band" in demo.band_sentence(config, (high + 1) / 100)
+    assert "no measured band" in demo.band_sentence(demo.demo_config(epochs=3), 0.5)
 
 
 @pytest.mark.slow
