@@ -133,6 +133,7 @@ def test_list_table(capsys, monkeypatch):
     (["train", "--model", "segnet_basic", "--option", "widht=3", "--dataset", "shapes", "--image-size", "16x16",
       "--num-examples", "8"], "filters"),
     (["evaluate", "missing/best.keras", "--dataset", "shapes"], "No checkpoint"),
+    (["list", "--table", "--encoders", "resnet5"], "resnet50"),  # before any build: the unknown name and valid ones
 ])
 def test_bad_values_exit_with_a_clear_error(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
