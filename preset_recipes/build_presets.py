@@ -36,7 +36,7 @@ RECIPES = {
                          "--image-size 512x512 --epochs 100 --batch-size 4 --optimizer adam --learning-rate 1e-3 "
                          "--schedule cosine --mixed-precision mixed_bfloat16 "
                          "--output-dir runs/membrane_unet_mobilenetv2_long",
-        "license": "Weights: MIT, as kerazoo. Data: ISBI 2012 EM segmentation challenge (Cardona et al. 2010), "
+        "license": "Weights: Apache-2.0, as kerazoo. Data: ISBI 2012 EM segmentation challenge (Cardona et al. 2010), "
                    "for research use.",
     },
     "camvid_segnet_basic": {
@@ -48,7 +48,7 @@ RECIPES = {
                          "--data-dir ../shared/data --image-size 176x240 --epochs 48 --batch-size 4 --optimizer adam "
                          "--learning-rate 1e-3 --schedule cosine --class-weights median_frequency "
                          "--mixed-precision mixed_bfloat16 --output-dir runs/camvid_segnet_basic_long",
-        "license": "Weights: MIT, as kerazoo. Data: CamVid (Brostow et al. 2008), for research use.",
+        "license": "Weights: Apache-2.0, as kerazoo. Data: CamVid (Brostow et al. 2008), for research use.",
     },
 }
 
@@ -114,9 +114,9 @@ def build(name, recipe, runs, data_dir, zoo_dir=ZOO):
 
 
 RESTORATION_LICENSES = {
-    "set12_denoise_sigma25_unet": "Weights: MIT, as kerazoo. Data: train400 (BSD crops, as DnCNN's "
+    "set12_denoise_sigma25_unet": "Weights: Apache-2.0, as kerazoo. Data: train400 (BSD crops, as DnCNN's "
                                   "training codes distribute them), for research use.",
-    "set5_sr_x4_unet": "Weights: MIT, as kerazoo. Data: T91 (Yang et al. 2010), for research use.",
+    "set5_sr_x4_unet": "Weights: Apache-2.0, as kerazoo. Data: T91 (Yang et al. 2010), for research use.",
 }
 RESTORATION_SIGMAS = (15, 25, 50)  # Set12 is reported at these, as DnCNN's table
 

@@ -175,3 +175,13 @@ def test_predict_and_evaluate_use_the_models_own_attributes_without_run_json(tmp
     assert report["model_input_size"] == [32, 32] and report["image_size"] == [48, 48]
     assert list(report["per_class_iou"]) == ["none", "circle", "square", "triangle"]  # the model's class names
     assert "none" in capsys.readouterr().out
+
+
+def test_shipped_weights_carry_the_package_licence():
+    # A card published from a preset states its weights' licence: the package's own (pyproject.toml).
+    import tomllib
+
+    licence = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["license"]["text"]
+    for name in sorted(path.name for path in ZOO.iterdir() if (path / "metadata.json").exists()):
+        stated = json.loads((ZOO / name / "metadata.json").read_text())["license"]
+        assert stated.startswith(f"Weights: {licence}, as kerazoo."), (name, stated)

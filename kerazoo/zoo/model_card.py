@@ -66,7 +66,7 @@ def _hub():
 def license_id(text) -> tuple[str, str | None]:
     """The Hub's licence identifier for the weights' licence in metadata["license"].
 
-    metadata.json states the licence in words, e.g. "Weights: MIT, as kerazoo. Data: CamVid ..., for
+    metadata.json states the licence in words, e.g. "Weights: Apache-2.0, as kerazoo. Data: CamVid ..., for
     research use", or as a bare identifier ("Apache-2.0"). The weights' identifier is taken.
 
     Returns:
