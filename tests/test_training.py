@@ -236,7 +236,11 @@ def test_killed_run_resumes_at_the_epoch_it_stopped_in(tmp_path):
     log = out / "log.csv"
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
-        if log.exists() and len(_csv_epochs(log)) >= 2:
+        # Killed inside an epoch: after two logged epochs whose weights the script also dumped (the dump runs
+        # after the CSV row, so waiting for the row alone can kill between the two under load).
+        logged = len(_csv_epochs(log)) if log.exists() else 0
+        dumped = len(weights_log.read_text().splitlines()) if weights_log.exists() else 0
+        if logged >= 2 and dumped >= logged:
             break
         time.sleep(0.05)
     assert process.poll() is None, "the run ended before it could be killed:\n" + process.stdout.read().decode()
