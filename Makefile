@@ -21,10 +21,10 @@ demo: $(STAMP)
 
 # Notebooks run as tests (nbmake) in their quick configuration.
 test: $(STAMP)
-	KERAZOO_NOTEBOOK_QUICK=1 $(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow and not benchmark" tests --nbmake notebooks
+	KERAZOO_NOTEBOOK_QUICK=1 $(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow and not benchmark and not matrix" tests --nbmake notebooks
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "slow and not benchmark" tests
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "slow and not benchmark and not matrix" tests
 
 test-all: $(STAMP)
 	KERAZOO_NOTEBOOK_QUICK=1 $(PY) -m pytest -n $(PYTEST_WORKERS) tests --nbmake notebooks

@@ -26,11 +26,22 @@ FAST_COMBINATIONS = {
 FAST_FORWARD_COMBINATIONS = FAST_COMBINATIONS | {("unet", "resnet101"), ("unet", "resnet152")}
 
 
+# The slow suite (CI) runs a representative slice: every model on the two small encoders of each kind, and U-Net
+# on every encoder. The rest of the cross (several hundred builds of up to 350M parameters, hours on 2 cores)
+# is marked `matrix`: `pytest -m matrix tests/test_models.py`, or benchmarks/combinations.py for builds only.
+SLICE_ENCODERS = ("mobilenetv2", "resnet50")
+SLOW_COMBINATIONS = {(name, encoder) for name, encoder in ALL_COMBINATIONS
+                     if encoder is None or encoder in SLICE_ENCODERS or name == "unet"}
+
+
 def matrix(fast=FAST_COMBINATIONS):
-    return [
-        pytest.param(name, encoder, id=f"{name}-{encoder}", marks=() if (name, encoder) in fast else pytest.mark.slow)
-        for name, encoder in ALL_COMBINATIONS
-    ]
+    def marks(key):
+        if key in fast:
+            return ()
+        return pytest.mark.slow if key in SLOW_COMBINATIONS else pytest.mark.matrix
+
+    return [pytest.param(name, encoder, id=f"{name}-{encoder}", marks=marks((name, encoder)))
+            for name, encoder in ALL_COMBINATIONS]
 
 
 def build(name, encoder, num_classes=2, **kwargs):
