@@ -6,6 +6,7 @@ kerazoo's U-Net with `upsampling="nearest"` is smp's `Unet`: five decoder stages
 smp's head is a 3x3 convolution (kerazoo's is 1x1), torchvision's ResNet strides in the 3x3
 convolution of a bottleneck (Keras Applications' in the first 1x1), and kerazoo's model holds its
 input preprocessing. Optional: `pip install "kerazoo[peer]"` (torch, torchvision, smp).
+`run_model_in_subprocess` measures any smp model the same way (benchmarks/decoder_speed.py: the other decoders).
 
 torch crashes in a process that imported TensorFlow first (measured: the first forward pass dies
 without a message), so `measure` runs as a script in its own interpreter (`run_in_subprocess`), and
@@ -66,8 +67,22 @@ MODE_TIMEOUT_SECONDS = 1800  # torch.compile builds C++ kernels with the system 
 
 def run_in_subprocess(case, num_classes, train_batch_size, batch_sizes, warmup, runs, threads, modes=tuple(PEER_MODES),
                       timeout=MODE_TIMEOUT_SECONDS):
-    """`measure` for `case` in each of `modes`, each in a fresh interpreter (-P: this file's folder stays off
-    sys.path). A mode that fails or passes `timeout` seconds is reported with its reason, not raised.
+    """`measure` of smp's U-Net matching `case` in each of `modes`, each in a fresh interpreter.
+
+    Returns:
+        {"description": ..., "modes": {mode: measured dict, or {"error": reason}}}.
+    """
+    return run_model_in_subprocess("Unet", {"decoder_channels": decoder_channels(case)}, SMP_ENCODERS[case.encoder],
+                                   case.image_size, num_classes, train_batch_size, batch_sizes, warmup, runs,
+                                   threads, modes, timeout, description=describe(case))
+
+
+def run_model_in_subprocess(model_class, model_options, encoder, image_size, num_classes, train_batch_size,
+                            batch_sizes, warmup, runs, threads, modes=tuple(PEER_MODES), timeout=MODE_TIMEOUT_SECONDS,
+                            description=None):
+    """`measure` of `smp.<model_class>(encoder, **model_options)` in each of `modes`, each in a fresh interpreter
+    (-P: this file's folder stays off sys.path). A mode that fails or passes `timeout` seconds is reported with
+    its reason, not raised.
 
     Returns:
         {"description": ..., "modes": {mode: measured dict, or {"error": reason}}}.
@@ -75,8 +90,8 @@ def run_in_subprocess(case, num_classes, train_batch_size, batch_sizes, warmup, 
     unknown = [mode for mode in modes if mode not in PEER_MODES]
     if unknown:
         raise ValueError(f"unknown peer modes {unknown}; valid: {', '.join(PEER_MODES)}")
-    arguments = {"encoder": SMP_ENCODERS[case.encoder], "decoder_channels": decoder_channels(case),
-                 "image_size": list(case.image_size), "num_classes": num_classes,
+    arguments = {"encoder": encoder, "model_class": model_class, "model_options": dict(model_options),
+                 "image_size": list(image_size), "num_classes": num_classes,
                  "train_batch_size": train_batch_size, "batch_sizes": list(batch_sizes), "warmup": warmup,
                  "runs": runs, "threads": threads}
     measured = {}
@@ -91,7 +106,12 @@ def run_in_subprocess(case, num_classes, train_batch_size, batch_sizes, warmup, 
             measured[mode] = {"error": f"exit {completed.returncode}: {_last_error_line(completed.stderr)}"}
             continue
         measured[mode] = json.loads(completed.stdout.strip().splitlines()[-1])
-    return {"description": describe(case), "modes": measured}
+    return {"description": description or describe_model(model_class, encoder, model_options), "modes": measured}
+
+
+def describe_model(model_class, encoder, model_options):
+    options = "".join(f", {key}={value!r}" for key, value in model_options.items())
+    return f"smp.{model_class}({encoder}{options})"
 
 
 def _last_error_line(stderr):
@@ -141,9 +161,10 @@ def timed_runs(call, warmup, runs):
     return times
 
 
-def measure(encoder, decoder_channels, image_size, num_classes, train_batch_size, batch_sizes, warmup, runs,
-            threads, mode="eager"):
-    """Training step time (Adam, cross-entropy) and inference latency in one of `PEER_MODES`, channels-last
+def measure(encoder, image_size, num_classes, train_batch_size, batch_sizes, warmup, runs, threads, mode="eager",
+            model_class="Unet", model_options=None):
+    """`smp.<model_class>(encoder, **model_options)` with random weights: its training step time (Adam,
+    cross-entropy) and inference latency in one of `PEER_MODES`, channels-last
     (smp's fastest layout on CPU), in the same form as kerazoo's measurements. With "compile" the first step
     includes torch.compile's compilation; with "bf16_autocast" forward and loss run under
     `torch.autocast("cpu", torch.bfloat16)` (weights and optimizer stay float32, like Keras' mixed_bfloat16)."""
@@ -156,8 +177,8 @@ def measure(encoder, decoder_channels, image_size, num_classes, train_batch_size
     baseline_mib = peak_rss_mib()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = smp.Unet(encoder_name=encoder, encoder_weights=None, decoder_channels=decoder_channels,
-                     classes=num_classes).to(memory_format=torch.channels_last)
+    model = getattr(smp, model_class)(encoder_name=encoder, encoder_weights=None, classes=num_classes,
+                                      **(model_options or {})).to(memory_format=torch.channels_last)
     rng = np.random.default_rng(0)
     height, width = image_size
 
@@ -205,6 +226,7 @@ def measure(encoder, decoder_channels, image_size, num_classes, train_batch_size
             latency[str(batch_size)] = 1000 * statistics.median(timed_runs(lambda: run(batch), warmup, runs))
     return {
         "mode": mode,
+        "model": describe_model(model_class, encoder, model_options or {}),
         "params": sum(p.numel() for p in model.parameters()),
         "forward_flops": forward_flops,
         "threads": torch.get_num_threads(),
