@@ -7,6 +7,7 @@ a skipped test would hide a broken install.
 """
 
 import importlib
+import importlib.util
 import os
 
 import pytest
@@ -33,6 +34,17 @@ def require_extra(module: str, extra: str):
         return importlib.import_module(module)
     except Exception as error:  # an extra that is installed but broken counts as missing
         message = f'{module} does not import ({type(error).__name__}: {error}); pip install "kerazoo[{extra}]"'
+    if extras_required():
+        pytest.fail(f"{message}, and {REQUIRE_EXTRAS_VAR} is set", pytrace=False)
+    pytest.skip(message)
+
+
+def require_installed(module: str, extra: str):
+    """Like `require_extra`, but only finds `module` without importing it: smp and torch imported into a process
+    that loaded TensorFlow first crash it (kerazoo/bench/peer.py), so such tests run them in subprocesses."""
+    if importlib.util.find_spec(module) is not None:
+        return
+    message = f'{module} is not installed; pip install "kerazoo[{extra}]"'
     if extras_required():
         pytest.fail(f"{message}, and {REQUIRE_EXTRAS_VAR} is set", pytrace=False)
     pytest.skip(message)

@@ -12,7 +12,7 @@ from kerazoo.bench import benchmark, tables as benchmark_tables, peer
 from kerazoo import cli
 from kerazoo.bench.benchmark import Case
 
-from optional_extras import require_extra
+from optional_extras import require_installed
 
 
 def test_forward_flops_count_multiply_adds_twice():
@@ -191,7 +191,7 @@ def test_peer_runner_reports_a_failed_or_unknown_mode(monkeypatch):
 @pytest.mark.benchmark
 @pytest.mark.peer
 def test_peer_ratio_side_by_side():
-    require_extra("segmentation_models_pytorch", "peer")
+    require_installed("segmentation_models_pytorch", "peer")  # benchmark.run measures the peer in a subprocess
     case = Case("unet", "resnet50", (64, 64), (("upsampling", "nearest"), ("decoder_filters", (64, 32, 16, 16, 8))))
     assert peer.unavailable_reason(case) is None
     results = benchmark.run([case], num_classes=2, formats=("keras",), batch_sizes=(1, 2), warmup=1, runs=2,

@@ -1,6 +1,5 @@
 """benchmarks/decoder_speed.py: each new decoder's training step against smp's same model."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from optional_extras import REQUIRE_EXTRAS_VAR, extras_required
+from optional_extras import require_installed
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,12 +43,7 @@ def test_ratio_is_against_smps_fastest_mode_of_the_same_precision_and_the_table_
 @pytest.mark.benchmark
 @pytest.mark.peer
 def test_one_decoder_both_sides_at_a_tiny_size(tmp_path):
-    # Found, not imported: smp imported after TensorFlow crashes this process (kerazoo/bench/peer.py).
-    if importlib.util.find_spec("segmentation_models_pytorch") is None:
-        message = 'segmentation-models-pytorch is not installed (pip install "kerazoo[peer]")'
-        if extras_required():
-            pytest.fail(f"{message}, and {REQUIRE_EXTRAS_VAR} is set", pytrace=False)
-        pytest.skip(message)
+    require_installed("segmentation_models_pytorch", "peer")  # found, not imported (it would crash this process)
     out = tmp_path / "speed.json"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
     # Batch 2: torch's batch norm refuses one value per channel in training (the 1x1 map at stride 32).
