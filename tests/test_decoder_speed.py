@@ -1,5 +1,6 @@
 """benchmarks/decoder_speed.py: each new decoder's training step against smp's same model."""
 
+import importlib.util
 import json
 import os
 import subprocess
