@@ -2,9 +2,9 @@
 dilation, other channel counts with the pretrained first kernel adapted, freezing, depth, and the
 preprocessing each application's weights expect.
 
-By default each family's smallest member runs (random weights, tiny odd inputs); every encoder runs in
-the slow suite (the large ones, ConvNeXt XLarge, EfficientNetB7 and NASNetLarge, take minutes and
-gigabytes to build).
+By default each family's smallest member runs (random weights, tiny odd inputs); every other encoder runs in
+the slow suite, but those over 45M parameters (tests/encoder_sizes.py: minutes and gigabytes each to build)
+are marked `matrix` and run on demand.
 """
 
 import math
@@ -18,6 +18,7 @@ from kerazoo import layers
 from kerazoo.encoders import (ENCODERS, STRIDES, adapt_first_kernel, build_application, build_encoder,
                               feature_strides, input_multiple, spec_taps, tap_stride)
 from kerazoo.encoders.graph import PREPROCESSING_LAYERS
+from encoder_sizes import LARGE_ENCODERS
 
 pytestmark = pytest.mark.usefixtures("fresh_keras_state")  # tests/conftest.py
 
@@ -37,8 +38,13 @@ FAST = ("vgg16", "resnet50", "resnet50v2", "mobilenet", "mobilenetv2", "mobilene
 ODD_SIZE = (67, 101)
 
 
+def heavy(name):
+    """The mark of a case that is not in the default run: slow, or matrix for the largest encoders."""
+    return pytest.mark.matrix if name in LARGE_ENCODERS else pytest.mark.slow
+
+
 def every_encoder(fast=FAST):
-    return [pytest.param(name, marks=() if name in fast else pytest.mark.slow) for name in ENCODERS.names()]
+    return [pytest.param(name, marks=() if name in fast else heavy(name)) for name in ENCODERS.names()]
 
 
 def padded(size, multiple=32):
@@ -83,7 +89,7 @@ def test_taps_lie_at_their_strides_and_any_size_gives_them_exactly(name):
 @pytest.mark.parametrize("name, output_stride", [
     pytest.param(name, output_stride, marks=() if (name, output_stride) in {
         ("resnet50", 8), ("mobilenetv2", 16), ("convnext_tiny", 16), ("densenet121", 16), ("xception", 16),
-        ("efficientnetb0", 8)} else pytest.mark.slow,
+        ("efficientnetb0", 8)} else heavy(name),
         id=f"{name}-os{output_stride}")
     for name in ENCODERS.names() for output_stride in (16, 8)
 ])
@@ -146,7 +152,7 @@ def _weights_file(spec, tmp_path):
 
 @pytest.mark.parametrize("name, in_channels", [
     pytest.param(name, in_channels, marks=() if (name, in_channels) in {
-        ("convnext_tiny", 4), ("efficientnetb0", 1), ("mobilenetv3small", 4)} else pytest.mark.slow,
+        ("convnext_tiny", 4), ("efficientnetb0", 1), ("mobilenetv3small", 4)} else heavy(name),
         id=f"{name}-{in_channels}ch")
     for name in ENCODERS.names() for in_channels in (1, 4) if in_channels == 4 or name in FAST
 ])
