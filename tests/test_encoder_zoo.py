@@ -3,7 +3,7 @@ dilation, other channel counts with the pretrained first kernel adapted, freezin
 preprocessing each application's weights expect.
 
 By default each family's smallest member runs (random weights, tiny odd inputs); every other encoder runs in
-the slow suite, but those over 45M parameters (tests/encoder_sizes.py: minutes and gigabytes each to build)
+the slow suite, but those over 25M parameters (tests/encoder_sizes.py: minutes and gigabytes each to build)
 are marked `matrix` and run on demand.
 """
 
@@ -18,7 +18,7 @@ from kerazoo import layers
 from kerazoo.encoders import (ENCODERS, STRIDES, adapt_first_kernel, build_application, build_encoder,
                               feature_strides, input_multiple, spec_taps, tap_stride)
 from kerazoo.encoders.graph import PREPROCESSING_LAYERS
-from encoder_sizes import LARGE_ENCODERS
+from encoder_sizes import LARGE_ENCODERS, SMALLEST_OF_EACH_FAMILY
 
 pytestmark = pytest.mark.usefixtures("fresh_keras_state")  # tests/conftest.py
 
@@ -33,8 +33,7 @@ EXPECTED_ENCODERS = {
     "nasnetmobile", "nasnetlarge",
 }
 # The smallest member of each family runs by default.
-FAST = ("vgg16", "resnet50", "resnet50v2", "mobilenet", "mobilenetv2", "mobilenetv3small", "efficientnetb0",
-        "efficientnetv2b0", "convnext_tiny", "densenet121", "xception", "inceptionv3", "nasnetmobile")
+FAST = SMALLEST_OF_EACH_FAMILY
 ODD_SIZE = (67, 101)
 
 
