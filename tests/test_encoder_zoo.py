@@ -2,9 +2,8 @@
 dilation, other channel counts with the pretrained first kernel adapted, freezing, depth, and the
 preprocessing each application's weights expect.
 
-By default each family's smallest member runs (random weights, tiny odd inputs); every other encoder runs in
-the slow suite, but those over 25M parameters (tests/encoder_sizes.py: minutes and gigabytes each to build)
-are marked `matrix` and run on demand.
+By default each family's smallest member runs (random weights, tiny odd inputs); every other encoder is
+marked `matrix` and runs on demand (`pytest -m matrix tests/test_encoder_zoo.py`).
 """
 
 import math
@@ -18,7 +17,7 @@ from kerazoo import layers
 from kerazoo.encoders import (ENCODERS, STRIDES, adapt_first_kernel, build_application, build_encoder,
                               feature_strides, input_multiple, spec_taps, tap_stride)
 from kerazoo.encoders.graph import PREPROCESSING_LAYERS
-from encoder_sizes import LARGE_ENCODERS, SMALLEST_OF_EACH_FAMILY
+from encoder_sizes import SMALLEST_OF_EACH_FAMILY
 
 pytestmark = pytest.mark.usefixtures("fresh_keras_state")  # tests/conftest.py
 
@@ -38,8 +37,10 @@ ODD_SIZE = (67, 101)
 
 
 def heavy(name):
-    """The mark of a case that is not in the default run: slow, or matrix for the largest encoders."""
-    return pytest.mark.matrix if name in LARGE_ENCODERS else pytest.mark.slow
+    """The mark of a case that is not in the default run. Every encoder beyond each family's smallest is
+    `matrix` (run on demand, `pytest -m matrix tests/test_encoder_zoo.py`): on 2 cores the 93 cases took
+    over 20 minutes, half of CI's slow step; benchmarks/combinations.py builds every model on them too."""
+    return pytest.mark.matrix
 
 
 def every_encoder(fast=FAST):
