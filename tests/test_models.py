@@ -80,9 +80,10 @@ def test_shapes_training_and_save_load(name, encoder, tmp_path):
         threshold = 200
         if encoder.startswith("vgg"):
             optimizer = keras.optimizers.SGD(1e-3)
-    if name in ("fpn", "segformer"):
-        # These score at stride 4 and upsample: they cannot fit a per-pixel noise mask, only its prior (measured:
-        # FPN's loss went 1.07, 2.58, 1.07, 1.33 on the balanced mask, 1.35, 1.41, 1.20, 0.85 on this one).
+    if name in ("fpn", "segformer", "deeplabv3", "deeplabv3plus", "pspnet", "upernet"):
+        # These score at stride 4 or coarser and upsample: they cannot fit a per-pixel noise mask, only its prior
+        # (measured: FPN's loss went 1.07, 2.58, 1.07, 1.33 on the balanced mask, 1.35, 1.41, 1.20, 0.85 on this
+        # one; DeepLabV3 on MobileNetV2, stride 16, failed to lower it once in the slow suite on the balanced one).
         threshold = 200
     model = build(name, encoder, **options)
     images, masks = sample_batch(model, threshold=threshold)
