@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from encoders import format_millions  # benchmarks/encoders.py, beside this script: the README's way of writing counts
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 OUTPUT = Path(__file__).with_name("combinations.json")
@@ -98,18 +100,13 @@ def export_status(model, sample):
     return status
 
 
-def _millions(count):
-    millions = count / 1e6
-    return f"{millions:.2f}M" if millions < 10 else f"{millions:.1f}M"
-
-
 def _cell(row):
     if row["build"] != "ok":
         return "fails"
     mark = ""
     if "export" in row:
         mark = " ✓" if all(value == "ok" for value in row["export"].values()) else " ✗"
-    return _millions(row["parameters"]) + mark
+    return format_millions(row["parameters"]) + mark
 
 
 def readme_table(rows):

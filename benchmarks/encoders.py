@@ -89,13 +89,13 @@ def model_tables(rows, skip=()):
         lines = ["| model | " + " | ".join(row["encoder"] for row in members) + " |",
                  "|---|" + "---|" * len(members)]
         for model in models:
-            cells = [_millions(row["models"][model]) for row in members]
+            cells = [format_millions(row["models"][model]) for row in members]
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
         tables.append("\n".join(lines))
     return "\n\n".join(tables)
 
 
-def _millions(count):
+def format_millions(count):
     """As the README writes parameter counts: 3 significant figures, in millions."""
     millions = count / 1e6
     return f"{millions:.2f}M" if millions < 10 else f"{millions:.1f}M"

@@ -33,10 +33,7 @@ def require_extra(module: str, extra: str):
     try:
         return importlib.import_module(module)
     except Exception as error:  # an extra that is installed but broken counts as missing
-        message = f'{module} does not import ({type(error).__name__}: {error}); pip install "kerazoo[{extra}]"'
-    if extras_required():
-        pytest.fail(f"{message}, and {REQUIRE_EXTRAS_VAR} is set", pytrace=False)
-    pytest.skip(message)
+        _skip_or_fail(f'{module} does not import ({type(error).__name__}: {error}); pip install "kerazoo[{extra}]"')
 
 
 def require_installed(module: str, extra: str):
@@ -44,7 +41,11 @@ def require_installed(module: str, extra: str):
     that loaded TensorFlow first crash it (kerazoo/bench/peer.py), so such tests run them in subprocesses."""
     if importlib.util.find_spec(module) is not None:
         return
-    message = f'{module} is not installed; pip install "kerazoo[{extra}]"'
+    _skip_or_fail(f'{module} is not installed; pip install "kerazoo[{extra}]"')
+
+
+def _skip_or_fail(message):
+    """Skips the calling test for a missing extra, or fails it when extras are required (CI)."""
     if extras_required():
         pytest.fail(f"{message}, and {REQUIRE_EXTRAS_VAR} is set", pytrace=False)
     pytest.skip(message)
