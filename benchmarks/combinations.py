@@ -1,10 +1,13 @@
 """Every model x encoder the registries allow: built (random weights, 12 classes), run at an odd size, its
-parameters counted; optionally exported (TFLite float32 and ONNX through `kerazoo.export`, parity checked, Flex
-and custom ops counted). Writes benchmarks/combinations.json and prints the README's models x encoders table.
+parameters counted; optionally exported (TFLite float32, float16 and int8, and ONNX through `kerazoo.export`,
+parity checked, Flex and custom ops counted). Writes benchmarks/combinations.json, the README's models x encoders
+table and the report export_matrix/COMBINATIONS.md.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/combinations.py                 # every combination, builds only
     PYTHONPATH=$PWD .venv/bin/python benchmarks/combinations.py --export --encoders mobilenetv2 resnet50
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/combinations.py --readme        # the table, from the JSON
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/combinations.py --export --models unet
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/combinations.py --readme        # README.md's table, from the JSON
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/combinations.py --report        # export_matrix/COMBINATIONS.md
 
 Each encoder runs in a child process (the large ones hold gigabytes); results are written after each encoder
 (atomically), so an interrupted run keeps what it measured and the next run (without --again) goes on from there.
@@ -71,61 +74,154 @@ def measure(encoder, models, export_files=False):
             row["build"] = f"{type(error).__name__}: {str(error)[:300]}"
         row["seconds"] = round(time.perf_counter() - start, 1)
         if export_files and row["build"] == "ok":
-            row["export"] = export_status(model, sample)
+            row["export"], row["export_agreement"] = export_status(model, sample)
         rows.append(row)
         keras.backend.clear_session()
     return rows
 
 
+EXPORT_VARIANTS = (None, "float16", "int8")  # TFLite variants; ONNX is float32
+CONTRACT_FREE = ("tflite_int8",)  # measured, not held to a parity contract (see kerazoo.export.export)
+
+
 def export_status(model, sample):
-    """{variant: "ok" or why not} for TFLite float32 and ONNX, each reloaded and compared with Keras."""
+    """{file: "ok" or why not}, {file: argmax agreement}: TFLite float32/float16/int8 and ONNX, each reloaded
+    and compared with Keras. "ok" = converted with builtin ops only, ran, and met its parity contract (int8
+    has none: converted and ran)."""
+    import numpy as np
+
     from kerazoo.export import export
 
-    status = {}
+    status, agreement = {}, {}
+    calibration = np.random.default_rng(1).uniform(0, 255, (4, *sample.shape[1:])).astype("float32")
     with tempfile.TemporaryDirectory(prefix="kerazoo_combination_") as folder:
         try:
-            report = export(model, folder, formats=("tflite", "onnx"), quantize=(None,), latency_runs=0,
+            report = export(model, folder, formats=("tflite", "onnx"), quantize=EXPORT_VARIANTS,
+                            representative_data=calibration, num_calibration=len(calibration), latency_runs=0,
                             verbose=False, strict=False, sample_inputs=sample)
         except Exception as error:
-            return {"export": f"{type(error).__name__}: {str(error)[:300]}"}
+            return {"export": f"{type(error).__name__}: {str(error)[:300]}"}, {}
         for exported in report.files:
             key = f"{exported.format}_{exported.variant}"
             foreign = [op for op in exported.ops if op.startswith(("FLEX", "CUSTOM"))]
+            agreement[key] = exported.argmax_agreement
             if exported.error:
                 status[key] = f"error: {exported.error[:300]}"
             elif foreign:
                 status[key] = f"non-builtin ops {foreign}"
+            elif exported.passed is False:
+                status[key] = f"parity: agree {exported.argmax_agreement}"
             else:
-                status[key] = "ok" if exported.passed else f"parity: agree {exported.argmax_agreement}"
-    return status
+                status[key] = "ok"
+            if any("more dynamic signature failed" in note for note in exported.notes):
+                status[key] += " (fixed size)"  # TFLite fell back to the sample's height and width
+    return status, agreement
+
+
+FORMAT_COLUMNS = ("tflite_float32", "tflite_float16", "tflite_int8", "onnx_float32")
+OWN_TOPOLOGY_ROW = "own topology"  # the README's row of the models built without an encoder
+REPORT = Path(__file__).parent.parent / "export_matrix" / "COMBINATIONS.md"
+README = Path(__file__).parent.parent / "README.md"
+README_SECTION = "## Models x encoders"
+
+
+def exported_ok(row):
+    """True/False once exported (every file "ok"), None when not exported."""
+    if "export" not in row:
+        return None
+    return all(value.startswith("ok") for value in row["export"].values())
 
 
 def _cell(row):
     if row["build"] != "ok":
         return "fails"
-    mark = ""
-    if "export" in row:
-        mark = " ✓" if all(value == "ok" for value in row["export"].values()) else " ✗"
-    return format_millions(row["parameters"]) + mark
+    return format_millions(row["parameters"]) + {None: "", True: " ✓", False: " ✗"}[exported_ok(row)]
 
 
 def readme_table(rows):
-    """The README's table: one row per encoder (registry order), one column per model; own topologies last."""
+    """The README's table: one row per encoder (registry order) and a last one for the models built without
+    an encoder; one column per model (registry order)."""
     import kerazoo
     from kerazoo.encoders import list_encoders
 
     found = {(row["model"], row["encoder"]): row for row in rows}
-    models = [name for name in kerazoo.list_models() if any(key[0] == name and key[1] != OWN_TOPOLOGY
-                                                            for key in found)]
+    models = [name for name in kerazoo.list_models() if any(model == name for model, _ in found)]
     lines = ["| encoder | " + " | ".join(models) + " |", "|---|" + "---:|" * len(models)]
     for encoder in [*list_encoders(), OWN_TOPOLOGY]:
-        if encoder == OWN_TOPOLOGY:
-            continue
         cells = [_cell(found[(model, encoder)]) if (model, encoder) in found else "" for model in models]
         if any(cells):
-            lines.append(f"| {encoder} | " + " | ".join(cells) + " |")
-    own = [f"{model} {_cell(row)}" for (model, encoder), row in sorted(found.items()) if encoder == OWN_TOPOLOGY]
-    return "\n".join(lines) + ("\n\nOwn topologies: " + ", ".join(own) + "." if own else "")
+            lines.append(f"| {OWN_TOPOLOGY_ROW if encoder == OWN_TOPOLOGY else encoder} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def with_readme_table(text, table):
+    """`text` (the README) with the first table of its models x encoders section replaced by `table`."""
+    head, found, section = text.partition(README_SECTION + "\n")
+    if not found:
+        raise ValueError(f"README.md has no line {README_SECTION!r}")
+    lines = section.split("\n")
+    first = next(index for index, line in enumerate(lines) if line.startswith("|"))
+    last = next((index for index in range(first, len(lines)) if not lines[index].startswith("|")), len(lines))
+    return head + found + "\n".join(lines[:first] + table.split("\n") + lines[last:])
+
+
+def export_report(saved):
+    """The committed export matrix (export_matrix/COMBINATIONS.md): a summary, every miss with its reason,
+    then one line per exported combination and file."""
+    rows = saved["rows"]
+    exported = [row for row in rows if "export" in row]
+    built = [row for row in rows if row["build"] == "ok"]
+    lines = [
+        "# Every model x encoder: builds and exports",
+        "",
+        f"Written by `python benchmarks/combinations.py --report` from benchmarks/combinations.json ({saved['date']}, "
+        f"{saved['machine']}). Each combination: random weights, {saved['num_classes']} classes, built and run at "
+        f"{saved['size'][0]}x{saved['size'][1]} (odd on purpose). Exported ones: `kerazoo.export.export` to TFLite "
+        "float32, float16 and int8 (calibrated on 4 random images) and ONNX float32, each file reloaded in its "
+        "runtime (ai_edge_litert, onnxruntime) and compared with Keras on one image. `ok` = builtin TFLite ops "
+        "only (no Flex, no custom), ran, and met its parity contract (float32: max |diff| <= 1e-4 of the output "
+        "range and argmax agreement >= 0.999; float16: agreement >= 0.99; int8 has no contract, its agreement is "
+        "given). `(fixed size)`: TFLite needed the sample's height and width (batch still dynamic).",
+        "",
+        "Reading the int8 agreement: the weights are random. Decoders that read only the deepest features of a "
+        "random MobileNetV2 (DeepLabV3, PSPNet, FCN-32s) agree on almost no pixel, because those features are "
+        "about 1e-11 and int8 rounds them to zero (docs/models.md, the pyramid decoders' export); the others "
+        "agree on most pixels (the table). With the batch-norm statistics set from a batch (sane "
+        "ranges), DeepLabV3 int8 agreed on 1.0 of the pixels and PSPNet on 0.94.",
+        "",
+        "## Summary",
+        "",
+        "Cells of the table: parameters with ✓ (every exported file ok), ✗ (a miss, listed below) or no mark (built "
+        "and run, not exported).",
+        "",
+        readme_table(rows),
+        "",
+        f"- Built and run: {len(built)} of {len(rows)} combinations.",
+        f"- Exported: {len(exported)} combinations, {sum(len(row['export']) for row in exported)} files; "
+        f"every file ok: {sum(bool(exported_ok(row)) for row in exported)} combinations.",
+    ]
+    for column in FORMAT_COLUMNS:
+        statuses = [row["export"].get(column, "missing") for row in exported]
+        fixed = sum("(fixed size)" in status for status in statuses)
+        lines.append(f"- {column}: {sum(status.startswith('ok') for status in statuses)} ok of {len(statuses)}"
+                     + (f" ({fixed} at a fixed size)" if fixed else ""))
+    misses = [(row, column, status) for row in exported for column, status in row["export"].items()
+              if not status.startswith("ok")]
+    misses += [(row, "build", row["build"]) for row in rows if row["build"] != "ok"]
+    lines += ["", "## Misses", ""]
+    lines += [f"- {row['model']} on {row['encoder']}, {column}: {status}" for row, column, status in misses] or ["None."]
+    lines += ["", "## Exported combinations", "",
+              "| model | encoder | parameters | " + " | ".join(FORMAT_COLUMNS) + " |",
+              "|---|---|---:|" + "---|" * len(FORMAT_COLUMNS)]
+    for row in sorted(exported, key=lambda row: (row["model"], row["encoder"])):
+        cells = []
+        for column in FORMAT_COLUMNS:
+            status = row["export"].get(column, "missing")
+            agreement = row.get("export_agreement", {}).get(column)
+            cells.append(status + (f", agree {agreement:.4f}" if agreement is not None else ""))
+        lines.append(f"| {row['model']} | {row['encoder']} | {format_millions(row.get('parameters', 0))} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main():
@@ -134,9 +230,11 @@ def main():
     parser.add_argument("--export", action="store_true", help="also export each to TFLite float32 and ONNX")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     parser.add_argument("--again", action="store_true", help="measure encoders already in --output again")
-    parser.add_argument("--readme", action="store_true", help="print the README table from --output; measure nothing")
+    parser.add_argument("--readme", action="store_true", help="rewrite README.md's table from --output; measure nothing")
+    parser.add_argument("--report", action="store_true",
+                        help=f"write {REPORT.relative_to(REPORT.parent.parent)} from --output; measure nothing")
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--models", nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument("--models", nargs="*", help="names (default: every model)")
     arguments = parser.parse_args()
     if arguments.child:
         print(json.dumps(measure(arguments.child, arguments.models, arguments.export)))
@@ -146,10 +244,19 @@ def main():
 
     saved = json.loads(arguments.output.read_text()) if arguments.output.exists() else {"rows": []}
     if arguments.readme:
-        print(readme_table(saved["rows"]))
+        atomic_write_text(README, with_readme_table(README.read_text(), readme_table(saved["rows"])))
+        print(f"rewrote the table of {README.name}'s section {README_SECTION!r}")
+        return
+    if arguments.report:
+        atomic_write_text(REPORT, export_report(saved))
+        print(f"wrote {REPORT}")
         return
     rows = {(row["model"], row["encoder"]): row for row in saved["rows"]}
     chosen = combinations(set(arguments.encoders) if arguments.encoders else None)
+    if arguments.models:
+        chosen = {encoder: [model for model in models if model in arguments.models]
+                  for encoder, models in chosen.items()}
+        chosen = {encoder: models for encoder, models in chosen.items() if models}
     for index, (encoder, models) in enumerate(chosen.items(), start=1):
         done = all((model, encoder) in rows and ("export" in rows[(model, encoder)] or not arguments.export)
                    for model in models)
@@ -168,7 +275,7 @@ def main():
         for row in measured:
             rows[(row["model"], row["encoder"])] = row
         failed = [row["model"] for row in measured if row["build"] != "ok" or
-                  any(value != "ok" for value in row.get("export", {}).values())]
+                  any(not value.startswith("ok") for value in row.get("export", {}).values())]
         print(f"{time.perf_counter() - start:.0f} s, " + (f"FAILED: {failed}" if failed else "all ok"), flush=True)
         cpu = cpu_kind()
         result = {"machine": f"{cpu['model_name']} ({cpu['kind']})", "size": list(SIZE), "num_classes": NUM_CLASSES,

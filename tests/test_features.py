@@ -8,7 +8,6 @@ process, as a user would.
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,8 @@ import pytest
 
 import kerazoo
 from kerazoo.training.train import train
+
+from readme_tables import models_by_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_SEGNET = dict(filters=4, kernel_size=3, depth=2)
@@ -136,54 +137,48 @@ def test_cli_train_devices_mirrored_uses_both_logical_cpus(tmp_path):
 # README's "Models x encoders" table
 
 
-def _readme_parameter_table():
-    """{(model, encoder or None): millions as written, with its number of decimals}, read from every table
-    of the section before "Against the papers" (one per group of encoders)."""
-    text = (REPO / "README.md").read_text()
-    section = text.split("## Models x encoders", 1)[1].split("Against the papers", 1)[0]
-    table, header = {}, None
-    for line in section.splitlines():
-        if not line.startswith("|"):
-            header = None  # a table ends at its first line that is not a row
-            continue
-        cells = [cell.strip() for cell in line.strip("|").split("|")]
-        if header is None:
-            header = cells
-            continue
-        if line.startswith("|---"):
-            continue
-        assert len(cells) == len(header), f"README row {line!r} does not match its header"
-        for column, cell in zip(header[1:], cells[1:]):
-            if cell:
-                match = re.fullmatch(r"(\d+(?:\.(\d+))?)M", cell)
-                assert match, f"README cell {cells[0]} x {column}: {cell!r}"
-                encoder = None if column == "own topology" else column
-                table[(cells[0], encoder)] = (float(match.group(1)), len(match.group(2) or ""))
-    return table
-
-
-README_TABLE = _readme_parameter_table()
-# By default the light models on the first six encoders and the own topologies are built; the rest is slow.
+README_TABLE = models_by_encoder()
+# By default the light models on the first six encoders and the own topologies are built; the rest of those six is
+# slow, and the other encoders' cells (hundreds of builds, benchmarks/combinations.py makes them) are `matrix`.
 FIRST_ENCODERS = {None, "mobilenetv2", "resnet50", "resnet101", "resnet152", "vgg16", "vgg19"}
-LIGHT = {key for key, (millions, _) in README_TABLE.items() if millions < 10 and key[1] in FIRST_ENCODERS}
+
+
+def _built_count_case(key):
+    millions, _, _ = README_TABLE[key]
+    if key[1] not in FIRST_ENCODERS:
+        return pytest.param(*key, marks=pytest.mark.matrix)
+    return key if millions < 10 else pytest.param(*key, marks=pytest.mark.slow)
 
 
 def test_readme_parameter_table_lists_exactly_the_valid_combinations():
     from kerazoo.models import model_encoders
 
-    # Every model, on each encoder the table has a column for (its first six and the own topologies).
-    columns = {encoder for _, encoder in README_TABLE}
-    expected = {(name, encoder) for name in kerazoo.list_models() for encoder in (model_encoders(name) or [None])
-                if encoder in columns}
+    # Every model on every encoder it can take (the own topologies in their row), and nothing else.
+    expected = {(name, encoder) for name in kerazoo.list_models() for encoder in (model_encoders(name) or [None])}
     assert set(README_TABLE) == expected
-    assert {name for name, _ in README_TABLE} == set(kerazoo.list_models())
 
 
-@pytest.mark.parametrize("model, encoder", [
-    key if key in LIGHT else pytest.param(*key, marks=pytest.mark.slow) for key in sorted(README_TABLE, key=str)
-])
+def test_readme_parameter_table_is_the_committed_measurement():
+    """The README's table is what benchmarks/combinations.py measured (benchmarks/combinations.json), not edited
+    by hand: parameters, and the export mark of each exported combination."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import combinations
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    saved = json.loads((REPO / "benchmarks" / "combinations.json").read_text())
+    readme = (REPO / "README.md").read_text()
+    assert combinations.with_readme_table(readme, combinations.readme_table(saved["rows"])) == readme
+    exported = [row for row in saved["rows"] if "export" in row]
+    assert exported, "no exported combination in benchmarks/combinations.json"
+    for row in exported:
+        key = (row["model"], None if row["encoder"] == combinations.OWN_TOPOLOGY else row["encoder"])
+        assert README_TABLE[key][2] == ("✓" if combinations.exported_ok(row) else "✗"), key
+
+
+@pytest.mark.parametrize("model, encoder", [_built_count_case(key) for key in sorted(README_TABLE, key=str)])
 def test_readme_parameter_table_matches_the_built_models(model, encoder):
-    millions, decimals = README_TABLE[(model, encoder)]
+    millions, decimals, _ = README_TABLE[(model, encoder)]
     built = kerazoo.create_model(model, encoder=encoder, num_classes=12)
     count = built.count_params()
     del built
