@@ -35,14 +35,12 @@ OWN_TOPOLOGY = "-"  # the encoder column of models that have none
 
 def combinations(encoders=None):
     """{encoder or OWN_TOPOLOGY: [model, ...]} from the registries."""
-    import kerazoo
-    from kerazoo.models import model_encoders
+    from kerazoo.models import model_encoder_pairs
 
     chosen = {}
-    for model in kerazoo.list_models():
-        for encoder in model_encoders(model) or [OWN_TOPOLOGY]:
-            if encoders is None or encoder in encoders:
-                chosen.setdefault(encoder, []).append(model)
+    for model, encoder in model_encoder_pairs():
+        if encoders is None or (encoder or OWN_TOPOLOGY) in encoders:
+            chosen.setdefault(encoder or OWN_TOPOLOGY, []).append(model)
     return chosen
 
 

@@ -34,16 +34,17 @@ DEFAULT_JSON = Path(__file__).with_name("decoder_speed.json")
 
 # decoder: (kerazoo options, smp class, smp options, what still differs). Matched where the two differ by
 # default: DeepLabV3 at output stride 16 with the paper's rates (smp defaults to 8, and 12/24/36 for both),
-# DeepLabV3+ separable (smp's only kind), PSPNet ending at stride 8 (smp's encoder_depth=3; kerazoo's
-# default is the paper's dilated full encoder, which smp lacks), UPerNet with smp's 256 filters per level.
+# DeepLabV3+ separable (smp's only kind), PSPNet ending at stride 8 with a 1x1 fuse conv (smp's encoder_depth=3
+# and fuse; kerazoo's default is the paper's dilated full encoder and 3x3 fuse), UPerNet with smp's 256 filters.
 CONFIGURATIONS = {
     "unet": ({"upsampling": "nearest"}, "Unet", {}, "none in the layers (kerazoo's default upsampling is 'transpose')"),
     "deeplabv3": ({}, "DeepLabV3", {"encoder_output_stride": 16, "decoder_atrous_rates": [6, 12, 18]},
                   "smp adds a 3x3 conv 256 after ASPP"),
     "deeplabv3plus": ({"separable": True}, "DeepLabV3Plus", {"decoder_atrous_rates": [6, 12, 18]},
                       "kerazoo: two separable 3x3 after the concat; smp: one after ASPP, one after the concat"),
-    "pspnet": ({"encoder_depth": 3}, "PSPNet", {},
-               "fuse conv 3x3 (paper) vs smp's 1x1; head 1x1 vs smp's 3x3; smp counts unused ResNet stages 4-5"),
+    "pspnet": ({"encoder_depth": 3, "fuse_kernel_size": 1}, "PSPNet", {},
+               "head 1x1 vs smp's 3x3; smp counts unused ResNet stages 4-5 (the paper's 3x3 fuse conv, kerazoo's "
+               "default, costs about 4x the encoder at this depth)"),
     "upernet": ({"pyramid_filters": 256}, "UPerNet", {}, "smp's LayerNorm on each encoder feature"),
     "unetplusplus": ({}, "UnetPlusPlus", {}, "head 1x1 vs smp's 3x3"),
     "fpn": ({}, "FPN", {}, "none in the layers (smp's dropout 0.2 before the head)"),

@@ -63,23 +63,20 @@ def model_table(num_classes=12, encoders=None):
             builds several hundred models.
     """
     from kerazoo.encoders import ENCODERS
-    from kerazoo.models import model_encoders
+    from kerazoo.models import model_encoder_pairs
 
     chosen = None if encoders is None else {ENCODERS.get(name).name for name in encoders}  # unknown: names valid ones
 
     table = Table(title=f"kerazoo models ({num_classes} classes, input {DEMO_SIZE[0]}x{DEMO_SIZE[1]})")
     for column in ("model", "encoder", "parameters", "input", "output"):
         table.add_column(column, justify="right" if column == "parameters" else "left")
-    for name in kerazoo.list_models():
-        for encoder in model_encoders(name) or [None]:
-            if chosen is not None and encoder is not None and encoder not in chosen:
-                continue
-            model = kerazoo.create_model(name, encoder=encoder, num_classes=num_classes)
-            shape = model.input.shape[1:3] if None not in model.input.shape[1:3] else DEMO_SIZE
-            image = np.random.default_rng(0).uniform(0, 255, size=(1, *shape, model.input.shape[-1])).astype("float32")
-            output = model(image)
-            table.add_row(name, encoder or "-", f"{model.count_params():,}", "x".join(map(str, image.shape[1:])),
-                          "x".join(map(str, output.shape[1:])))
+    for name, encoder in model_encoder_pairs(chosen):
+        model = kerazoo.create_model(name, encoder=encoder, num_classes=num_classes)
+        shape = model.input.shape[1:3] if None not in model.input.shape[1:3] else DEMO_SIZE
+        image = np.random.default_rng(0).uniform(0, 255, size=(1, *shape, model.input.shape[-1])).astype("float32")
+        output = model(image)
+        table.add_row(name, encoder or "-", f"{model.count_params():,}", "x".join(map(str, image.shape[1:])),
+                      "x".join(map(str, output.shape[1:])))
     return table
 
 

@@ -241,7 +241,7 @@ def all_layers_model(channels=3):
     x = layers.EncoderPreprocessing("caffe")(inputs)
     x = layers.PadToMultiple(4)(x)
     pooled, indices = layers.MaxPoolingWithArgmax2D(2)(x)
-    y = keras.layers.Conv2D(4, 3, padding="same")(pooled)
+    y = layers.DilatedConv2D(4, 3, padding="same", dilation_rate=2)(pooled)
     pooled2, indices2 = layers.MaxPoolingWithArgmax2D(2)(y)
     up = layers.MaxUnpooling2D(2)([pooled2, indices2, y])
     skip = layers.MaxUnpooling2D(2)([keras.layers.Conv2D(3, 1)(pooled), indices, x])

@@ -8,7 +8,7 @@ import pytest
 
 import kerazoo
 from kerazoo.models.model import ZooModel
-from kerazoo.models import model_encoders
+from kerazoo.models import model_encoder_pairs, model_encoders
 from encoder_sizes import SMALLEST_OF_EACH_FAMILY
 
 # Small odd size that every encoder model must give back (padding to stride 32 happens inside).
@@ -16,7 +16,17 @@ ODD_SIZE = (45, 67)
 # unet_paper uses valid convolutions: 188 is its smallest valid size (output 4).
 UNET_PAPER_SIZE, UNET_PAPER_OUTPUT = (188, 204), (4, 20)
 
-ALL_COMBINATIONS = [(name, encoder) for name in kerazoo.list_models() for encoder in (model_encoders(name) or [None])]
+ALL_COMBINATIONS = model_encoder_pairs()
+
+
+def test_model_encoder_pairs_follow_the_registries():
+    assert len(ALL_COMBINATIONS) == sum(len(model_encoders(name)) or 1 for name in kerazoo.list_models())
+    on_vgg16 = model_encoder_pairs(["vgg16"])
+    assert ("segnet", "vgg16") in on_vgg16 and ("segnet_basic", None) in on_vgg16  # own topologies stay
+    assert {encoder for _, encoder in on_vgg16} == {"vgg16", None}
+    assert {name for name, _ in on_vgg16} == set(kerazoo.list_models())  # every model takes VGG16 or none
+
+
 # The default run covers every model and every encoder at least once; the full matrix is marked slow.
 FAST_COMBINATIONS = {
     ("fcn8s", "vgg16"), ("fcn16s", "mobilenetv2"), ("fcn32s", "resnet50"),

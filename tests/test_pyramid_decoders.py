@@ -252,6 +252,15 @@ def test_pspnet_encoder_depth_3_ends_the_encoder_at_stride_8():
     assert model(images(1, *ODD_SIZE)).shape == (1, *ODD_SIZE, 3)
 
 
+def test_pspnet_fuse_kernel_size_1_is_smps_fuse_convolution():
+    paper, light = small_model("pspnet", encoder_depth=3), small_model("pspnet", encoder_depth=3, fuse_kernel_size=1)
+    fuse = light.get_layer("pyramid_fuse")
+    assert fuse.kernel_size == (1, 1) and paper.get_layer("pyramid_fuse").kernel_size == (3, 3)
+    concat_channels = light.get_layer("pyramid_concat").output.shape[-1]
+    assert paper.count_params() - light.count_params() == 8 * concat_channels * fuse.filters  # 9 taps become 1
+    assert light(images(1, *ODD_SIZE)).shape == (1, *ODD_SIZE, 3)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"name": "deeplabv3", "output_stride": 32}, r"output_stride must be one of \(8, 16\); got 32"),
     ({"name": "deeplabv3plus", "atrous_rates": (6, 0)}, "atrous_rates must be a non-empty sequence of positive ints"),
@@ -259,6 +268,7 @@ def test_pspnet_encoder_depth_3_ends_the_encoder_at_stride_8():
     ({"name": "pspnet", "bins": ()}, "bins must be a non-empty sequence of positive ints"),
     ({"name": "pspnet", "encoder_depth": 2}, r"encoder_depth must be one of \(3, 4, 5\); got 2"),
     ({"name": "pspnet", "dropout": 1.0}, r"dropout must be a float in \[0, 1\); got 1.0"),
+    ({"name": "pspnet", "fuse_kernel_size": 0}, "fuse_kernel_size must be a positive int; got 0"),
     ({"name": "upernet", "output_stride": 16}, "Unknown option 'output_stride' for model 'upernet'"),
     # FCN's stride is its name (the registry binds it): still not an option, now that output_stride is one.
     ({"name": "fcn8s", "output_stride": 16}, "Unknown option 'output_stride' for model 'fcn8s'"),

@@ -1,14 +1,16 @@
 """Custom layers of kerazoo, one module a kind: pooling (argmax pool/unpool), upsampling, normalization
-(fused batch norm), shape (pad/crop), preprocessing, activations (an export-clean GELU) and pyramid
-(pooling and resizing at run-time sizes).
+(fused batch norm), convolution (dilated convolution on TensorFlow's dilated kernel), shape (pad/crop),
+preprocessing, activations (an export-clean GELU) and pyramid (pooling and resizing at run-time sizes).
 
-Every layer uses `keras.ops` only, is registered for `.keras` serialization, and lowers to TFLite
+Every layer runs on `keras.ops` (normalization and convolution add a TensorFlow fast path, tested against
+that reference), is registered for `.keras` serialization, and lowers to TFLite
 builtin ops and to a valid ONNX graph. Argmax pooling is written with reshapes, slices, comparisons
 and 0/1 masks (no `tf.nn.max_pool_with_argmax`, no float argmax, no one-hot products), because those
 are what the mobile runtimes and the int8 converter handle correctly.
 """
 
 from kerazoo.layers.activations import GELU
+from kerazoo.layers.convolution import DilatedConv2D
 from kerazoo.layers.normalization import BatchNormalization, fuse_batch_norm
 from kerazoo.layers.pooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
 from kerazoo.layers.preprocessing import EncoderPreprocessing
@@ -29,6 +31,7 @@ __all__ = [
     "BinAveragePooling2D",
     "CropToReference",
     "DepthToSpace",
+    "DilatedConv2D",
     "EncoderPreprocessing",
     "GELU",
     "MaxPoolingWithArgmax2D",

@@ -21,7 +21,7 @@ def atrous_rates_for(output_stride):
 
 def _conv3x3(x, filters, dilation_rate=1, separable=False, name=None):
     """3x3 convolution (optionally depthwise separable, as DeepLabV3+ on Xception), batch norm, ReLU."""
-    convolution = keras.layers.SeparableConv2D if separable else keras.layers.Conv2D
+    convolution = keras.layers.SeparableConv2D if separable else layers.DilatedConv2D
     x = convolution(filters, 3, padding="same", dilation_rate=dilation_rate, use_bias=False, name=name)(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)

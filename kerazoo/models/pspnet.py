@@ -20,6 +20,7 @@ def build_pspnet(
     encoder_depth=5,
     bins=PYRAMID_BINS,
     decoder_filters=512,
+    fuse_kernel_size=3,
     dropout=0.1,
     task=None,
 ):
@@ -42,7 +43,9 @@ def build_pspnet(
         output_stride: 8 (the paper's), 16 or 32: the stride the encoder's last stages run at (dilated).
         encoder_depth: 5 (the whole encoder), 4 or 3: the encoder ends at stride 2 ** encoder_depth.
         bins: the pyramid levels, bins per side (the paper's 1, 2, 3, 6).
-        decoder_filters: filters of the 3x3 convolution after the pyramid (the paper's 512).
+        decoder_filters: filters of the convolution after the pyramid (the paper's 512).
+        fuse_kernel_size: kernel size of that convolution: the paper's 3, or segmentation_models_pytorch's 1
+            (with encoder_depth=3 that 3x3 convolution costs about four times the encoder's FLOPs).
         dropout: dropout rate before the score convolution (the paper's 0.1).
         encoder_bn_momentum: momentum of the encoder's BatchNormalization layers (None keeps Keras').
         task: a `kerazoo.tasks.Task` (input scaling and head); None is segmentation.
@@ -50,6 +53,7 @@ def build_pspnet(
     """
     bins = check_positive_ints(bins, "bins")
     check_positive_int(decoder_filters, "decoder_filters")
+    check_positive_int(fuse_kernel_size, "fuse_kernel_size")
     check_rate(dropout, "dropout")
     task = task or segmentation_task(num_classes, in_channels, activation)
     inputs = model_input(input_shape, in_channels)
@@ -58,7 +62,7 @@ def build_pspnet(
                                    encoder_bn_momentum, output_stride=output_stride, encoder_depth=encoder_depth)
     level_filters = max(1, x.shape[-1] // len(bins))
     x = pyramid_pooling(x, bins, level_filters, name="pyramid")
-    x = conv_bn_relu(x, decoder_filters, kernel_size=3, name="pyramid_fuse")
+    x = conv_bn_relu(x, decoder_filters, kernel_size=fuse_kernel_size, name="pyramid_fuse")
     x = keras.layers.Dropout(dropout, name="pyramid_dropout")(x)
     outputs = scored_output(x, task, stride, reference, inputs)
     return keras.Model(inputs, outputs, name=f"pspnet_{spec.name}")

@@ -71,6 +71,13 @@ def model_encoders(name):
     return MODELS.get(name).encoders or ()
 
 
+def model_encoder_pairs(encoders=None):
+    """Every (model, encoder) the registries allow, in registry order; encoder None for a model with its own
+    topology. With `encoders` (names), only those encoders, and the own topologies."""
+    return [(name, encoder) for name in list_models() for encoder in model_encoders(name) or [None]
+            if encoders is None or encoder is None or encoder in encoders]
+
+
 # Pyramid-pooling decoders
 from kerazoo.models.deeplab import build_deeplabv3, build_deeplabv3plus  # noqa: E402  (one block per group)
 from kerazoo.models.pspnet import build_pspnet  # noqa: E402
