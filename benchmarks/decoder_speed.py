@@ -132,13 +132,18 @@ def _count(value):
 
 def markdown(results):
     settings = results["settings"]
+    cpu = results["machine"]["cpu"]
     lines = [f"Training step, {ENCODER}, {settings['image_size'][0]}x{settings['image_size'][1]}, batch "
              f"{settings['batch_size']}, median of {settings['steps']} steps after {settings['warmup']} "
-             f"({results['machine']['cpu']['model_name']}, {settings['threads']} threads). Ratio = kerazoo / smp's "
-             "fastest mode of the same precision (<= 1.0: kerazoo is no slower).", "",
-             "| decoder | kerazoo options | smp | precision | kerazoo step s | smp step s (mode) | ratio "
-             "| first step s kerazoo / smp | params kerazoo / smp |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|"]
+             f"({cpu['model_name']}, {cpu.get('kind', 'CPU kind not recorded')}, {settings['threads']} threads"
+             + (f", {results['date']}" if results.get("date") else "") + "). Ratio = kerazoo / smp's "
+             "fastest mode of the same precision (<= 1.0: kerazoo is no slower).", ""]
+    if results.get("command"):
+        lines += [f"`PYTHONPATH=$PWD python benchmarks/{results['command']}`", ""]
+    lines += [
+              "| decoder | kerazoo options | smp | precision | kerazoo step s | smp step s (mode) | ratio "
+              "| first step s kerazoo / smp | params kerazoo / smp |",
+              "|---|---|---|---|---:|---:|---:|---:|---:|"]
     for result in results["decoders"]:
         modes = result["smp"]["modes"]
         for precision, measured in result["kerazoo"].items():
@@ -213,7 +218,8 @@ def run(args, log=print):
             log(f"not resuming: {args.json} has other settings")
     results = {"machine": {"cpu": cpu_kind(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
                            **_versions(True)},
-               "settings": settings, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "decoders": []}
+               "settings": settings, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+               "date": time.strftime("%Y-%m-%d"), "decoders": []}
     for decoder in args.decoders:
         results["decoders"].append(done.get(decoder) or measure_decoder(decoder, args, log))
         atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")  # a killed run keeps what it measured
