@@ -1,4 +1,5 @@
-"""The repository's scripts at a tiny size: export_matrix/matrix.py, export_matrix/real_data.py, preset_recipes/build_presets.py.
+"""The repository's scripts at a tiny size: export_matrix/matrix.py, export_matrix/real_data.py, preset_recipes/build_presets.py,
+benchmarks/combinations.py.
 
 Each runs as a user runs it (a child process from the repository root) and writes only under tmp_path.
 """
@@ -85,3 +86,27 @@ def test_real_data_on_a_few_images(tmp_path, shared_data_dir):
         assert 0 < row["mean_iou"] <= 1
     assert rows["onnx float32"]["argmax_agreement"] > 0.99 and rows["tflite float32"]["argmax_agreement"] > 0.99
     assert "## camvid_segnet_basic (camvid val, 4 images" in (tmp_path / "REAL_DATA.md").read_text()
+
+
+@pytest.mark.slow
+def test_combinations_builds_exports_and_reports_one_combination(tmp_path):
+    output = tmp_path / "combinations.json"
+    _run("benchmarks/combinations.py", "--export", "--encoders", "mobilenetv2", "--models", "fpn", "--output", output)
+    saved = json.loads(output.read_text())
+    (row,) = saved["rows"]
+    assert (row["model"], row["encoder"], row["build"]) == ("fpn", "mobilenetv2", "ok")
+    assert row["parameters"] == kerazoo.create_model("fpn", encoder="mobilenetv2", num_classes=12).count_params()
+    assert row["export"] == {f"{form}_{variant}": "ok" for form, variant in
+                             [("tflite", "float32"), ("tflite", "float16"), ("tflite", "int8"), ("onnx", "float32")]}
+    assert row["export_agreement"]["tflite_float32"] >= 0.999
+    spec = importlib.util.spec_from_file_location("combinations", REPO / "benchmarks" / "combinations.py")
+    combinations = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(REPO / "benchmarks"))  # it imports encoders.py beside it
+    try:
+        spec.loader.exec_module(combinations)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    report = combinations.export_report(saved)
+    assert "- Exported: 1 combinations, 4 files; every file ok: 1 combinations." in report
+    assert "| fpn | mobilenetv2 | " in report and "## Misses\n\nNone." in report
+    assert "| mobilenetv2 | " + combinations.format_millions(row["parameters"]) + " ✓ |" in report
