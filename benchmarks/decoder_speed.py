@@ -133,7 +133,8 @@ def _count(value):
 def markdown(results):
     settings = results["settings"]
     cpu = results["machine"]["cpu"]
-    lines = [f"Training step, {ENCODER}, {settings['image_size'][0]}x{settings['image_size'][1]}, batch "
+    lines = ["# Each decoder's training step against smp's", "",
+             f"Training step, {ENCODER}, {settings['image_size'][0]}x{settings['image_size'][1]}, batch "
              f"{settings['batch_size']}, median of {settings['steps']} steps after {settings['warmup']} "
              f"({cpu['model_name']}, {cpu.get('kind', 'CPU kind not recorded')}, {settings['threads']} threads"
              + (f", {results['date']}" if results.get("date") else "") + "). Ratio = kerazoo / smp's "

@@ -75,7 +75,10 @@ def kerazoo_counts(model_name, options, encoder):
 
 
 def markdown(rows):
-    lines = ["| decoder | encoder (kerazoo / smp) | kerazoo | smp | difference | encoder kerazoo / smp "
+    lines = ["# The same decoder on the same encoder: parameters in kerazoo and smp", "",
+             f"`PYTHONPATH=$PWD python benchmarks/encoder_params_vs_smp.py`, {NUM_CLASSES} classes, trainable "
+             "parameters (torch counts no batch-norm statistics).", "",
+             "| decoder | encoder (kerazoo / smp) | kerazoo | smp | difference | encoder kerazoo / smp "
              "| decoder + head kerazoo / smp | feature channels kerazoo / smp |", "|---|---|---:|---:|---:|---:|---:|---|"]
     for row in rows:
         ours, theirs = row["kerazoo"], row["smp"]
