@@ -222,6 +222,23 @@ def export_report(saved):
     return "\n".join(lines) + "\n"
 
 
+def run_child(encoder, models, export):
+    """Rows of `models` on `encoder`, measured in a child process. A child that crashes while exporting (a
+    runtime aborting, say) is run again without exporting; its rows then say how the export ended."""
+    command = [sys.executable, __file__, "--child", encoder, "--models", *models, *(["--export"] if export else [])]
+    child = subprocess.run(command, capture_output=True, text=True)
+    if child.returncode == 0:
+        return json.loads(child.stdout.strip().splitlines()[-1])
+    reason = f"child process exited {child.returncode}: {child.stderr.strip()[-200:]}"
+    if not export:  # a crash while building (out of memory, say) is recorded against every model of the child
+        return [{"model": model, "encoder": encoder, "build": reason} for model in models]
+    rows = run_child(encoder, models, export=False)
+    for row in rows:
+        if row["build"] == "ok":
+            row["export"] = {"export": f"crashed: {reason}"}
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--encoders", nargs="*", help="names (default: every encoder, and the own topologies '-')")
@@ -262,14 +279,10 @@ def main():
             continue
         print(f"[{index}/{len(chosen)}] {encoder}: {len(models)} models ...", end=" ", flush=True)
         start = time.perf_counter()
-        command = [sys.executable, __file__, "--child", encoder, "--models", *models,
-                   *(["--export"] if arguments.export else [])]
-        child = subprocess.run(command, capture_output=True, text=True)
-        if child.returncode != 0:  # a crash (out of memory, say) is recorded against every model of the encoder
-            reason = f"child process exited {child.returncode}: {child.stderr[-300:]}"
-            measured = [{"model": model, "encoder": encoder, "build": reason} for model in models]
+        if arguments.export:  # one child per model: a runtime that aborts takes only its own row down
+            measured = [row for model in models for row in run_child(encoder, [model], export=True)]
         else:
-            measured = json.loads(child.stdout.strip().splitlines()[-1])
+            measured = run_child(encoder, models, export=False)
         for row in measured:
             rows[(row["model"], row["encoder"])] = row
         failed = [row["model"] for row in measured if row["build"] != "ok" or

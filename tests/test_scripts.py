@@ -88,6 +88,36 @@ def test_real_data_on_a_few_images(tmp_path, shared_data_dir):
     assert "## camvid_segnet_basic (camvid val, 4 images" in (tmp_path / "REAL_DATA.md").read_text()
 
 
+def _combinations_module():
+    spec = importlib.util.spec_from_file_location("combinations", REPO / "benchmarks" / "combinations.py")
+    combinations = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(REPO / "benchmarks"))  # it imports encoders.py beside it
+    try:
+        spec.loader.exec_module(combinations)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    return combinations
+
+
+def test_combinations_records_an_export_that_crashed_against_its_row_only(monkeypatch):
+    combinations = _combinations_module()
+    calls = []
+
+    def fake_run(command, **_):
+        calls.append(command)
+        if "--export" in command:  # LiteRT aborting, as it did on one large encoder
+            return subprocess.CompletedProcess(command, -6, "", "free(): double free detected in tcache 2\n")
+        row = {"model": "unet", "encoder": "efficientnetv2l", "parameters": 5, "build": "ok", "seconds": 1.0}
+        return subprocess.CompletedProcess(command, 0, json.dumps([row]) + "\n", "")
+
+    monkeypatch.setattr(combinations.subprocess, "run", fake_run)
+    (row,) = combinations.run_child("efficientnetv2l", ["unet"], export=True)
+    assert len(calls) == 2 and "--export" not in calls[1]  # built again, without the export
+    assert row["build"] == "ok" and row["parameters"] == 5
+    assert row["export"]["export"].startswith("crashed: child process exited -6") and "double free" in row["export"]["export"]
+    assert combinations.exported_ok(row) is False and combinations._cell(row).endswith(" ✗")
+
+
 @pytest.mark.slow
 def test_combinations_builds_exports_and_reports_one_combination(tmp_path):
     output = tmp_path / "combinations.json"
@@ -99,13 +129,7 @@ def test_combinations_builds_exports_and_reports_one_combination(tmp_path):
     assert row["export"] == {f"{form}_{variant}": "ok" for form, variant in
                              [("tflite", "float32"), ("tflite", "float16"), ("tflite", "int8"), ("onnx", "float32")]}
     assert row["export_agreement"]["tflite_float32"] >= 0.999
-    spec = importlib.util.spec_from_file_location("combinations", REPO / "benchmarks" / "combinations.py")
-    combinations = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(REPO / "benchmarks"))  # it imports encoders.py beside it
-    try:
-        spec.loader.exec_module(combinations)
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    combinations = _combinations_module()
     report = combinations.export_report(saved)
     assert "- Exported: 1 combinations, 4 files; every file ok: 1 combinations." in report
     assert "| fpn | mobilenetv2 | " in report and "## Misses\n\nNone." in report
