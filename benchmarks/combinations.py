@@ -193,6 +193,11 @@ def export_report(saved):
         "EfficientNetV2-M both ways: with random statistics TFLite float32 misses (relative 1.9e-3, agreement "
         "0.9974; ONNX 2.3e-3, 0.9972; float16 0.78), with statistics from one batch of random images every file "
         "meets its contract (TFLite float32 7.6e-7 and 1.0000, float16 0.9993, ONNX 6.7e-7 and 1.0000).",
+        "EfficientNetV2-L is past that: the same command gives an output range of 1.2e5 with random statistics "
+        "(3.8e4 from a batch, its stochastic depth dropping branches while the statistics are taken) and TFLite "
+        "and ONNX float32 both agree with Keras on about half of the pixels either way; its int8 file aborts "
+        "LiteRT (`free(): double free`) on every run. Not resolved: a trained EfficientNetV2-L is the test "
+        "that would tell a runtime's fault from a random network's numbers.",
         "",
         "## Summary",
         "",
@@ -214,7 +219,8 @@ def export_report(saved):
               if not status.startswith("ok")]
     misses += [(row, "build", row["build"]) for row in rows if row["build"] != "ok"]
     lines += ["", "## Misses", ""]
-    lines += [f"- {row['model']} on {row['encoder']}, {column}: {status}" for row, column, status in misses] or ["None."]
+    lines += [f"- {row['model']} on {row['encoder']}, {column}: {' '.join(status.split())}"
+              for row, column, status in misses] or ["None."]
     lines += ["", "## Exported combinations", "",
               "| model | encoder | parameters | " + " | ".join(FORMAT_COLUMNS) + " |",
               "|---|---|---:|" + "---|" * len(FORMAT_COLUMNS)]
@@ -236,7 +242,8 @@ def run_child(encoder, models, export):
     child = subprocess.run(command, capture_output=True, text=True)
     if child.returncode == 0:
         return json.loads(child.stdout.strip().splitlines()[-1])
-    reason = f"child process exited {child.returncode}: {child.stderr.strip()[-200:]}"
+    last_lines = [line for line in child.stderr.splitlines() if line.strip()][-2:]
+    reason = f"child process exited {child.returncode}: " + " / ".join(last_lines)[-200:]
     if not export:  # a crash while building (out of memory, say) is recorded against every model of the child
         return [{"model": model, "encoder": encoder, "build": reason} for model in models]
     rows = run_child(encoder, models, export=False)
