@@ -79,7 +79,6 @@ def measure(encoder, models, export_files=False):
 
 
 EXPORT_VARIANTS = (None, "float16", "int8")  # TFLite variants; ONNX is float32
-CONTRACT_FREE = ("tflite_int8",)  # measured, not held to a parity contract (see kerazoo.export.export)
 
 
 def export_status(model, sample):
@@ -299,8 +298,7 @@ def main():
             measured = run_child(encoder, models, export=False)
         for row in measured:
             rows[(row["model"], row["encoder"])] = row
-        failed = [row["model"] for row in measured if row["build"] != "ok" or
-                  any(not value.startswith("ok") for value in row.get("export", {}).values())]
+        failed = [row["model"] for row in measured if row["build"] != "ok" or exported_ok(row) is False]
         print(f"{time.perf_counter() - start:.0f} s, " + (f"FAILED: {failed}" if failed else "all ok"), flush=True)
         cpu = cpu_kind()
         result = {"machine": f"{cpu['model_name']} ({cpu['kind']})", "size": list(SIZE), "num_classes": NUM_CLASSES,

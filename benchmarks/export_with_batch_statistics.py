@@ -10,6 +10,8 @@ import argparse
 import os
 import tempfile
 
+from combinations import NUM_CLASSES, SIZE  # benchmarks/combinations.py, beside this script: its classes and size
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
@@ -26,9 +28,9 @@ def main():
     from kerazoo.export import export
 
     keras.utils.set_random_seed(0)
-    model = kerazoo.create_model(arguments.model, encoder=arguments.encoder, num_classes=12)
+    model = kerazoo.create_model(arguments.model, encoder=arguments.encoder, num_classes=NUM_CLASSES)
     rng = np.random.default_rng(0)
-    sample = rng.uniform(0, 255, (1, 67, 91, 3)).astype("float32")  # combinations.py's size
+    sample = rng.uniform(0, 255, (1, *SIZE, 3)).astype("float32")
     for statistics in ("random", "from a batch"):
         if statistics == "from a batch":
             set_batch_norm_momentum(model, 0.0)
