@@ -20,13 +20,15 @@ def pixels(count, height, width, channels=3, seed=0):
 
 
 def small(name="segnet_basic", **arguments):
-    """Tiny models: SegNet-Basic (no encoder) or U-Net on MobileNetV2 with narrow decoders."""
+    """Tiny models: SegNet-Basic and EDSR (no encoder) or U-Net on MobileNetV2 with narrow decoders."""
     if name == "segnet_basic":
         return kerazoo.create_model(name, filters=8, depth=2, **arguments)
     if name == "unet":
         return kerazoo.create_model(name, encoder="mobilenetv2", decoder_filters=(16, 8, 8, 8, 8), **arguments)
     if name == "unet_paper":
         return kerazoo.create_model(name, padding="same", **arguments)
+    if name == "edsr":
+        return kerazoo.create_model(name, filters=8, num_blocks=2, **arguments)
     return kerazoo.create_model(name, encoder="mobilenetv2", **arguments)
 
 
@@ -74,7 +76,7 @@ def test_new_layers_validate_arguments():
 # Shapes: every family takes every task at any size.
 
 
-FAMILIES = ["segnet_basic", "unet", "fcn8s", "unet_paper"]
+FAMILIES = ["segnet_basic", "unet", "fcn8s", "unet_paper", "edsr"]
 ENCODER_FAMILIES = ("unet", "fcn8s")  # MobileNetV2 builds take seconds: one fast case each, the rest slow
 FAST_SR = {("unet", "subpixel"), ("fcn8s", "transpose")}
 SR_CASES = [

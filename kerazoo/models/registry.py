@@ -133,3 +133,13 @@ MODELS.register(
                "Xie et al. SegFormer: Simple and Efficient Design for Semantic Segmentation with Transformers. "
                "NeurIPS 2021 (all-MLP decoder on any encoder)"),
 )
+
+# Restoration networks (any task; made for super-resolution and denoising)
+from kerazoo.models.edsr import build_edsr  # noqa: E402
+
+MODELS.register(
+    "edsr",
+    ModelEntry(build_edsr, None, None, 3,
+               "Lim, Son, Kim, Nah, Lee. Enhanced Deep Residual Networks for Single Image Super-Resolution. "
+               "CVPRW 2017"),
+)
