@@ -117,6 +117,8 @@ RESTORATION_LICENSES = {
     "set12_denoise_sigma25_unet": "Weights: Apache-2.0, as kerazoo. Data: train400 (BSD crops, as DnCNN's "
                                   "training codes distribute them), for research use.",
     "set5_sr_x4_unet": "Weights: Apache-2.0, as kerazoo. Data: T91 (Yang et al. 2010), for research use.",
+    **{f"set5_sr_x{scale}_edsr": "Weights: Apache-2.0, as kerazoo. Data: T91 (Yang et al. 2010), for research use."
+       for scale in (2, 3, 4)},
 }
 RESTORATION_SIGMAS = (15, 25, 50)  # Set12 is reported at these, as DnCNN's table
 
