@@ -35,8 +35,8 @@ def test_readme_gives_each_restoration_presets_recorded_figures():
     restoration = [preset for preset in kerazoo.list_presets() if preset.task != "segmentation"]
     assert sorted(rows) == sorted(preset.name for preset in restoration)
     for preset in restoration:
-        metrics = json.loads((ZOO / preset.name / "metadata.json").read_text())["metrics"]
-        sigma = json.loads((ZOO / preset.name / "metadata.json").read_text()).get("noise_sigma")
+        metadata = json.loads((ZOO / preset.name / "metadata.json").read_text())
+        metrics, sigma = metadata["metrics"], metadata.get("noise_sigma")
         psnr_key, ssim_key = (f"psnr_sigma{sigma}", f"ssim_sigma{sigma}") if sigma else ("psnr", "ssim")
         assert rows[preset.name].strip() == f"**{metrics[psnr_key]:.2f}** / {metrics[ssim_key]:.3f}", preset.name
 

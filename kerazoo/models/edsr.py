@@ -17,7 +17,7 @@ def _check_positive_int(name, value, paper):
 
 def build_edsr(num_classes, in_channels=3, input_shape=None, activation=None, filters=64, num_blocks=16,
                residual_scaling=1.0, task=None):
-    """EDSR: a 3x3 head convolution, `num_blocks` residual blocks (conv-ReLU-conv, the branch scaled by
+    """EDSR: a 3x3 entry convolution, `num_blocks` residual blocks (conv-ReLU-conv, the branch scaled by
     `residual_scaling` before it is added), a 3x3 convolution, a skip from the entry convolution, then the task's head.
 
     The paper's EDSR-baseline is filters=64, num_blocks=16, residual_scaling=1; its large EDSR 256, 32 and 0.1.
