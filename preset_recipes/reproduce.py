@@ -88,6 +88,24 @@ for _scale, (_steps, _eval_every) in EDSR_STEPS.items():
         "eval_every": _eval_every,
     }
 
+# DRUNet (16 filters at the first of four scales, 2 residual blocks per scale, 1.06M parameters) at each noise level
+# of DnCNN-S's table; one recipe, the noise level its only change.
+DRUNET_STEPS = {15: (12000, 1000), 25: (12000, 1000), 50: (12000, 1000)}  # sigma: (steps, eval_every)
+for _sigma, (_steps, _eval_every) in DRUNET_STEPS.items():
+    RECIPES[f"set12_denoise_sigma{_sigma}_drunet"] = {
+        "description": f"Grey denoiser at sigma {_sigma}: DRUNet (Zhang et al.; 16 filters, 2 residual blocks per "
+                       "scale, no noise-level map) predicting the noise (global residual), trained on train400 "
+                       "patches.",
+        "model": {"name": "drunet", "filters": 16, "num_blocks": 2, "task": "denoise", "in_channels": 1},
+        "train": {"dataset": "train400", "noise_sigma": _sigma, "patch_size": 64, "patches_per_image": 32,
+                  "batch_size": 16},
+        "evaluate": {"dataset": "set12", "split": "test", "noise_sigma": _sigma},
+        "loss": "L1Loss",
+        "learning_rate": 1e-3,
+        "steps": _steps,
+        "eval_every": _eval_every,
+    }
+
 
 def segmentation_config(name, data_dir, output_dir, epochs=None):
     """The `TrainConfig` of a segmentation recipe (`epochs` overrides the recipe's, for a trial run)."""

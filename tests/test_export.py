@@ -425,7 +425,8 @@ def test_argmax_unpooling_reports_max_diff_but_enforces_agreement():
 # Every registered model x every format at small sizes. Fast: models with small parameter counts;
 # slow: the VGG/ResNet-sized ones (FCN on VGG16 has 134M parameters).
 
-FAST = {"segnet_basic": {"filters": 8, "depth": 3}, "edsr": {"filters": 8, "num_blocks": 2}}
+FAST = {"segnet_basic": {"filters": 8, "depth": 3}, "edsr": {"filters": 8, "num_blocks": 2},
+        "drunet": {"filters": 4, "num_blocks": 1}}
 SIZES = {"unet_paper": (188, 188)}
 FLOAT16_NEAR_TIE_MISSES = {("segnet", "float16")}  # (model, variant) pairs measured to miss by near-ties
 # Each model on its smallest encoder: the decoder is what differs between models. The export matrix

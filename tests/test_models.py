@@ -369,7 +369,7 @@ def test_bad_arguments_raise_clear_errors(kwargs, message):
 def test_registries_list_what_is_registered():
     assert set(kerazoo.list_models()) == {"fcn8s", "fcn16s", "fcn32s", "unet", "unet_paper", "segnet", "segnet_basic",
                                           "deeplabv3", "deeplabv3plus", "pspnet", "upernet",
-                                          "unetplusplus", "fpn", "linknet", "segformer", "edsr"}
+                                          "unetplusplus", "fpn", "linknet", "segformer", "edsr", "drunet"}
     assert set(kerazoo.list_encoders()) == {  # every Keras Applications constructor (issue 19)
         "vgg16", "vgg19", "resnet50", "resnet101", "resnet152", "resnet50v2", "resnet101v2", "resnet152v2",
         "mobilenet", "mobilenetv2", "mobilenetv3small", "mobilenetv3large", "xception", "inceptionv3",

@@ -20,14 +20,14 @@ def pixels(count, height, width, channels=3, seed=0):
 
 
 def small(name="segnet_basic", **arguments):
-    """Tiny models: SegNet-Basic and EDSR (no encoder) or U-Net on MobileNetV2 with narrow decoders."""
+    """Tiny models: SegNet-Basic, EDSR and DRUNet (no encoder) or U-Net on MobileNetV2 with narrow decoders."""
     if name == "segnet_basic":
         return kerazoo.create_model(name, filters=8, depth=2, **arguments)
     if name == "unet":
         return kerazoo.create_model(name, encoder="mobilenetv2", decoder_filters=(16, 8, 8, 8, 8), **arguments)
     if name == "unet_paper":
         return kerazoo.create_model(name, padding="same", **arguments)
-    if name == "edsr":
+    if name in ("edsr", "drunet"):
         return kerazoo.create_model(name, filters=8, num_blocks=2, **arguments)
     return kerazoo.create_model(name, encoder="mobilenetv2", **arguments)
 
@@ -76,7 +76,7 @@ def test_new_layers_validate_arguments():
 # Shapes: every family takes every task at any size.
 
 
-FAMILIES = ["segnet_basic", "unet", "fcn8s", "unet_paper", "edsr"]
+FAMILIES = ["segnet_basic", "unet", "fcn8s", "unet_paper", "edsr", "drunet"]
 ENCODER_FAMILIES = ("unet", "fcn8s")  # MobileNetV2 builds take seconds: one fast case each, the rest slow
 FAST_SR = {("unet", "subpixel"), ("fcn8s", "transpose")}
 SR_CASES = [

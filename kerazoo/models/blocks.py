@@ -11,6 +11,12 @@ def segmentation_task(num_classes, in_channels, activation):
     return Segmentation(num_classes, in_channels, activation, "segmentation")
 
 
+def check_positive_int(name, value, paper):
+    """A ValueError naming `value` unless it is a positive int; `paper` is the published setting, for the message."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int (the paper's is {paper}); got {value!r}")
+
+
 def model_input(input_shape, in_channels):
     """The raw-pixel input (0..255) of every kerazoo model.
 

@@ -7,12 +7,7 @@ head: one 3x3 convolution to `scale`**2 x channels and depth-to-space (one step,
 
 import keras
 
-from kerazoo.models.blocks import model_input, segmentation_task
-
-
-def _check_positive_int(name, value, paper):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int (the paper's baseline has {paper}); got {value!r}")
+from kerazoo.models.blocks import check_positive_int, model_input, segmentation_task
 
 
 def build_edsr(num_classes, in_channels=3, input_shape=None, activation=None, filters=64, num_blocks=16,
@@ -23,8 +18,8 @@ def build_edsr(num_classes, in_channels=3, input_shape=None, activation=None, fi
     The paper's EDSR-baseline is filters=64, num_blocks=16, residual_scaling=1; its large EDSR 256, 32 and 0.1.
     Any input size works (no pooling). Pixels are scaled as the task wants ([0, 1] for restoration).
     """
-    _check_positive_int("filters", filters, 64)
-    _check_positive_int("num_blocks", num_blocks, 16)
+    check_positive_int("filters", filters, 64)
+    check_positive_int("num_blocks", num_blocks, 16)
     if isinstance(residual_scaling, bool) or not isinstance(residual_scaling, (int, float)) or residual_scaling <= 0:
         raise ValueError(f"residual_scaling must be a positive number (the paper's baseline 1, EDSR 0.1); "
                          f"got {residual_scaling!r}")

@@ -143,3 +143,11 @@ MODELS.register(
                "Lim, Son, Kim, Nah, Lee. Enhanced Deep Residual Networks for Single Image Super-Resolution. "
                "CVPRW 2017"),
 )
+from kerazoo.models.drunet import build_drunet  # noqa: E402
+
+MODELS.register(
+    "drunet",
+    ModelEntry(build_drunet, None, None, 3,
+               "Zhang, Li, Zuo, Zhang, Van Gool, Timofte. Plug-and-Play Image Restoration with Deep Denoiser "
+               "Prior. TPAMI 2021 (DRUNet, without the noise-level map)"),
+)

@@ -4,7 +4,7 @@ import keras
 
 from kerazoo import layers
 from kerazoo.encoders import build_encoder, feature_strides
-from kerazoo.models.blocks import UPSAMPLING, conv_bn_relu, model_input, segmentation_task, upsample
+from kerazoo.models.blocks import UPSAMPLING, check_positive_int, conv_bn_relu, model_input, segmentation_task, upsample
 
 DEFAULT_DECODER_FILTERS = (256, 128, 64, 32, 16)
 
@@ -134,8 +134,7 @@ def build_unet_paper(num_classes, in_channels=1, input_shape=None, activation=No
     `filters` is the first level's width (the paper's 64), doubled at each of the four poolings; 32 costs
     about a quarter of the paper's compute, which is what CPU training of restoration models can afford.
     """
-    if not isinstance(filters, int) or isinstance(filters, bool) or filters < 1:
-        raise ValueError(f"filters must be a positive int (the paper's is 64); got {filters!r}")
+    check_positive_int("filters", filters, 64)
     level_filters = tuple(filters * 2**level for level in range(len(PAPER_FILTERS)))
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}; got {padding!r}")
