@@ -88,24 +88,26 @@ for _scale, (_steps, _eval_every) in EDSR_STEPS.items():
         "eval_every": _eval_every,
     }
 
-# DRUNet (16 filters at the first of four scales, 2 residual blocks per scale, 1.06M parameters) at each noise level
-# of DnCNN-S's table; one recipe, the noise level its only change.
-DRUNET_STEPS = {15: (12000, 1000), 25: (12000, 1000), 50: (12000, 1000)}  # sigma: (steps, eval_every)
+# DRUNet (32 filters at the first of three scales, 1 residual block per scale, 0.56M parameters) at each noise level
+# of DnCNN-S's table; one recipe, the noise level its only change. Trained in bfloat16 where the CPU has it natively
+# (about 1.5x faster than float32 on an AVX512_BF16 CPU); measured and shipped in float32.
+DRUNET_STEPS = {15: (10000, 1000), 25: (10000, 1000), 50: (10000, 1000)}  # sigma: (steps, eval_every)
 for _sigma, (_steps, _eval_every) in DRUNET_STEPS.items():
     RECIPES[f"set12_denoise_sigma{_sigma}_drunet"] = {
-        "description": f"Grey denoiser at sigma {_sigma}: DRUNet (Zhang et al.; 16 filters, 2 residual blocks per "
-                       "scale, no noise-level map) predicting the noise (global residual), trained on train400 "
-                       "patches.",
-        "model": {"name": "drunet", "filters": 16, "num_blocks": 2, "task": "denoise", "in_channels": 1},
+        "description": f"Grey denoiser at sigma {_sigma}: DRUNet (Zhang et al.; 32 filters, 3 scales, 1 residual "
+                       "block per scale, no noise-level map) predicting the noise (global residual), trained on "
+                       "train400 patches.",
+        "model": {"name": "drunet", "filters": 32, "num_blocks": 1, "levels": 3, "task": "denoise",
+                  "in_channels": 1},
         "train": {"dataset": "train400", "noise_sigma": _sigma, "patch_size": 64, "patches_per_image": 32,
                   "batch_size": 16},
         "evaluate": {"dataset": "set12", "split": "test", "noise_sigma": _sigma},
         "loss": "L1Loss",
         "learning_rate": 1e-3,
+        "mixed_precision": "auto",
         "steps": _steps,
         "eval_every": _eval_every,
     }
-
 
 def segmentation_config(name, data_dir, output_dir, epochs=None):
     """The `TrainConfig` of a segmentation recipe (`epochs` overrides the recipe's, for a trial run)."""
@@ -140,13 +142,21 @@ def run(name, data_dir, output_dir, steps=None):
     import keras
 
     import kerazoo
+    from kerazoo.utils.cpu import auto_mixed_precision
 
     recipe = RECIPES[name]
     steps = steps or recipe["steps"]
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(0)
+    # "mixed_precision": "auto" trains in bfloat16 where the CPU computes it natively; the weights are measured and
+    # kept in a float32 twin of the model, as the preset ships them.
+    policy, reason = auto_mixed_precision() if recipe.get("mixed_precision") == "auto" else (None, "float32")
+    print(f"{name}: {reason}", flush=True)
+    keras.mixed_precision.set_global_policy(policy or "float32")
     model = kerazoo.create_model(**recipe["model"])
+    keras.mixed_precision.set_global_policy("float32")
+    kept = kerazoo.create_model(**recipe["model"]) if policy else model
     train_options = dict(recipe["train"])
     train = kerazoo.data.load(train_options.pop("dataset"), "train", data_dir=data_dir, **train_options).repeat()
     schedule = keras.optimizers.schedules.CosineDecay(recipe["learning_rate"], decay_steps=steps)
@@ -160,7 +170,9 @@ def run(name, data_dir, output_dir, steps=None):
         fit = model.fit(train, steps_per_epoch=chunk, epochs=1, verbose=0)
         seconds += time.perf_counter() - start
         trained += chunk
-        figures = evaluation_figures(model, recipe, data_dir)
+        if kept is not model:
+            kept.set_weights(model.get_weights())
+        figures = evaluation_figures(kept, recipe, data_dir)
         row = {"steps": trained, "train_seconds": round(seconds, 1), "psnr": round(figures["psnr"], 3),
                "ssim": round(figures["ssim"], 4), "loss": round(float(fit.history["loss"][-1]), 5)}
         history.append(row)
@@ -170,8 +182,8 @@ def run(name, data_dir, output_dir, steps=None):
               f"SSIM {row['ssim']:.4f}", flush=True)
         if best is None or row["psnr"] > best["psnr"]:
             best = row
-            model.save(output_dir / "best.keras")
-    record = {"recipe": name, **recipe, "steps": steps, "command": " ".join(["python"] + sys.argv),
+            kept.save(output_dir / "best.keras")
+    record = {"recipe": name, **recipe, "steps": steps, "precision": policy or "float32", "command": " ".join(["python"] + sys.argv),
               "train_seconds": round(seconds, 1), "history": history, "best": best,
               "machine": {"processor": platform.processor() or platform.machine(), "cpus": _cpu_name()}}
     (output_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -9,24 +9,24 @@ import kerazoo
 pytestmark = pytest.mark.usefixtures("fresh_keras_state")  # tests/conftest.py
 
 
-def drunet_parameters(filters, num_blocks, in_channels, out_channels, head_bias=True):
-    widths = [filters * 2**level for level in range(4)]
+def drunet_parameters(filters, num_blocks, levels, in_channels, out_channels, head_bias=True):
+    widths = [filters * 2**level for level in range(levels)]
     blocks = sum(2 * num_blocks * 9 * width * width for width in widths)  # encoder side and body
-    blocks += sum(2 * num_blocks * 9 * width * width for width in widths[:3])  # decoder side
+    blocks += sum(2 * num_blocks * 9 * width * width for width in widths[:-1])  # decoder side
     resampling = 2 * sum(4 * low * high for low, high in zip(widths, widths[1:]))  # stride-2 and transposed, 2x2
     return (9 * in_channels * widths[0] + blocks + resampling
             + 9 * widths[0] * out_channels + (out_channels if head_bias else 0))
 
 
-@pytest.mark.parametrize("filters, num_blocks, channels", [(64, 4, 3), (8, 2, 1)])
-def test_parameters_follow_the_papers_layout(filters, num_blocks, channels):
+@pytest.mark.parametrize("filters, num_blocks, levels, channels", [(64, 4, 4, 3), (8, 2, 4, 1), (32, 1, 3, 1)])
+def test_parameters_follow_the_papers_layout(filters, num_blocks, levels, channels):
     model = kerazoo.create_model("drunet", task="denoise", in_channels=channels, filters=filters,
-                                 num_blocks=num_blocks)
-    assert model.count_params() == drunet_parameters(filters, num_blocks, channels, channels)
-    if (filters, num_blocks) == (64, 4):
+                                 num_blocks=num_blocks, levels=levels)
+    assert model.count_params() == drunet_parameters(filters, num_blocks, levels, channels, channels)
+    if (filters, num_blocks, levels) == (64, 4, 4):
         # The paper's colour DRUNet, 32,640,960 parameters, also takes the noise-level map (a fourth input
         # channel) and has no bias in its last convolution.
-        assert drunet_parameters(64, 4, 4, 3, head_bias=False) == 32_640_960
+        assert drunet_parameters(64, 4, 4, 4, 3, head_bias=False) == 32_640_960
 
 
 def test_four_scales_with_added_skips_at_any_size():
@@ -40,6 +40,10 @@ def test_four_scales_with_added_skips_at_any_size():
     assert not any(isinstance(layer, keras.layers.Concatenate) for layer in model.layers)
     assert sizes["crop_to_input"][-1] == 4
     assert model.predict(np.zeros((1, 17, 30, 1), "float32"), verbose=0).shape == (1, 17, 30, 1)
+    shallow = kerazoo.create_model("drunet", task="denoise", in_channels=1, filters=4, num_blocks=1, levels=2)
+    strided = [layer.name for layer in shallow.layers if getattr(layer, "strides", None) == (2, 2)]
+    assert strided == ["down0_stride", "up0_upconv"]
+    assert shallow.predict(np.zeros((1, 17, 30, 1), "float32"), verbose=0).shape == (1, 17, 30, 1)
 
 
 def test_a_zeroed_branch_passes_its_block_input_through():
@@ -62,6 +66,7 @@ def test_no_convolution_has_a_bias_but_the_head():
 @pytest.mark.parametrize("options, message", [
     ({"filters": 0}, "filters must be a positive int .*64.*got 0"),
     ({"num_blocks": 2.5}, "num_blocks must be a positive int .*4.*got 2.5"),
+    ({"levels": 0}, "levels must be a positive int .*4.*got 0"),
 ])
 def test_bad_options_name_the_value_and_the_papers(options, message):
     with pytest.raises(ValueError, match=message):
