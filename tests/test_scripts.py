@@ -134,3 +134,25 @@ def test_combinations_builds_exports_and_reports_one_combination(tmp_path):
     assert "- Exported: 1 combinations, 4 files; every file ok: 1 combinations." in report
     assert "| fpn | mobilenetv2 | " in report and "## Misses\n\nNone." in report
     assert "| mobilenetv2 | " + combinations.format_millions(row["parameters"]) + " ✓ |" in report
+
+
+def test_reproduce_trains_in_bfloat16_and_measures_and_keeps_float32_weights(tmp_path, monkeypatch, shared_data_dir):
+    data_dir = shared_data_dir("train400", "set12")
+    sys.path.insert(0, str(REPO / "preset_recipes"))
+    import reproduce
+    from kerazoo.utils import cpu
+
+    recipe = dict(reproduce.RECIPES["set12_denoise_sigma25_drunet"], steps=2, eval_every=2,
+                  model={"name": "drunet", "filters": 4, "num_blocks": 1, "levels": 2, "task": "denoise",
+                         "in_channels": 1},
+                  train={"dataset": "train400", "noise_sigma": 25, "patch_size": 16, "patches_per_image": 1,
+                         "batch_size": 2})
+    monkeypatch.setitem(reproduce.RECIPES, "tiny", recipe)
+    monkeypatch.setattr(cpu, "auto_mixed_precision", lambda: ("mixed_bfloat16", "bfloat16 (test)"))
+    record = reproduce.run("tiny", str(data_dir), tmp_path)
+    assert record["precision"] == "mixed_bfloat16"
+    kept = evaluation.load_model(tmp_path / "best.keras")
+    assert {layer.dtype_policy.name for layer in kept.layers} == {"float32"}
+    assert kerazoo.create_model(**recipe["model"]).dtype_policy.name == "float32"  # the global policy is restored
+    figures = reproduce.evaluation_figures(kept, recipe, data_dir)
+    assert abs(figures["psnr"] - record["best"]["psnr"]) < 1e-3  # the figure recorded is the float32 model's
