@@ -119,6 +119,9 @@ RESTORATION_LICENSES = {
     "set5_sr_x4_unet": "Weights: Apache-2.0, as kerazoo. Data: T91 (Yang et al. 2010), for research use.",
     **{f"set5_sr_x{scale}_edsr": "Weights: Apache-2.0, as kerazoo. Data: T91 (Yang et al. 2010), for research use."
        for scale in (2, 3, 4)},
+    **{f"set12_denoise_sigma{sigma}_drunet": "Weights: Apache-2.0, as kerazoo. Data: train400 (BSD crops, as "
+                                             "DnCNN's training codes distribute them), for research use."
+       for sigma in (15, 25, 50)},
 }
 RESTORATION_SIGMAS = (15, 25, 50)  # Set12 is reported at these, as DnCNN's table
 
@@ -158,7 +161,8 @@ def build_restoration(name, runs, data_dir, zoo_dir=ZOO):
         **{key: evaluate[key] for key in ("noise_sigma", "scale") if key in evaluate},
         "training": {"command": f"python preset_recipes/reproduce.py {name} --data-dir ../shared/data", "recipe": recipe,
                      "steps": run["steps"], "best_steps": run["best"]["steps"],
-                     "train_seconds": run["train_seconds"], "psnr_against_time": run["history"],
+                     "train_seconds": run["train_seconds"], "precision": run.get("precision", "float32"),
+                     "psnr_against_time": run["history"],
                      "hardware": f"{run['machine']['cpus']}, 2 cores shared with other jobs, tensorflow-cpu 2.21"},
         "evaluation": {"command": f"kerazoo evaluate {name} --dataset {evaluate['dataset']} {option} "
                                   "--data-dir ../shared/data",

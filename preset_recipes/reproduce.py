@@ -119,8 +119,9 @@ def segmentation_config(name, data_dir, output_dir, epochs=None):
     return TrainConfig(**fields, data_dir=data_dir, output_dir=str(output_dir))
 
 
-def evaluation_figures(model, recipe, data_dir):
-    """Mean PSNR/SSIM (dB; Y channel and `scale` border for SR) of 8-bit outputs on the evaluation set."""
+def evaluation_figures(model, recipe, data_dir, tta=None):
+    """Mean PSNR/SSIM (dB; Y channel and `scale` border for SR) of 8-bit outputs on the evaluation set; `tta` as
+    `model.restore` takes it ("d4": the 8 flips and rotations averaged, EDSR+'s self-ensemble)."""
     import kerazoo
     from kerazoo.metrics import psnr, ssim
 
@@ -131,7 +132,7 @@ def evaluation_figures(model, recipe, data_dir):
     psnrs, ssims = [], []
     for degraded, clean in dataset:
         restored = model.restore(degraded.numpy()[0].astype(np.uint8) if "scale" in recipe["evaluate"]
-                                 else np.asarray(degraded[0]))
+                                 else np.asarray(degraded[0]), tta=tta)
         target = np.round(clean.numpy()[0]).astype(np.uint8)
         psnrs.append(float(psnr(restored, target, crop_border=crop)))
         ssims.append(float(ssim(restored, target, crop_border=crop)))
