@@ -119,9 +119,9 @@ RESTORATION_LICENSES = {
     "set5_sr_x4_unet": "Weights: Apache-2.0, as kerazoo. Data: T91 (Yang et al. 2010), for research use.",
     **{f"set5_sr_x{scale}_edsr": "Weights: Apache-2.0, as kerazoo. Data: T91 (Yang et al. 2010), for research use."
        for scale in (2, 3, 4)},
-    **{f"set12_denoise_sigma{sigma}_drunet": "Weights: Apache-2.0, as kerazoo. Data: train400 (BSD crops, as "
-                                             "DnCNN's training codes distribute them), for research use."
-       for sigma in (15, 25, 50)},
+    **{f"set12_denoise_{noise}_drunet": "Weights: Apache-2.0, as kerazoo. Data: train400 (BSD crops, as DnCNN's "
+                                         "training codes distribute them), for research use."
+       for noise in ("sigma15", "sigma25", "sigma50", "blind")},
 }
 RESTORATION_SIGMAS = (15, 25, 50)  # Set12 is reported at these, as DnCNN's table
 
@@ -158,7 +158,8 @@ def build_restoration(name, runs, data_dir, zoo_dir=ZOO):
         "license": RESTORATION_LICENSES[name],
         "task": recipe["model"]["task"],
         "channels": recipe["model"]["in_channels"],
-        **{key: evaluate[key] for key in ("noise_sigma", "scale") if key in evaluate},
+        # What it was trained for: one sigma, or [low, high] for a blind denoiser; its figure is at evaluate's.
+        **{key: recipe["train"][key] for key in ("noise_sigma", "scale") if key in evaluate},
         "training": {"command": f"python preset_recipes/reproduce.py {name} --data-dir ../shared/data", "recipe": recipe,
                      "steps": run["steps"], "best_steps": run["best"]["steps"],
                      "train_seconds": run["train_seconds"], "precision": run.get("precision", "float32"),
@@ -167,6 +168,7 @@ def build_restoration(name, runs, data_dir, zoo_dir=ZOO):
         "evaluation": {"command": f"kerazoo evaluate {name} --dataset {evaluate['dataset']} {option} "
                                   "--data-dir ../shared/data",
                        "dataset": evaluate["dataset"], "split": evaluate["split"],
+                       **{key: evaluate[key] for key in ("noise_sigma", "scale") if key in evaluate},
                        "convention": "8-bit rounded outputs; grey, or Y of BT.601 YCbCr for colour; data range "
                                      "255; super-resolution crops `scale` border pixels; noise seeded per image",
                        "float32_checkpoint_metrics": float32},

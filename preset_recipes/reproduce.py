@@ -108,6 +108,17 @@ for _sigma, (_steps, _eval_every) in DRUNET_STEPS.items():
         "steps": _steps,
         "eval_every": _eval_every,
     }
+# The same DRUNet, blind: each patch's sigma drawn uniformly in [0, 55] (DnCNN-B's range), measured at sigma 25.
+RECIPES["set12_denoise_blind_drunet"] = {
+    **RECIPES["set12_denoise_sigma25_drunet"],
+    "description": "Blind grey denoiser, sigma drawn in [0, 55] per patch: DRUNet (Zhang et al.; 32 filters, 3 "
+                   "scales, 1 residual block per scale, no noise-level map) predicting the noise (global residual), "
+                   "trained on train400 patches.",
+    "train": {**RECIPES["set12_denoise_sigma25_drunet"]["train"], "noise_sigma": (0, 55)},
+    "steps": 12000,
+    "eval_every": 1500,
+}
+
 
 def segmentation_config(name, data_dir, output_dir, epochs=None):
     """The `TrainConfig` of a segmentation recipe (`epochs` overrides the recipe's, for a trial run)."""

@@ -193,3 +193,8 @@ def test_card_command_prints_or_writes_and_keeps_an_existing_file(tmp_path, caps
     assert write_model_card("membrane_unet_mobilenetv2", tmp_path / "new.md") == tmp_path / "new.md"
     with pytest.raises(ValueError, match="owner/name; got 'membrane'"):
         model_card("membrane_unet_mobilenetv2", repo_id="membrane")
+
+
+def test_a_denoisers_card_names_the_noise_it_was_trained_for():
+    assert "any sigma from 0 to 55 (blind)" in model_card(presets.preset_directory("set12_denoise_blind_drunet"))
+    assert "at sigma 25 only" in model_card(presets.preset_directory("set12_denoise_sigma25_drunet"))

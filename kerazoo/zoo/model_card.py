@@ -327,8 +327,12 @@ class _Card:
             height, width = self.metadata["input_size"]
             items.append(f"Trained at {height}x{width} (`input_size`): `model.segment` resizes to that size and "
                          "back; a file run on another size without resizing scores lower.")
-        if self.task == "denoise" and self.metadata.get("noise_sigma") is not None:
-            items.append(f"Trained for additive Gaussian noise at sigma {self.metadata['noise_sigma']} only: see "
+        sigma = self.metadata.get("noise_sigma")
+        if self.task == "denoise" and isinstance(sigma, (list, tuple)):
+            items.append(f"Trained for additive Gaussian noise of any sigma from {sigma[0]} to {sigma[1]} (blind); "
+                         "real sensor noise is not Gaussian.")
+        elif self.task == "denoise" and sigma is not None:
+            items.append(f"Trained for additive Gaussian noise at sigma {sigma} only: see "
                          "the figures at other sigmas in the evaluation table; real sensor noise is not Gaussian.")
         if self.task == "super_resolution" and self.config.get("config", {}).get("scale"):
             items.append(f"Trained for x{self.config['config']['scale']} bicubic downscaling only; blurred, noisy "
