@@ -94,8 +94,8 @@ def test_edsr_presets_with_self_ensemble_beat_fsrcnn(scale, shared_data_dir):
 # Published Set12 figures (grey, PSNR): BM3D (Dabov et al. 2007) and DnCNN-S (Zhang et al. 2017), DnCNN's table.
 BM3D = {15: 32.37, 25: 29.97, 50: 26.72}
 DNCNN_S = {15: 32.86, 25: 30.44, 50: 27.18}
-DENOISE_PRESETS = {"set12_denoise_sigma25_unet": 25, **{f"set12_denoise_sigma{sigma}_drunet": sigma
-                                                        for sigma in (15, 25, 50)}}
+DENOISE_PRESETS = {"set12_denoise_sigma25_unet": 25, "set12_denoise_blind_drunet": 25,
+                   **{f"set12_denoise_sigma{sigma}_drunet": sigma for sigma in (15, 25, 50)}}
 
 
 @pytest.mark.data
@@ -111,8 +111,24 @@ def test_denoising_preset_reproduces_its_set12_figures_and_beats_the_noisy_input
              kerazoo.data.load("set12", "test", noise_sigma=sigma, batch_size=1, data_dir=data_dir)]
     assert 0 < np.mean(noisy) - 20 * np.log10(255 / sigma) < 0.7
     assert measured["psnr"] > np.mean(noisy) + 6
-    if name.endswith("_drunet"):
+    if name.endswith("_drunet") and "blind" not in name:
         assert measured["psnr"] > BM3D[sigma]
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("sigma", [15, 50])
+def test_the_blind_denoiser_beats_the_sigma25_one_away_from_25(sigma, shared_data_dir):
+    from reproduce import RECIPES, evaluation_figures
+
+    recipe = RECIPES["set12_denoise_blind_drunet"]
+    assert recipe["train"]["noise_sigma"] == (0, 55)
+    blind = evaluation_figures(kerazoo.from_preset("set12_denoise_blind_drunet", offline=True),
+                               {**recipe, "evaluate": {**recipe["evaluate"], "noise_sigma": sigma}},
+                               shared_data_dir("set12"))
+    recorded = json.loads((ZOO / "set12_denoise_blind_drunet" / "metadata.json").read_text())["metrics"]
+    assert blind["psnr"] == pytest.approx(recorded[f"psnr_sigma{sigma}"], abs=0.01)
+    fixed = json.loads((ZOO / "set12_denoise_sigma25_drunet" / "metadata.json").read_text())["metrics"]
+    assert blind["psnr"] > fixed[f"psnr_sigma{sigma}"]
 
 
 # The papers' models, written here from the papers (not read from the recipes): each convolution before the
