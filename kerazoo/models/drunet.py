@@ -1,7 +1,8 @@
 """DRUNet (Zhang et al. 2021): a U-Net of residual blocks, the denoiser of "Plug-and-Play Image Restoration".
 
-Four scales, each `num_blocks` residual blocks (conv-ReLU-conv, no batch norm, no biases); 2x2 strided
-convolutions go down, 2x2 transposed convolutions go up, and skips are added rather than concatenated.
+`levels` scales (the paper's four), each `num_blocks` residual blocks (conv-ReLU-conv, no batch norm, no
+biases); 2x2 strided convolutions go down, 2x2 transposed convolutions go up, and skips are added rather than
+concatenated.
 The paper also feeds a noise-level map as an extra input channel; without it this is the fixed-noise
 denoiser (in_channels as the image has). Made for denoising; any task works.
 """
@@ -10,6 +11,7 @@ import keras
 
 from kerazoo import layers
 from kerazoo.models.blocks import check_positive_int, model_input, segmentation_task
+
 
 def build_drunet(num_classes, in_channels=3, input_shape=None, activation=None, filters=64, num_blocks=4, levels=4,
                  task=None):
