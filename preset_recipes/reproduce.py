@@ -91,8 +91,7 @@ for _scale, (_steps, _eval_every) in EDSR_STEPS.items():
 # DRUNet (32 filters at the first of three scales, 1 residual block per scale, 0.56M parameters) at each noise level
 # of DnCNN-S's table; one recipe, the noise level its only change. Trained in bfloat16 where the CPU has it natively
 # (about 1.5x faster than float32 on an AVX512_BF16 CPU); measured and shipped in float32.
-DRUNET_STEPS = {15: (10000, 1000), 25: (10000, 1000), 50: (10000, 1000)}  # sigma: (steps, eval_every)
-for _sigma, (_steps, _eval_every) in DRUNET_STEPS.items():
+for _sigma in (15, 25, 50):
     RECIPES[f"set12_denoise_sigma{_sigma}_drunet"] = {
         "description": f"Grey denoiser at sigma {_sigma}: DRUNet (Zhang et al.; 32 filters, 3 scales, 1 residual "
                        "block per scale, no noise-level map) predicting the noise (global residual), trained on "
@@ -105,8 +104,8 @@ for _sigma, (_steps, _eval_every) in DRUNET_STEPS.items():
         "loss": "L1Loss",
         "learning_rate": 1e-3,
         "mixed_precision": "auto",
-        "steps": _steps,
-        "eval_every": _eval_every,
+        "steps": 10000,
+        "eval_every": 1000,
     }
 # The same DRUNet, blind: each patch's sigma drawn uniformly in [0, 55] (DnCNN-B's range), measured at sigma 25.
 RECIPES["set12_denoise_blind_drunet"] = {
