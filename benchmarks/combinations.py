@@ -286,9 +286,10 @@ def main():
                   for encoder, models in chosen.items()}
         chosen = {encoder: models for encoder, models in chosen.items() if models}
     for index, (encoder, models) in enumerate(chosen.items(), start=1):
-        done = all((model, encoder) in rows and ("export" in rows[(model, encoder)] or not arguments.export)
-                   for model in models)
-        if done and not arguments.again:
+        if not arguments.again:  # go on from what an earlier run measured
+            models = [model for model in models if (model, encoder) not in rows
+                      or (arguments.export and "export" not in rows[(model, encoder)])]
+        if not models:
             continue
         print(f"[{index}/{len(chosen)}] {encoder}: {len(models)} models ...", end=" ", flush=True)
         start = time.perf_counter()

@@ -165,8 +165,10 @@ def run(name, data_dir, output_dir, steps=None):
     policy, reason = auto_mixed_precision() if recipe.get("mixed_precision") == "auto" else (None, "float32")
     print(f"{name}: {reason}", flush=True)
     keras.mixed_precision.set_global_policy(policy or "float32")
-    model = kerazoo.create_model(**recipe["model"])
-    keras.mixed_precision.set_global_policy("float32")
+    try:
+        model = kerazoo.create_model(**recipe["model"])
+    finally:  # a bad recipe must not leave the process in bfloat16
+        keras.mixed_precision.set_global_policy("float32")
     kept = kerazoo.create_model(**recipe["model"]) if policy else model
     train_options = dict(recipe["train"])
     train = kerazoo.data.load(train_options.pop("dataset"), "train", data_dir=data_dir, **train_options).repeat()
