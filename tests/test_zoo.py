@@ -13,7 +13,7 @@ from kerazoo import data as kz_data
 from kerazoo.training import evaluation
 from kerazoo.zoo import preset_metadata
 
-SHIPPED = ["camvid_segnet_basic", "membrane_unet_mobilenetv2"]
+SHIPPED = ["camvid_segnet_basic", "membrane_unet_mobilenetv2", "membrane_unet_paper16"]
 REPO = Path(__file__).resolve().parents[1]
 ZOO = Path(kerazoo.__file__).parent / "zoo" / "shipped"
 
@@ -70,9 +70,15 @@ def test_shipped_preset_loads_offline_and_is_small(name, monkeypatch, tmp_path):
     assert not list(tmp_path.iterdir())  # nothing was downloaded or cached
 
 
+def test_all_shipped_weights_together_stay_under_the_projects_50_mb():
+    # The project's rule for weights that live in the package and the repository; a larger preset is downloaded.
+    total = sum(path.stat().st_size for path in ZOO.glob("*/model.weights.h5"))
+    assert total < 50e6, f"{total / 1e6:.1f} MB of shipped weights"
+
+
 # The label that marks unlabelled pixels in each preset's masks: CamVid's void is 11 (after its 11
 # classes), the membrane masks label every pixel. Written here, not read from the catalog under test.
-VOID_LABEL = {"camvid_segnet_basic": 11, "membrane_unet_mobilenetv2": None}
+VOID_LABEL = {"camvid_segnet_basic": 11, "membrane_unet_mobilenetv2": None, "membrane_unet_paper16": None}
 
 
 def _scores_by_hand(truth, predicted, num_classes, void):
