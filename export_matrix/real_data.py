@@ -115,8 +115,12 @@ def main():
     parser.add_argument("--out-dir", default=str(HERE), help="where real_data.json and REAL_DATA.md go")
     args = parser.parse_args()
     names = args.presets or [preset.name for preset in kerazoo.list_presets()]
-    results = [measure(name, args.data_dir, args.max_images) for name in names]
-    atomic_write_text(Path(args.out_dir) / "real_data.json", json.dumps(results, indent=1) + "\n")
+    saved = Path(args.out_dir) / "real_data.json"
+    # --presets measures those again and keeps the others' saved results
+    kept = [result for result in json.loads(saved.read_text()) if result["preset"] not in names] \
+        if args.presets and saved.exists() else []
+    results = kept + [measure(name, args.data_dir, args.max_images) for name in names]
+    atomic_write_text(saved, json.dumps(results, indent=1) + "\n")
     atomic_write_text(Path(args.out_dir) / "REAL_DATA.md", markdown(results))
     print(markdown(results))
 
