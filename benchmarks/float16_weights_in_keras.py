@@ -3,6 +3,7 @@ a float16 TFLite file stores) and compares it with the float32 model on the samp
 export_matrix/COMBINATIONS.md: argmax agreement, and for SegNet how many pooling indices flip.
 
     PYTHONPATH=$PWD python benchmarks/float16_weights_in_keras.py segnet vgg16
+    PYTHONPATH=$PWD python benchmarks/float16_weights_in_keras.py segnet_basic -     # '-': its own topology
 """
 
 import argparse
@@ -23,7 +24,8 @@ def main():
 
     def build():
         keras.utils.set_random_seed(0)
-        return kerazoo.create_model(arguments.model, encoder=arguments.encoder, num_classes=NUM_CLASSES)
+        encoder = {} if arguments.encoder == "-" else {"encoder": arguments.encoder}
+        return kerazoo.create_model(arguments.model, num_classes=NUM_CLASSES, **encoder)
 
     def probe(model):  # the output, and the indices of every pooling layer that keeps them
         pools = [layer for layer in model.layers if isinstance(layer, MaxPoolingWithArgmax2D)]
