@@ -2,15 +2,17 @@
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/interleaved_step.py --precision bfloat16 [--rounds 15]
     PYTHONPATH=$PWD .venv/bin/python benchmarks/interleaved_step.py --precision float32 --variants default inter_op_1
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/interleaved_step.py --decoder deeplabv3    # decoder_speed.py's pairs
 
 `kerazoo benchmark --peer` measures each side in its own process one after the other; on a machine whose
 neighbours come and go (step times here swing by +-30% within a minute) the two sides then see different loads.
 Here each side lives in its own process (TensorFlow and torch never share one), both warm up, then they take
 one training step each in turn, `--rounds` times, each step timed by its own process; nothing else runs
 between. Reported: each side's median step, the ratio of the medians and the median of the per-round ratios.
-U-Net ResNet50 (nearest upsampling), 256x256 and batch 4 by default, 12 classes, Adam, cross-entropy, random weights, one
+U-Net ResNet50 (nearest upsampling) by default, or `--decoder` with the matched kerazoo / smp configuration of
+benchmarks/decoder_speed.py; 256x256 and batch 4 by default, 12 classes, Adam, cross-entropy, random weights, one
 in-memory batch, as in `kerazoo benchmark`: kerazoo through `ZooModel.compile("adam")` + `model.fit`'s train
-function (`train_on_batch`); smp's `Unet` channels-last in float32 eager or under bfloat16 autocast.
+function (`train_on_batch`); smp channels-last in float32 eager or under bfloat16 autocast.
 kerazoo variants (each its own process, all in the same rounds): "default"; "inter_op_1" (TensorFlow's
 inter-op pool at one thread: one op at a time, each with every core).
 """
@@ -21,6 +23,8 @@ import multiprocessing
 import os
 import statistics
 import time
+
+from decoder_speed import CONFIGURATIONS, ENCODER
 
 NUM_CLASSES = 12
 VARIANTS = ("default", "inter_op_1")
@@ -35,7 +39,7 @@ def _batch(image_size, batch_size):
     return images, masks
 
 
-def kerazoo_step(precision, variant, image_size, batch_size):
+def kerazoo_step(decoder, precision, variant, image_size, batch_size):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
     import tensorflow as tf
@@ -45,22 +49,23 @@ def kerazoo_step(precision, variant, image_size, batch_size):
     if variant == "inter_op_1":
         tf.config.threading.set_inter_op_parallelism_threads(1)
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
-    model = kerazoo.create_model("unet", encoder="resnet50", num_classes=NUM_CLASSES, encoder_weights=None,
-                                 input_shape=(image_size, image_size, 3), upsampling="nearest")
+    model = kerazoo.create_model(decoder, encoder=ENCODER, num_classes=NUM_CLASSES, encoder_weights=None,
+                                 input_shape=(image_size, image_size, 3), **CONFIGURATIONS[decoder][0])
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     images, masks = _batch(image_size, batch_size)
     return lambda: model.train_on_batch(images, masks)
 
 
-def smp_step(precision, image_size, batch_size):
+def smp_step(decoder, precision, image_size, batch_size):
     import contextlib
 
     import segmentation_models_pytorch as smp
     import torch
 
     torch.manual_seed(0)
-    model = smp.Unet(encoder_name="resnet50", encoder_weights=None, classes=NUM_CLASSES,
-                     decoder_channels=(256, 128, 64, 32, 16)).to(memory_format=torch.channels_last)
+    _, smp_class, smp_options, _ = CONFIGURATIONS[decoder]
+    model = getattr(smp, smp_class)(encoder_name=ENCODER, encoder_weights=None, classes=NUM_CLASSES,
+                                    **smp_options).to(memory_format=torch.channels_last)
     images, masks = _batch(image_size, batch_size)
     inputs = torch.from_numpy(images.transpose(0, 3, 1, 2).copy()).contiguous(memory_format=torch.channels_last)
     targets = torch.from_numpy(masks).long()
@@ -79,12 +84,12 @@ def smp_step(precision, image_size, batch_size):
     return step
 
 
-def worker(connection, side, precision, variant, image_size, batch_size, warmup):
+def worker(connection, decoder, side, precision, variant, image_size, batch_size, warmup):
     """Builds one side, warms it up, then times one step per "step" message until "stop"."""
     if side == "smp":
-        step = smp_step(precision, image_size, batch_size)
+        step = smp_step(decoder, precision, image_size, batch_size)
     else:
-        step = kerazoo_step(precision, variant, image_size, batch_size)
+        step = kerazoo_step(decoder, precision, variant, image_size, batch_size)
     start = time.perf_counter()
     step()
     first = time.perf_counter() - start
@@ -99,6 +104,7 @@ def worker(connection, side, precision, variant, image_size, batch_size, warmup)
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--decoder", choices=sorted(CONFIGURATIONS), default="unet")
     parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=["default"])
     parser.add_argument("--image-size", type=int, default=256)
@@ -113,7 +119,7 @@ def main(argv=None):
     connections, processes = {}, []
     for side, variant in sides:  # built and warmed one at a time, so that no two compete while tracing
         parent, child = context.Pipe()
-        process = context.Process(target=worker, args=(child, side, args.precision, variant, args.image_size,
+        process = context.Process(target=worker, args=(child, args.decoder, side, args.precision, variant, args.image_size,
                                                               args.batch_size, args.warmup))
         process.start()
         parent.recv()
@@ -133,7 +139,9 @@ def main(argv=None):
     from kerazoo.utils.cpu import cpu_kind
 
     peer = times[("smp", None)]
-    results = {"cpu": cpu_kind(), "precision": args.precision, "rounds": args.rounds,
+    results = {"cpu": cpu_kind(), "decoder": args.decoder, "encoder": ENCODER, "precision": args.precision,
+               "kerazoo_options": CONFIGURATIONS[args.decoder][0], "smp_class": CONFIGURATIONS[args.decoder][1],
+               "smp_options": CONFIGURATIONS[args.decoder][2], "rounds": args.rounds,
                "image_size": args.image_size, "batch_size": args.batch_size,
                "smp_step_ms": 1000 * statistics.median(peer), "kerazoo": {}}
     for (side, variant), seconds in times.items():

@@ -2,7 +2,8 @@
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/step_profile.py --precision bfloat16 [--image-size 256 --batch-size 4]
 
-U-Net ResNet50 (nearest upsampling), 12 classes, Adam, cross-entropy, random weights and one in-memory batch, as
+U-Net ResNet50 (nearest upsampling), or `--decoder` with benchmarks/decoder_speed.py's matched pair; 12 classes,
+Adam, cross-entropy, random weights and one in-memory batch, as
 `kerazoo benchmark --peer` measures it: kerazoo through `ZooModel.compile("adam")` + `train_on_batch` under the
 Keras policy (float32 or mixed_bfloat16), smp's `Unet` channels-last in float32 eager or under bfloat16
 autocast. Each side runs in a fresh process: warm-up steps, then `--steps` profiled steps. The op times of both
@@ -22,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from decoder_speed import CONFIGURATIONS, ENCODER
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -64,7 +67,7 @@ def _union_ms(intervals_ps):
     return covered / 1e9
 
 
-def profile_keras(precision, image_size, batch_size, warmup, steps):
+def profile_keras(decoder, precision, image_size, batch_size, warmup, steps):
     """Op self-times (ms per step) of kerazoo's training step from TensorFlow's profiler trace."""
     import keras
     import tensorflow as tf
@@ -73,8 +76,8 @@ def profile_keras(precision, image_size, batch_size, warmup, steps):
     import kerazoo
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
-    model = kerazoo.create_model("unet", encoder="resnet50", num_classes=12, encoder_weights=None,
-                                 input_shape=(image_size, image_size, 3), upsampling="nearest")
+    model = kerazoo.create_model(decoder, encoder=ENCODER, num_classes=12, encoder_weights=None,
+                                 input_shape=(image_size, image_size, 3), **CONFIGURATIONS[decoder][0])
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     images, masks = _random_batch(batch_size, image_size)
     for _ in range(warmup):
@@ -105,7 +108,7 @@ def profile_keras(precision, image_size, batch_size, warmup, steps):
     return wall * 1000, op_ms, _union_ms(intervals) / steps
 
 
-def profile_peer(precision, image_size, batch_size, warmup, steps):
+def profile_peer(decoder, precision, image_size, batch_size, warmup, steps):
     """Op self-times (ms per step) of smp's training step from torch's profiler."""
     import contextlib
 
@@ -113,8 +116,9 @@ def profile_peer(precision, image_size, batch_size, warmup, steps):
     import torch
 
     torch.manual_seed(0)
-    model = smp.Unet(encoder_name="resnet50", encoder_weights=None, classes=12,
-                     decoder_channels=(256, 128, 64, 32, 16)).to(memory_format=torch.channels_last)
+    _, smp_class, smp_options, _ = CONFIGURATIONS[decoder]
+    model = getattr(smp, smp_class)(encoder_name=ENCODER, encoder_weights=None, classes=12,
+                                    **smp_options).to(memory_format=torch.channels_last)
     images, masks = _random_batch(batch_size, image_size)
     inputs = torch.from_numpy(images.transpose(0, 3, 1, 2).copy()).contiguous(memory_format=torch.channels_last)
     targets = torch.from_numpy(masks).long()
@@ -151,11 +155,12 @@ def profile_peer(precision, image_size, batch_size, warmup, steps):
 
 def run_side(side, args):
     profile = profile_keras if side == "kerazoo" else profile_peer
-    wall_ms, op_ms, busy_ms = profile(args.precision, args.image_size, args.batch_size, args.warmup, args.steps)
+    wall_ms, op_ms, busy_ms = profile(args.decoder, args.precision, args.image_size, args.batch_size, args.warmup,
+                                      args.steps)
     by_category = collections.Counter()
     for op, ms in op_ms.items():
         by_category[category(op)] += ms
-    return {"side": side, "precision": args.precision, "wall_ms": wall_ms, "op_ms_total": sum(op_ms.values()),
+    return {"side": side, "decoder": args.decoder, "precision": args.precision, "wall_ms": wall_ms, "op_ms_total": sum(op_ms.values()),
             "ops_running_ms": sum(op_ms.values()) if busy_ms is None else busy_ms,
             "categories_ms": dict(by_category), "top_ops_ms": dict(op_ms.most_common(15))}
 
@@ -176,6 +181,8 @@ def table(results):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--decoder", choices=sorted(CONFIGURATIONS), default="unet",
+                        help="a matched kerazoo / smp pair of benchmarks/decoder_speed.py")
     parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=4)
@@ -196,7 +203,8 @@ def main(argv=None):
     from kerazoo.utils.cpu import cpu_kind
 
     kind = cpu_kind()
-    print(f"\n{kind['model_name']} ({kind['kind']}); U-Net ResNet50 {args.image_size}x{args.image_size}, batch {args.batch_size}, "
+    print(f"\n{kind['model_name']} ({kind['kind']}); {args.decoder} {ENCODER} {args.image_size}x{args.image_size}, "
+          f"batch {args.batch_size}, "
           f"{args.precision}, {args.steps} profiled steps\n")
     print(table(results))
 

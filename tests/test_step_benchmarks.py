@@ -65,12 +65,13 @@ def test_profile_and_interleaved_steps_at_a_tiny_size(tmp_path):
         assert side["categories_ms"]["optimizer update"] > 0, side["top_ops_ms"]
         assert 0 < side["ops_running_ms"] <= side["wall_ms"]
     out = tmp_path / "interleaved.json"
-    run = subprocess.run([sys.executable, "benchmarks/interleaved_step.py", *tiny, "--rounds", "2",
+    run = subprocess.run([sys.executable, "benchmarks/interleaved_step.py", *tiny, "--rounds", "2", "--decoder", "fpn",
                           "--variants", "default", "inter_op_1", "--json", str(out)],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = json.loads(out.read_text())
     assert results["cpu"]["kind"] and len(results["smp_step_ms_all"]) == 2
+    assert (results["decoder"], results["smp_class"]) == ("fpn", "FPN")  # decoder_speed.py's matched pair
     for variant in ("default", "inter_op_1"):
         measured = results["kerazoo"][variant]
         assert len(measured["step_ms_all"]) == 2
