@@ -284,6 +284,42 @@ def test_any_size_upsampling_matches_numpy(size, interpolation):
 
 
 @pytest.mark.tensorflow_only
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("size", [2, 4, (2, 3)])
+def test_bilinear_resize_kernel_at_a_known_size_equals_the_slices_at_a_run_time_size(size, policy):
+    """The TensorFlow fast path (ResizeBilinear, a height and width known when traced) against the slice
+    formulation (the reference, what a run-time size and kerazoo.export get): outputs and input gradients."""
+    import tensorflow as tf
+
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        layer = layers.AnySizeUpSampling2D(size, "bilinear")
+        factors = (size, size) if isinstance(size, int) else size
+        x = tf.constant(np.random.default_rng(5).normal(size=(2, 5, 7, 3)).astype("float32"))
+        projection = tf.constant(np.random.default_rng(6).normal(size=(2, 5 * factors[0], 7 * factors[1], 3)),
+                                 "float32")
+
+        def output_and_gradient(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = tf.cast(layer(tf.cast(x, layer.compute_dtype)), "float32")
+                loss = tf.reduce_sum(y * projection)
+            return y, tape.gradient(loss, x)
+
+        results = {}
+        for name, shape in (("known", (2, 5, 7, 3)), ("run_time", (2, None, None, 3))):
+            function = tf.function(output_and_gradient, input_signature=[tf.TensorSpec(shape, tf.float32)])
+            op_types = {op.type for op in function.get_concrete_function().graph.get_operations()}
+            assert ("ResizeBilinear" in op_types) == (name == "known"), (name, op_types)
+            results[name] = [np.asarray(t) for t in function(x)]
+        tolerance = 1e-5 if policy == "float32" else 2e-2
+        for found, expected in zip(results["known"], results["run_time"], strict=True):
+            np.testing.assert_allclose(found, expected, rtol=0, atol=tolerance * np.abs(expected).max())
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.tensorflow_only
 def test_any_size_upsampling_converts_to_tflite_builtins_at_dynamic_sizes_and_to_onnx():
     """A convolution after the upsampling needs its static channel count, which UpSampling2D loses on TF."""
     import tensorflow as tf

@@ -44,7 +44,11 @@ class AnySizeUpSampling2D(keras.layers.Layer):
     and clamped edges: the values of `tf.image.resize` and `UpSampling2D(interpolation="bilinear")`),
     interleaved by stack and reshape: slices, concatenations, multiplies, adds, PACK and RESHAPE in TFLite
     and ONNX. The cost grows with the channels, not with their square as a fixed transposed convolution's
-    (`BilinearUpsampling`).
+    (`BilinearUpsampling`). Where the height and width are known when traced (training at a fixed size) and
+    the backend is TensorFlow, bilinear runs TensorFlow's own ResizeBilinear kernel and its gradient kernel
+    instead, with the same values: the slices' gradients (StridedSliceGrad) took 12% of UPerNet's op time in a
+    bfloat16 training step, and the kernel made the step 0.83x (benchmarks/BENCHMARK.md). A run-time size,
+    as `kerazoo.export` traces, keeps the slices.
 
     Args:
         size: int or (height, width) upsampling factor.
@@ -58,7 +62,18 @@ class AnySizeUpSampling2D(keras.layers.Layer):
             raise ValueError(f"interpolation must be one of {INTERPOLATIONS}; got {interpolation!r}")
         self.interpolation = interpolation
 
+    def _resize_kernel_applies(self, inputs):
+        # A height and width known when traced: training or a fixed-size call, not what kerazoo.export traces.
+        return (keras.backend.backend() == "tensorflow" and self.interpolation == "bilinear"
+                and inputs.shape[1] is not None and inputs.shape[2] is not None)
+
     def call(self, inputs):
+        if self._resize_kernel_applies(inputs):
+            import tensorflow as tf  # only on the TensorFlow backend
+
+            size = (inputs.shape[1] * self.size[0], inputs.shape[2] * self.size[1])
+            resized = tf.image.resize(inputs, size, method="bilinear")  # half-pixel centres, float32 out
+            return ops.cast(resized, inputs.dtype)
         x = inputs
         factor_h, factor_w = self.size
         if factor_h > 1:
