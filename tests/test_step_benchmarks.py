@@ -15,6 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _script(name):
+    # The scripts import their sibling decoder_speed.py, as `python benchmarks/NAME.py` finds it.
+    if str(REPO / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(REPO / "benchmarks"))
     spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
