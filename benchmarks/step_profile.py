@@ -25,6 +25,7 @@ import tempfile
 import time
 
 from decoder_speed import CONFIGURATIONS, ENCODER
+from interleaved_step import kerazoo_step, smp_step
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -47,15 +48,6 @@ def category(op_name):
     return next(label for label, pattern in CATEGORIES if re.search(pattern, name))
 
 
-def _random_batch(batch_size, image_size, num_classes=12):
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, (batch_size, image_size, image_size, 3)).astype("float32")
-    masks = rng.integers(0, num_classes, (batch_size, image_size, image_size)).astype("int32")
-    return images, masks
-
-
 def _union_ms(intervals_ps):
     """Milliseconds covered by at least one of the (start, end) intervals: ops running at once count once."""
     covered, reach = 0, None
@@ -69,24 +61,17 @@ def _union_ms(intervals_ps):
 
 def profile_keras(decoder, precision, image_size, batch_size, warmup, steps):
     """Op self-times (ms per step) of kerazoo's training step from TensorFlow's profiler trace."""
-    import keras
     import tensorflow as tf
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-    import kerazoo
-
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
-    model = kerazoo.create_model(decoder, encoder=ENCODER, num_classes=12, encoder_weights=None,
-                                 input_shape=(image_size, image_size, 3), **CONFIGURATIONS[decoder][0])
-    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    images, masks = _random_batch(batch_size, image_size)
+    train_step = kerazoo_step(decoder, precision, "default", image_size, batch_size)
     for _ in range(warmup):
-        model.train_on_batch(images, masks)
+        train_step()
     with tempfile.TemporaryDirectory() as log_dir:
         tf.profiler.experimental.start(log_dir)
         start = time.perf_counter()
         for _ in range(steps):
-            model.train_on_batch(images, masks)
+            train_step()
         wall = (time.perf_counter() - start) / steps
         tf.profiler.experimental.stop()
         trace = glob.glob(os.path.join(log_dir, "**", "*.xplane.pb"), recursive=True)[0]
@@ -110,30 +95,9 @@ def profile_keras(decoder, precision, image_size, batch_size, warmup, steps):
 
 def profile_peer(decoder, precision, image_size, batch_size, warmup, steps):
     """Op self-times (ms per step) of smp's training step from torch's profiler."""
-    import contextlib
-
-    import segmentation_models_pytorch as smp
     import torch
 
-    torch.manual_seed(0)
-    _, smp_class, smp_options, _ = CONFIGURATIONS[decoder]
-    model = getattr(smp, smp_class)(encoder_name=ENCODER, encoder_weights=None, classes=12,
-                                    **smp_options).to(memory_format=torch.channels_last)
-    images, masks = _random_batch(batch_size, image_size)
-    inputs = torch.from_numpy(images.transpose(0, 3, 1, 2).copy()).contiguous(memory_format=torch.channels_last)
-    targets = torch.from_numpy(masks).long()
-    optimizer = torch.optim.Adam(model.parameters())
-    model.train()
-
-    def train_step():
-        optimizer.zero_grad(set_to_none=True)
-        autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bfloat16"
-                    else contextlib.nullcontext())
-        with autocast:
-            loss = torch.nn.functional.cross_entropy(model(inputs).float(), targets)
-        loss.backward()
-        optimizer.step()
-
+    train_step = smp_step(decoder, precision, image_size, batch_size)
     for _ in range(warmup):
         train_step()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
